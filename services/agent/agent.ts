@@ -1,0 +1,189 @@
+/**
+ * The agent pipeline: source -> batcher -> Kafka. Holds at most `bufferBytes` of
+ * records; beyond that it stops pulling from the source (a recording waits, the
+ * kernel ring buffer fills and the live source counts its losses). Sends are
+ * retried with backoff while Kafka is away; nothing is dropped except what is
+ * still unsent when a shutdown's flush deadline passes, and that is counted.
+ */
+import { encodeBatch } from '../shared/batch.js';
+import type { Config } from '../shared/config.js';
+import { describeError } from '../shared/errors.js';
+import type { Logger } from '../shared/log.js';
+import { RECORD_SIZE } from '../shared/record.js';
+import { retry } from '../shared/retry.js';
+import { createBatcher, type ReadyBatch } from './batcher.js';
+import type { AgentMetrics } from './metrics.js';
+import type { RecordSource } from './source.js';
+
+export interface OutMessage {
+  partition: number;
+  key: string;
+  value: Buffer;
+  records: number;
+}
+
+/** Where batches go: Kafka in production, an array in unit tests. */
+export interface BatchSink {
+  send(messages: OutMessage[]): Promise<void>;
+  /** Human-readable destination for errors: "Kafka at 127.0.0.1:19092 topic hoptrace.hops.v1". */
+  readonly where: string;
+}
+
+export interface AgentDeps {
+  cfg: Config;
+  source: RecordSource;
+  sink: BatchSink;
+  partitions: number;
+  log: Logger;
+  metrics: AgentMetrics;
+  /** Agent name for EventIds; defaults to the source's node. */
+  agent?: string;
+  /** How long a graceful stop may spend flushing, ms. */
+  flushTimeoutMs?: number;
+}
+
+export interface AgentStats {
+  read: number;
+  sent: number;
+  batches: number;
+  dropped: number;
+}
+
+export interface Agent {
+  /** Runs until the source ends or stop() is called, then flushes. */
+  run(): Promise<void>;
+  stop(): Promise<void>;
+  /** Running totals, for logs and the progress display (/metrics has the same by label). */
+  stats(): AgentStats;
+}
+
+/** Most messages in one producer request: kafkajs groups them per broker. */
+const MESSAGES_PER_SEND = 16;
+
+export function createAgent(d: AgentDeps): Agent {
+  const { cfg, source, sink, log, metrics } = d;
+  const agentName = d.agent || cfg.agentName || source.node;
+  const batcher = createBatcher(d.partitions, cfg.batchRecords, cfg.lingerMs);
+  const queue: OutMessage[] = [];
+  let queuedBytes = 0;
+  let inFlight = 0;
+  let inFlightBytes = 0;
+  let stopping = false;
+  const totals: AgentStats = { read: 0, sent: 0, batches: 0, dropped: 0 };
+  const abort = new AbortController();
+  let wake: (() => void) | undefined;
+  const notify = () => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  const waitChange = () => new Promise<void>((r) => (wake = r));
+
+  function enqueue(batches: ReadyBatch[]) {
+    for (const b of batches) {
+      const value = encodeBatch({ agent: agentName, node: source.node, boot: source.boot, clockOffsetNs: b.clockOffsetNs }, b.records, b.seqs, b.count);
+      queue.push({ partition: b.partition, key: `${agentName}/${b.partition}`, value, records: b.count });
+      queuedBytes += b.count * RECORD_SIZE;
+    }
+    pump();
+  }
+
+  function pump() {
+    while (queue.length > 0 && inFlight < cfg.maxInFlight) {
+      const msgs = queue.splice(0, MESSAGES_PER_SEND);
+      const bytes = msgs.reduce((s, m) => s + m.records * RECORD_SIZE, 0);
+      queuedBytes -= bytes;
+      inFlight++;
+      inFlightBytes += bytes;
+      void sendWithRetry(msgs).finally(() => {
+        inFlight--;
+        inFlightBytes -= bytes;
+        pump();
+        notify();
+      });
+    }
+  }
+
+  async function sendWithRetry(msgs: OutMessage[]) {
+    const records = msgs.reduce((s, m) => s + m.records, 0);
+    try {
+      await retry(
+        async () => {
+          const t0 = process.hrtime.bigint();
+          try {
+            await sink.send(msgs);
+          } catch (err) {
+            metrics.produceErrors.inc({ code: (err as { type?: string; code?: string }).type ?? (err as { code?: string }).code ?? 'unknown' });
+            throw err;
+          }
+          metrics.produceLatency.observe(Number(process.hrtime.bigint() - t0) / 1e9);
+        },
+        { what: `send ${records} records to ${sink.where}`, log, maxDelayMs: cfg.retryMaxMs, signal: abort.signal },
+      );
+      metrics.recordsSent.inc(records);
+      metrics.batchesSent.inc(msgs.length);
+      totals.sent += records;
+      totals.batches += msgs.length;
+    } catch (err) {
+      // Only reached when a stop's flush deadline aborted the retries.
+      metrics.recordsDropped.inc({ reason: 'unsent_at_shutdown' }, records);
+      totals.dropped += records;
+      log.error({ records }, `dropped ${records} records unsent at shutdown: ${describeError(err)}`);
+    }
+  }
+
+  const held = () => queuedBytes + inFlightBytes + batcher.pending * RECORD_SIZE;
+
+  async function drainTo(limitBytes: number) {
+    while (held() > limitBytes || inFlight >= cfg.maxInFlight) await waitChange();
+  }
+
+  let lastCorrupt: Record<string, number> = {};
+  function syncSourceCounters() {
+    const s = source.stats();
+    for (const [k, v] of Object.entries(s)) {
+      if (!k.startsWith('corrupt_')) continue;
+      const delta = v - (lastCorrupt[k] ?? 0);
+      if (delta > 0) {
+        metrics.recordsDropped.inc({ reason: k }, delta);
+        totals.dropped += delta;
+      }
+    }
+    lastCorrupt = Object.fromEntries(Object.entries(s).filter(([k]) => k.startsWith('corrupt_')));
+  }
+
+  let stopped: Promise<void> | undefined;
+
+  return {
+    async run() {
+      const ticker = setInterval(() => enqueue(batcher.due(Date.now())), Math.max(5, Math.floor(cfg.lingerMs / 2)));
+      try {
+        for await (const chunk of source.chunks()) {
+          metrics.recordsRead.inc(chunk.count);
+          totals.read += chunk.count;
+          enqueue(batcher.add(chunk, Date.now()));
+          syncSourceCounters();
+          await drainTo(cfg.bufferBytes);
+          if (stopping) break;
+        }
+      } finally {
+        clearInterval(ticker);
+        syncSourceCounters();
+        enqueue(batcher.due(Date.now(), true));
+        const deadline = setTimeout(() => abort.abort(), d.flushTimeoutMs ?? 15_000);
+        await drainTo(0);
+        clearTimeout(deadline);
+        log.info(totals, 'agent flushed');
+      }
+    },
+    stop() {
+      stopped ??= (async () => {
+        stopping = true;
+        await source.stop();
+        notify();
+      })();
+      return stopped;
+    },
+    stats: () => ({ ...totals }),
+  };
+}

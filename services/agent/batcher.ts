@@ -1,0 +1,83 @@
+/**
+ * Packs records into per-partition batches: both directions of a flow go to the
+ * same partition (flowkey.partitionOf), many records per Kafka message. A batch is
+ * ready when it holds `maxRecords` or when its first record has waited `lingerMs`.
+ * Pure bookkeeping: no I/O, no timers (the caller polls `due`), so tests drive it.
+ */
+import { partitionOf } from '../shared/flowkey.js';
+import { RECORD_SIZE } from '../shared/record.js';
+import type { RecordChunk } from './source.js';
+
+export interface ReadyBatch {
+  partition: number;
+  records: Buffer;
+  seqs: number[];
+  count: number;
+  clockOffsetNs: bigint;
+}
+
+interface Open {
+  buf: Buffer;
+  seqs: number[];
+  count: number;
+  since: number;
+  clockOffsetNs: bigint;
+}
+
+export interface Batcher {
+  /** Adds a chunk; returns the batches it filled. */
+  add(chunk: RecordChunk, now: number): ReadyBatch[];
+  /** Batches whose linger has expired (all of them when `all`). */
+  due(now: number, all?: boolean): ReadyBatch[];
+  /** Records held in open batches. */
+  readonly pending: number;
+}
+
+export function createBatcher(partitions: number, maxRecords: number, lingerMs: number): Batcher {
+  const open: (Open | undefined)[] = new Array(partitions);
+  let pending = 0;
+
+  function seal(p: number): ReadyBatch {
+    const o = open[p]!;
+    open[p] = undefined;
+    pending -= o.count;
+    return { partition: p, records: o.buf.subarray(0, o.count * RECORD_SIZE), seqs: o.seqs, count: o.count, clockOffsetNs: o.clockOffsetNs };
+  }
+
+  return {
+    add(chunk, now) {
+      const out: ReadyBatch[] = [];
+      for (let i = 0; i < chunk.count; i++) {
+        const off = i * RECORD_SIZE;
+        const p = partitionOf(chunk.buf, off, partitions);
+        let o = open[p];
+        // A batch carries one clock reference: a new one starts a new batch.
+        if (o && o.clockOffsetNs !== chunk.clockOffsetNs) {
+          out.push(seal(p));
+          o = undefined;
+        }
+        if (!o) {
+          o = { buf: Buffer.allocUnsafe(maxRecords * RECORD_SIZE), seqs: [], count: 0, since: now, clockOffsetNs: chunk.clockOffsetNs };
+          open[p] = o;
+        }
+        chunk.buf.copy(o.buf, o.count * RECORD_SIZE, off, off + RECORD_SIZE);
+        o.seqs.push(chunk.seqs ? chunk.seqs[i]! : chunk.firstSeq + i);
+        o.count++;
+        pending++;
+        if (o.count === maxRecords) out.push(seal(p));
+      }
+      return out;
+    },
+    due(now, all = false) {
+      const out: ReadyBatch[] = [];
+      for (let p = 0; p < partitions; p++) {
+        const o = open[p];
+        if (o && (all || now - o.since >= lingerMs)) out.push(seal(p));
+      }
+      return out;
+    },
+    get pending() {
+      return pending;
+    },
+  };
+}

@@ -1,0 +1,36 @@
+/** Agent Prometheus metrics (prom-client). The live source adds its own to the same registry. */
+import { createServer, type Server } from 'node:http';
+import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export function createAgentMetrics(registry = new Registry()) {
+  return {
+    registry,
+    recordsRead: new Counter({ name: 'hoptrace_agent_records_read_total', help: 'Records taken from the source.', registers: [registry] }),
+    recordsSent: new Counter({ name: 'hoptrace_agent_records_sent_total', help: 'Records acknowledged by Kafka.', registers: [registry] }),
+    batchesSent: new Counter({ name: 'hoptrace_agent_batches_sent_total', help: 'Kafka messages (record batches) acknowledged.', registers: [registry] }),
+    recordsDropped: new Counter({ name: 'hoptrace_agent_records_dropped_total', help: 'Records the agent could not ship, by reason.', labelNames: ['reason'], registers: [registry] }),
+    produceErrors: new Counter({ name: 'hoptrace_agent_kafka_produce_errors_total', help: 'Failed Kafka produce attempts, by error type.', labelNames: ['code'], registers: [registry] }),
+    produceLatency: new Histogram({ name: 'hoptrace_agent_kafka_produce_seconds', help: 'Kafka produce request latency.', buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers: [registry] }),
+  };
+}
+
+export type AgentMetrics = ReturnType<typeof createAgentMetrics>;
+
+/** Serves GET /metrics on host:port. */
+export function serveMetrics(registry: Registry, host: string, port: number): Promise<Server> {
+  collectDefaultMetrics({ register: registry });
+  const server = createServer((req, res) => {
+    if (req.url !== '/metrics') {
+      res.writeHead(404).end('try /metrics\n');
+      return;
+    }
+    registry.metrics().then(
+      (body) => res.writeHead(200, { 'content-type': registry.contentType }).end(body),
+      (err: Error) => res.writeHead(500).end(err.message),
+    );
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve(server));
+  });
+}

@@ -1,0 +1,107 @@
+/**
+ * Replays a recording file as a RecordSource: at a given rate or as fast as the
+ * agent pulls. Corrupt records are reported (file, offset, reason), counted, and
+ * skipped; the rest flows. A record's EventId.seq is its index in the file, so a
+ * replay repeated after a crash produces the same ids and collapses downstream.
+ */
+import { open } from 'node:fs/promises';
+import { checkRecord, RECORD_SIZE, type CorruptReason } from '../shared/record.js';
+import { decodeHeader, HEADER_SIZE, type RecordingHeader } from '../shared/recording.js';
+import { sleep } from '../shared/retry.js';
+import type { RecordChunk, RecordSource } from './source.js';
+
+export interface CorruptReport {
+  file: string;
+  /** Byte offset of the record in the file. */
+  offset: number;
+  reason: CorruptReason;
+}
+
+export interface RecordingSourceOptions {
+  file: string;
+  /** Records per second; 0 = as fast as pulled. */
+  rate?: number;
+  /** Records per chunk. */
+  chunkRecords?: number;
+  onCorrupt?: (r: CorruptReport) => void;
+}
+
+export async function openRecording(o: RecordingSourceOptions): Promise<RecordSource & { header: RecordingHeader; totalRecords: number }> {
+  const fh = await open(o.file, 'r');
+  let header: RecordingHeader;
+  let size: number;
+  try {
+    const hb = Buffer.alloc(HEADER_SIZE);
+    await fh.read(hb, 0, HEADER_SIZE, 0);
+    header = decodeHeader(hb, o.file);
+    size = (await fh.stat()).size;
+  } catch (err) {
+    await fh.close();
+    throw err;
+  }
+  const chunkRecords = o.chunkRecords ?? 4096;
+  const rate = o.rate ?? 0;
+  const counters: Record<string, number> = { records_read: 0 };
+  let stopped = false;
+  const totalRecords = Math.floor((size - HEADER_SIZE) / RECORD_SIZE);
+
+  function corrupt(offset: number, reason: CorruptReason) {
+    counters[`corrupt_${reason}`] = (counters[`corrupt_${reason}`] ?? 0) + 1;
+    o.onCorrupt?.({ file: o.file, offset, reason });
+  }
+
+  async function* chunks(): AsyncGenerator<RecordChunk> {
+    const started = Date.now();
+    const buf = Buffer.alloc(chunkRecords * RECORD_SIZE);
+    let index = 0;
+    try {
+      while (!stopped && index < totalRecords) {
+        const n = Math.min(chunkRecords, totalRecords - index);
+        const { bytesRead } = await fh.read(buf, 0, n * RECORD_SIZE, HEADER_SIZE + index * RECORD_SIZE);
+        const got = Math.floor(bytesRead / RECORD_SIZE);
+        if (got === 0) break;
+        // Compact valid records to the front of a fresh buffer; the consumer keeps it.
+        const out = Buffer.allocUnsafe(got * RECORD_SIZE);
+        let kept = 0;
+        let seqs: number[] | undefined;
+        for (let i = 0; i < got; i++) {
+          const bad = checkRecord(buf, i * RECORD_SIZE);
+          if (bad) {
+            corrupt(HEADER_SIZE + (index + i) * RECORD_SIZE, bad);
+            seqs ??= Array.from({ length: kept }, (_, k) => index + k);
+            continue;
+          }
+          buf.copy(out, kept * RECORD_SIZE, i * RECORD_SIZE, (i + 1) * RECORD_SIZE);
+          seqs?.push(index + i);
+          kept++;
+        }
+        counters.records_read! += got;
+        if (kept > 0) {
+          yield { buf: out.subarray(0, kept * RECORD_SIZE), count: kept, firstSeq: seqs ? seqs[0]! : index, seqs, clockOffsetNs: header.clockOffsetNs };
+        }
+        index += got;
+        if (rate > 0) {
+          const due = started + (index / rate) * 1000;
+          const wait = due - Date.now();
+          if (wait > 0) await sleep(wait);
+        }
+      }
+      const tail = size - HEADER_SIZE - totalRecords * RECORD_SIZE;
+      if (!stopped && tail > 0) corrupt(HEADER_SIZE + totalRecords * RECORD_SIZE, 'truncated');
+    } finally {
+      await fh.close().catch(() => undefined);
+    }
+  }
+
+  return {
+    node: header.node,
+    boot: header.boot,
+    header,
+    totalRecords,
+    chunks,
+    async stop() {
+      stopped = true;
+    },
+    stats: () => ({ ...counters }),
+  };
+}

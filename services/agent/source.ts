@@ -1,0 +1,37 @@
+/**
+ * Where an agent's records come from: a recording on disk, or the live kernel
+ * (services/agent/live). Both hand the agent chunks of packed records in the
+ * kernel ABI (bpf/events.h), so the rest of the agent cannot tell them apart.
+ */
+
+/** A run of records captured by one agent boot. */
+export interface RecordChunk {
+  /** `count` records of RECORD_SIZE bytes, packed, each already validated by checkRecord. */
+  buf: Buffer;
+  count: number;
+  /** EventId.seq of the first record; the others follow without gaps unless `seqs` is set. */
+  firstSeq: number;
+  /** Per-record seq when records were skipped inside the chunk (corrupt records in a recording). */
+  seqs?: number[];
+  /** Wall clock minus kernel CLOCK_MONOTONIC on the capturing node, ns, when sampled. */
+  clockOffsetNs: bigint;
+  /** netns inode -> name, for namespaces the source knows by name. */
+  netnsNames?: ReadonlyMap<number, string>;
+}
+
+export interface RecordSource {
+  /** Node the records were captured on. */
+  readonly node: string;
+  /** Identity of the capturing boot (random per live start; fixed per recording). Below 2^53. */
+  readonly boot: number;
+  /**
+   * Yields chunks until the source ends (a recording) or stop() is called (live).
+   * The consumer applies backpressure by not pulling: a recording waits, a live
+   * source keeps draining and counts what it must drop.
+   */
+  chunks(): AsyncIterable<RecordChunk>;
+  /** Ends chunks() after what is already drained has been yielded; releases kernel objects. */
+  stop(): Promise<void>;
+  /** Counters by name (records read, dropped by reason, ...), for logs and /metrics. */
+  stats(): Record<string, number>;
+}

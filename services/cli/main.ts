@@ -1,0 +1,104 @@
+/**
+ * The `hoptrace` command: start each service, replay and generate recordings, and
+ * query flows and timelines from the terminal. Options come from the environment
+ * (see `hoptrace options`); flags here are per command.
+ */
+import { spawnSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Command, InvalidArgumentError } from 'commander';
+import { runRecordingAgent } from '../agent/main.js';
+import { generateRecording } from '../agent/generate.js';
+import { startApi } from '../api/server.js';
+import { runCorrelator } from '../correlator/main.js';
+import { loadConfig, optionsTable, type Config } from '../shared/config.js';
+import { describeError, HopError } from '../shared/errors.js';
+import { registerQueryCommands } from './query.js';
+import { replay } from './replay.js';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '../../..');
+
+function intArg(min: number, max: number) {
+  return (v: string) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`expected an integer in [${min}, ${max}]`);
+    return n;
+  };
+}
+
+let cfg: Config | undefined;
+const config = () => (cfg ??= loadConfig());
+
+const program = new Command('hoptrace').description('Follow TCP flows across a cluster at the level of individual kernel packets.').showHelpAfterError();
+
+program
+  .command('agent')
+  .description('run an agent that replays one node recording into Kafka')
+  .requiredOption('--recording <file>', 'recording file (.hoprec)')
+  .option('--rate <events/s>', 'replay rate, 0 = as fast as possible', intArg(0, 100_000_000), 0)
+  .action(async (o: { recording: string; rate: number }) => runRecordingAgent(config(), o.recording, o.rate));
+
+program
+  .command('correlator')
+  .description('run a correlator (Kafka consumer group member writing to ClickHouse)')
+  .action(async () => runCorrelator(config()));
+
+program
+  .command('api')
+  .description('run the query API')
+  .action(async () => {
+    await startApi(config());
+  });
+
+program
+  .command('replay')
+  .description('replay recordings (one agent per file, i.e. per node) into Kafka, with progress')
+  .argument('<files...>', 'recording files')
+  .option('--rate <events/s>', 'per-file replay rate, 0 = as fast as possible', intArg(0, 100_000_000), 0)
+  .option('--no-progress', 'no progress bars (log lines instead)')
+  .option('--json', 'print the summary as JSON')
+  .action(async (files: string[], o: { rate: number; progress: boolean; json?: boolean }) => {
+    const summary = await replay(config(), files, { rate: o.rate, progress: o.progress && process.stderr.isTTY === true });
+    if (o.json) {
+      process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
+      return;
+    }
+    for (const s of summary) {
+      process.stdout.write(`${s.node}: ${s.sent}/${s.records} records sent, ${s.dropped} dropped (${s.corrupt.length} corrupt)\n`);
+      for (const c of s.corrupt) process.stdout.write(`  corrupt record: ${c.file} offset ${c.offset}: ${c.reason}\n`);
+    }
+  });
+
+program
+  .command('generate')
+  .description('write a synthetic multi-node recording (deterministic for a seed)')
+  .requiredOption('--out <dir>', 'output directory (one .hoprec per node)')
+  .option('--events <n>', 'exact number of events across all nodes', intArg(1, 1_000_000_000), 100_000)
+  .option('--seed <n>', 'random seed', intArg(0, 2 ** 31), 1)
+  .option('--corrupt <n>', 'records to corrupt in node-b, to exercise error handling', intArg(0, 1_000_000), 0)
+  .action(async (o: { out: string; events: number; seed: number; corrupt: number }) => {
+    const r = await generateRecording({ outDir: o.out, events: o.events, seed: o.seed, corrupt: o.corrupt });
+    process.stdout.write(`${r.events} events in ${r.flows} flows: ${r.files.join(' ')}\n`);
+  });
+
+program
+  .command('infra')
+  .description('start, stop or inspect the local Kafka and ClickHouse (deploy/local/infra.sh)')
+  .argument('<action>', 'up | down | status | wait | logs')
+  .action((action: string) => {
+    const r = spawnSync('bash', [join(root, 'deploy/local/infra.sh'), action], { stdio: 'inherit' });
+    process.exitCode = r.status ?? 1;
+  });
+
+program
+  .command('options')
+  .description('print every option (environment variable), its default and meaning, as a Markdown table')
+  .action(() => process.stdout.write(`${optionsTable()}\n`));
+
+registerQueryCommands(program, config);
+
+program.parseAsync().catch((err: unknown) => {
+  const code = err instanceof HopError ? err.code : 'HOP_ERROR';
+  process.stderr.write(`hoptrace: ${code}: ${describeError(err)}\n`);
+  process.exit(1);
+});

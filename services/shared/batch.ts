@@ -1,0 +1,92 @@
+/**
+ * The Kafka message value: a HopBatch (proto/hoptrace/v1/hop.proto) carrying many
+ * kernel-ABI records packed back to back, so neither side builds an object per event.
+ */
+import Long from 'long';
+import protobuf from 'protobufjs/minimal.js';
+import { hoptrace } from './gen/hop.js';
+import { ABI_VERSION, RECORD_SIZE } from './record.js';
+import { HopError } from './errors.js';
+
+// 64-bit fields stay exact (clock offsets are ~2^61 ns): make sure protobufjs uses Long under ESM.
+protobuf.util.Long = Long;
+protobuf.configure();
+
+const HopBatch = hoptrace.v1.HopBatch;
+const u64 = (n: number) => Long.fromNumber(n, true);
+const toBig = (v: Long | number) => BigInt(v.toString());
+
+export interface BatchMeta {
+  agent: string;
+  node: string;
+  boot: number;
+  clockOffsetNs: bigint;
+  netnsNames?: ReadonlyMap<number, string>;
+  droppedSinceLast?: number;
+}
+
+/** Encodes `count` records from `records` with their seqs (ascending). */
+export function encodeBatch(meta: BatchMeta, records: Buffer, seqs: ArrayLike<number>, count: number): Buffer {
+  const first = seqs[0] ?? 0;
+  let contiguous = true;
+  for (let i = 1; i < count && contiguous; i++) contiguous = seqs[i] === first + i;
+  const deltas: number[] = [];
+  if (!contiguous) for (let i = 0; i < count; i++) deltas.push(seqs[i]! - first);
+  const netnsNames: Record<string, string> = {};
+  for (const [ino, name] of meta.netnsNames ?? []) netnsNames[ino] = name;
+  const msg = HopBatch.create({
+    agent: meta.agent,
+    node: meta.node,
+    boot: u64(meta.boot),
+    firstSeq: u64(first),
+    clockOffsetNs: Long.fromString(meta.clockOffsetNs.toString(), false),
+    recordSize: RECORD_SIZE,
+    abiVersion: ABI_VERSION,
+    records: records.subarray(0, count * RECORD_SIZE),
+    seqDeltas: deltas,
+    netnsNames,
+    droppedSinceLast: u64(meta.droppedSinceLast ?? 0),
+  });
+  return Buffer.from(HopBatch.encode(msg).finish());
+}
+
+export interface DecodedBatch extends BatchMeta {
+  records: Buffer;
+  count: number;
+  firstSeq: number;
+  /** Seq of record i. */
+  seqOf(i: number): number;
+}
+
+/** Decodes a Kafka message value. Throws HOP_BATCH_INVALID naming what is wrong. */
+export function decodeBatch(value: Buffer): DecodedBatch {
+  let m: hoptrace.v1.HopBatch;
+  try {
+    m = HopBatch.decode(value);
+  } catch (err) {
+    throw new HopError('HOP_BATCH_INVALID', `not a HopBatch: ${(err as Error).message}`, false, { cause: err });
+  }
+  if (m.abiVersion !== ABI_VERSION) throw new HopError('HOP_BATCH_INVALID', `record ABI ${m.abiVersion}, this build reads ${ABI_VERSION}`);
+  if (m.recordSize !== RECORD_SIZE) throw new HopError('HOP_BATCH_INVALID', `record size ${m.recordSize}, this build reads ${RECORD_SIZE}`);
+  const records = Buffer.from(m.records.buffer, m.records.byteOffset, m.records.byteLength);
+  if (records.length % RECORD_SIZE !== 0) throw new HopError('HOP_BATCH_INVALID', `records field is ${records.length} bytes, not a multiple of ${RECORD_SIZE}`);
+  const count = records.length / RECORD_SIZE;
+  const deltas = m.seqDeltas;
+  if (deltas.length !== 0 && deltas.length !== count) throw new HopError('HOP_BATCH_INVALID', `${deltas.length} seq deltas for ${count} records`);
+  if (!m.agent) throw new HopError('HOP_BATCH_INVALID', 'batch has no agent name');
+  const firstSeq = Number(toBig(m.firstSeq));
+  const netnsNames = new Map<number, string>();
+  for (const [k, v] of Object.entries(m.netnsNames)) netnsNames.set(Number(k), v);
+  return {
+    agent: m.agent,
+    node: m.node,
+    boot: Number(toBig(m.boot)),
+    clockOffsetNs: toBig(m.clockOffsetNs),
+    netnsNames,
+    droppedSinceLast: Number(toBig(m.droppedSinceLast)),
+    records,
+    count,
+    firstSeq,
+    seqOf: deltas.length ? (i) => firstSeq + deltas[i]! : (i) => firstSeq + i,
+  };
+}

@@ -1,0 +1,150 @@
+/**
+ * ClickHouse: client, schema and migrations.
+ *
+ * SQL stays portable between the local ClickHouse 18.16 and current releases: no
+ * DateTime64 (times are UInt64 ns), no query parameters (values go through sql.ts),
+ * no window functions. Idempotent writes rely on ReplacingMergeTree: a row written
+ * twice has the same sorting key and collapses; readers use FINAL.
+ */
+import { createClient, type ClickHouseClient } from '@clickhouse/client';
+import type { Config } from './config.js';
+import { HopError } from './errors.js';
+import { ident } from './sql.js';
+
+export type { ClickHouseClient };
+
+export function createClickHouse(cfg: Config, database?: string): ClickHouseClient {
+  return createClient({
+    url: cfg.clickhouseUrl,
+    username: cfg.clickhouseUser,
+    password: cfg.clickhousePassword,
+    database: database ?? cfg.clickhouseDatabase,
+    request_timeout: 60_000,
+    compression: { request: false, response: false },
+    max_open_connections: 8,
+  });
+}
+
+/**
+ * One hop event per row. The sorting key starts with flow_id (the lookup) and ends
+ * with the event id, so a redelivered event collapses onto its first copy.
+ */
+const HOP_EVENTS = `CREATE TABLE IF NOT EXISTS hop_events (
+  event_date Date,
+  flow_id UInt64,
+  wall_ts_ns UInt64,
+  kernel_ts_ns UInt64,
+  agent String,
+  boot UInt64,
+  seq UInt64,
+  node String,
+  netns_ino UInt32,
+  netns String,
+  pod String,
+  ifindex UInt32,
+  ifname String,
+  hook UInt8,
+  kind UInt8,
+  family UInt8,
+  proto UInt8,
+  dir UInt8,
+  saddr String,
+  daddr String,
+  sport UInt16,
+  dport UInt16,
+  tcp_seq UInt32,
+  tcp_ack UInt32,
+  tcp_flags UInt8,
+  tcp_window UInt16,
+  payload_len UInt16,
+  ip_id UInt16,
+  flags UInt16,
+  ct_id UInt32,
+  ct_status UInt32,
+  ct_info UInt8,
+  reply_saddr String,
+  reply_daddr String,
+  reply_sport UInt16,
+  reply_dport UInt16,
+  reason UInt16,
+  sk_state UInt8,
+  skb_id UInt64,
+  mark UInt32
+) ENGINE = ReplacingMergeTree()
+PARTITION BY event_date
+ORDER BY (flow_id, wall_ts_ns, agent, boot, seq)`;
+
+/**
+ * Flow summaries as partial rows, one per (flow, agent batch). A batch always yields
+ * the same partial rows, so redelivery collapses them; readers sum partials per flow.
+ * This keeps the correlator stateless across restarts and rebalances.
+ */
+const FLOW_PARTS = `CREATE TABLE IF NOT EXISTS flow_parts (
+  event_date Date,
+  flow_id UInt64,
+  part_key String,
+  proto UInt8,
+  a_addr String,
+  a_port UInt16,
+  b_addr String,
+  b_port UInt16,
+  first_ts_ns UInt64,
+  last_ts_ns UInt64,
+  events UInt64,
+  packets UInt64,
+  bytes UInt64,
+  drops UInt64,
+  resets UInt64,
+  retrans UInt64,
+  nodes Array(String)
+) ENGINE = ReplacingMergeTree()
+PARTITION BY event_date
+ORDER BY (flow_id, part_key)`;
+
+/**
+ * What the correlator could not use: undecodable Kafka messages and corrupt records,
+ * kept with their bytes (base64) so nothing is silently lost.
+ */
+const REJECTED = `CREATE TABLE IF NOT EXISTS rejected (
+  received_date Date,
+  origin String,
+  reason String,
+  payload String
+) ENGINE = ReplacingMergeTree()
+ORDER BY origin`;
+
+const MIGRATIONS_TABLE = `CREATE TABLE IF NOT EXISTS schema_migrations (
+  version UInt32,
+  applied_at DateTime
+) ENGINE = ReplacingMergeTree() ORDER BY version`;
+
+/** Ordered, append-only: never edit a migration that has shipped; add one. */
+export const MIGRATIONS: readonly string[] = [HOP_EVENTS, FLOW_PARTS, REJECTED];
+
+/**
+ * Creates the database and applies the migrations not yet recorded. Safe to run
+ * from several correlators at once: every statement is idempotent.
+ */
+export async function migrate(cfg: Config, database = cfg.clickhouseDatabase): Promise<void> {
+  const root = createClickHouse(cfg, 'default');
+  try {
+    await root.command({ query: `CREATE DATABASE IF NOT EXISTS ${ident(database)}` });
+  } catch (err) {
+    throw new HopError('HOP_CLICKHOUSE_UNREACHABLE', `ClickHouse at ${cfg.clickhouseUrl}: cannot create database ${database}`, true, { cause: err });
+  } finally {
+    await root.close();
+  }
+  const ch = createClickHouse(cfg, database);
+  try {
+    await ch.command({ query: MIGRATIONS_TABLE });
+    const rs = await ch.query({ query: 'SELECT version FROM schema_migrations FINAL', format: 'JSONEachRow' });
+    const done = new Set((await rs.json<{ version: number }>()).map((r) => Number(r.version)));
+    for (const [i, q] of MIGRATIONS.entries()) {
+      if (done.has(i + 1)) continue;
+      await ch.command({ query: q });
+      await ch.insert({ table: 'schema_migrations', values: [{ version: i + 1, applied_at: Math.floor(Date.now() / 1000) }], format: 'JSONEachRow' });
+    }
+  } finally {
+    await ch.close();
+  }
+}

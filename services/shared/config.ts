@@ -1,0 +1,118 @@
+/**
+ * All of hoptrace's options, declared once: name, environment variable, default,
+ * parser and documentation. The Config type is derived from these declarations, the
+ * README's option tables come from `hoptrace options`, and nothing outside this module
+ * reads process.env. Config is validated once at start-up and frozen.
+ */
+import { HopError } from './errors.js';
+
+interface Option<T> {
+  env: string;
+  default: T;
+  doc: string;
+  parse(raw: string, name: string): T;
+}
+
+function fail(name: string, env: string, why: string): never {
+  throw new HopError('HOP_CONFIG_INVALID', `option ${name} (${env}): ${why}`);
+}
+
+function str(env: string, def: string, doc: string, re?: RegExp): Option<string> {
+  return {
+    env,
+    default: def,
+    doc,
+    parse(raw, name) {
+      if (re && !re.test(raw)) fail(name, env, `${JSON.stringify(raw)} does not match ${re}`);
+      return raw;
+    },
+  };
+}
+
+function int(env: string, def: number, doc: string, min: number, max: number): Option<number> {
+  return {
+    env,
+    default: def,
+    doc,
+    parse(raw, name) {
+      const n = Number(raw);
+      if (!Number.isInteger(n) || n < min || n > max) fail(name, env, `${JSON.stringify(raw)} is not an integer in [${min}, ${max}]`);
+      return n;
+    },
+  };
+}
+
+function list(env: string, def: string[], doc: string, re: RegExp): Option<string[]> {
+  return {
+    env,
+    default: def,
+    doc,
+    parse(raw, name) {
+      const items = raw.split(',').map((s) => s.trim()).filter(Boolean);
+      for (const item of items) if (!re.test(item)) fail(name, env, `${JSON.stringify(item)} does not match ${re}`);
+      return items;
+    },
+  };
+}
+
+const HOSTPORT = /^[A-Za-z0-9.\-_:[\]]+:\d{1,5}$/;
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._\-]{0,62}$/;
+
+export const options = {
+  // shared
+  kafkaBrokers: list('HOPTRACE_KAFKA_BROKERS', ['127.0.0.1:19092'], 'Kafka bootstrap brokers (host:port, comma-separated).', HOSTPORT),
+  kafkaClientId: str('HOPTRACE_KAFKA_CLIENT_ID', 'hoptrace', 'Kafka client id prefix.', NAME),
+  hopsTopic: str('HOPTRACE_HOPS_TOPIC', 'hoptrace.hops.v1', 'Topic of agent hop-event batches.', /^[A-Za-z0-9._\-]{1,200}$/),
+  topicPartitions: int('HOPTRACE_TOPIC_PARTITIONS', 6, 'Partitions when hoptrace creates the hops topic.', 1, 1024),
+  clickhouseUrl: str('HOPTRACE_CLICKHOUSE_URL', 'http://127.0.0.1:18123', 'ClickHouse HTTP endpoint.', /^https?:\/\/[^\s]+$/),
+  clickhouseDatabase: str('HOPTRACE_CLICKHOUSE_DB', 'hoptrace', 'ClickHouse database; created if missing.', /^[A-Za-z_][A-Za-z0-9_]{0,62}$/),
+  clickhouseUser: str('HOPTRACE_CLICKHOUSE_USER', 'default', 'ClickHouse user.'),
+  clickhousePassword: str('HOPTRACE_CLICKHOUSE_PASSWORD', '', 'ClickHouse password.'),
+  retryMaxMs: int('HOPTRACE_RETRY_MAX_MS', 10_000, 'Longest backoff between retries of Kafka or ClickHouse, ms.', 100, 600_000),
+  logLevel: str('HOPTRACE_LOG_LEVEL', 'info', 'debug | info | warn | error.', /^(debug|info|warn|error)$/),
+  // agent
+  agentName: str('HOPTRACE_AGENT_NAME', '', 'Agent name (EventId.agent); defaults to the node name.', /^$|^[A-Za-z0-9][A-Za-z0-9._\-]{0,62}$/),
+  batchRecords: int('HOPTRACE_BATCH_RECORDS', 1024, 'Records packed into one Kafka message, at most.', 1, 65_536),
+  lingerMs: int('HOPTRACE_LINGER_MS', 50, 'Longest wait before a partial batch is sent, ms.', 0, 60_000),
+  maxInFlight: int('HOPTRACE_MAX_IN_FLIGHT', 8, 'Kafka sends in flight at once.', 1, 256),
+  bufferBytes: int('HOPTRACE_BUFFER_BYTES', 64 << 20, 'Bytes of records the agent holds while Kafka is slow or away; a live source drops (counted) beyond it.', 1 << 20, 1 << 30),
+  metricsPort: int('HOPTRACE_METRICS_PORT', 9464, 'Agent Prometheus /metrics port on 127.0.0.1 (0 = off).', 0, 65_535),
+  // correlator
+  groupId: str('HOPTRACE_GROUP_ID', 'hoptrace-correlator', 'Correlator consumer group.', NAME),
+  insertRows: int('HOPTRACE_INSERT_ROWS', 100_000, 'Hop events written to ClickHouse per insert, at most.', 1, 10_000_000),
+  // api
+  apiHost: str('HOPTRACE_API_HOST', '127.0.0.1', 'API listen address.'),
+  apiPort: int('HOPTRACE_API_PORT', 8080, 'API listen port.', 0, 65_535),
+  apiMaxRows: int('HOPTRACE_API_MAX_ROWS', 10_000, 'Most rows one API response returns.', 1, 1_000_000),
+} satisfies Record<string, Option<unknown>>;
+
+type Options = typeof options;
+export type Config = { readonly [K in keyof Options]: Options[K]['default'] };
+
+/**
+ * Builds the frozen config from overrides (CLI flags, tests) over the environment
+ * over defaults. Throws HOP_CONFIG_INVALID naming the option on bad input.
+ */
+export function loadConfig(overrides: Partial<{ [K in keyof Options]: Options[K]['default'] | string }> = {}, env: NodeJS.ProcessEnv = process.env): Config {
+  const out: Record<string, unknown> = {};
+  for (const [name, o] of Object.entries(options) as [keyof Options, Option<unknown>][]) {
+    const given = overrides[name];
+    if (given !== undefined && typeof given !== 'string') out[name] = given;
+    else {
+      const raw = given ?? env[o.env];
+      out[name] = raw === undefined ? o.default : o.parse(raw, name);
+    }
+  }
+  return Object.freeze(out) as Config;
+}
+
+/** Markdown table of options, for the README (`hoptrace options`). */
+export function optionsTable(): string {
+  const rows = Object.entries(options).map(([name, o]: [string, Option<unknown>]) => `| \`${o.env}\` | \`${JSON.stringify(o.default)}\` | ${o.doc} |`);
+  return ['| variable | default | meaning |', '|---|---|---|', ...rows].join('\n');
+}
+
+/** The few process-level facts other modules need, read here so nothing else touches process.env. */
+export const processEnv = Object.freeze({
+  allowSkipPrivileged: process.env.HOPTRACE_ALLOW_SKIP_PRIVILEGED === '1',
+});

@@ -1,0 +1,72 @@
+/**
+ * Flow identity from raw records: both directions of a 5-tuple get the same key.
+ *
+ * Works on the record bytes (bpf/events.h tuple at offset 48) so the agent can
+ * partition without decoding. The canonical order puts the endpoint with the
+ * smaller (address bytes, port) first; `direction` says whether a record's source
+ * is that first endpoint (0) or the second (1).
+ *
+ * flowId is 53 bits (a safe JS integer, stored as ClickHouse UInt64): two
+ * independent 32-bit murmur3 hashes of the canonical tuple bytes.
+ */
+const TUPLE = 48;
+const L4PROTO = 28;
+const FAMILY = 27;
+
+/** Compares (saddr, sport) with (daddr, dport) of the record at off: <0, 0, >0. */
+function compareEndpoints(buf: Buffer, off: number): number {
+  // buf.compare(target, tStart, tEnd, sStart, sEnd) orders buf[sStart..sEnd] (saddr) against target[tStart..tEnd] (daddr).
+  const c = buf.compare(buf, off + TUPLE + 16, off + TUPLE + 32, off + TUPLE, off + TUPLE + 16);
+  if (c !== 0) return c;
+  return buf.readUInt16LE(off + TUPLE + 32) - buf.readUInt16LE(off + TUPLE + 34);
+}
+
+/** 0 when the record's source is the canonical first endpoint, 1 otherwise. */
+export function direction(buf: Buffer, off: number): 0 | 1 {
+  return compareEndpoints(buf, off) <= 0 ? 0 : 1;
+}
+
+function mix(h: number, k: number): number {
+  k = Math.imul(k, 0xcc9e2d51);
+  k = (k << 15) | (k >>> 17);
+  k = Math.imul(k, 0x1b873593);
+  h ^= k;
+  h = (h << 13) | (h >>> 19);
+  return (Math.imul(h, 5) + 0xe6546b64) | 0;
+}
+
+function fmix(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+/** murmur3-32 of the canonical tuple: address words of the first endpoint, then the second, ports, protocol. */
+function hashTuple(buf: Buffer, off: number, seed: number): number {
+  const rev = compareEndpoints(buf, off) > 0;
+  const a = off + TUPLE + (rev ? 16 : 0);
+  const b = off + TUPLE + (rev ? 0 : 16);
+  const pa = buf.readUInt16LE(off + TUPLE + (rev ? 34 : 32));
+  const pb = buf.readUInt16LE(off + TUPLE + (rev ? 32 : 34));
+  let h = seed;
+  for (let i = 0; i < 16; i += 4) h = mix(h, buf.readInt32LE(a + i));
+  for (let i = 0; i < 16; i += 4) h = mix(h, buf.readInt32LE(b + i));
+  h = mix(h, (pa << 16) | pb);
+  h = mix(h, (buf[off + L4PROTO]! << 8) | buf[off + FAMILY]!);
+  return fmix(h ^ 40);
+}
+
+/** Kafka partition for the record: both directions of a flow land on the same one. */
+export function partitionOf(buf: Buffer, off: number, partitions: number): number {
+  return hashTuple(buf, off, 0x9747b28c) % partitions;
+}
+
+/** 53-bit flow id of the record's canonical 5-tuple. */
+export function flowId(buf: Buffer, off: number): number {
+  const hi = hashTuple(buf, off, 0x2f1a7c3d) >>> 11; // 21 bits
+  const lo = hashTuple(buf, off, 0x5bd1e995); // 32 bits
+  return hi * 0x1_0000_0000 + lo;
+}

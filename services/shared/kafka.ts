@@ -1,0 +1,60 @@
+/** Kafka clients (kafkajs) and topic set-up shared by the agent and the correlator. */
+import { Kafka, logLevel, type Admin, type LogEntry } from 'kafkajs';
+import type { Config } from './config.js';
+import { HopError } from './errors.js';
+import type { Logger } from './log.js';
+import { retry } from './retry.js';
+
+export function createKafka(cfg: Config, role: string, log: Logger): Kafka {
+  return new Kafka({
+    clientId: `${cfg.kafkaClientId}-${role}`,
+    brokers: [...cfg.kafkaBrokers],
+    connectionTimeout: 3_000,
+    requestTimeout: 30_000,
+    // kafkajs retries each request a few times; hoptrace's own loop (retry.ts) takes over after that.
+    retry: { retries: 3, initialRetryTime: 200, maxRetryTime: 2_000 },
+    logLevel: logLevel.WARN,
+    logCreator:
+      () =>
+      ({ level, log: entry }: LogEntry) => {
+        const { message, ...rest } = entry;
+        if (level <= logLevel.ERROR) log.error({ kafkajs: rest }, `kafkajs: ${message}`);
+        else log.warn({ kafkajs: rest }, `kafkajs: ${message}`);
+      },
+  });
+}
+
+export function kafkaWhere(cfg: Config): string {
+  return `Kafka at ${cfg.kafkaBrokers.join(',')}`;
+}
+
+/**
+ * Makes sure the hops topic exists (created with cfg.topicPartitions) and returns
+ * its partition count. Retries with backoff while Kafka is unreachable.
+ */
+export async function ensureTopic(cfg: Config, kafka: Kafka, log: Logger, signal?: AbortSignal): Promise<number> {
+  return retry(
+    async () => {
+      const admin: Admin = kafka.admin();
+      try {
+        await admin.connect();
+      } catch (err) {
+        throw new HopError('HOP_KAFKA_UNREACHABLE', `${kafkaWhere(cfg)} unreachable`, true, { cause: err });
+      }
+      try {
+        const topics = await admin.listTopics();
+        if (!topics.includes(cfg.hopsTopic)) {
+          await admin.createTopics({ topics: [{ topic: cfg.hopsTopic, numPartitions: cfg.topicPartitions, replicationFactor: 1 }], waitForLeaders: true });
+          log.info({ topic: cfg.hopsTopic, partitions: cfg.topicPartitions }, 'created hops topic');
+        }
+        const md = await admin.fetchTopicMetadata({ topics: [cfg.hopsTopic] });
+        const n = md.topics[0]?.partitions.length ?? 0;
+        if (n === 0) throw new HopError('HOP_KAFKA_UNREACHABLE', `${kafkaWhere(cfg)}: topic ${cfg.hopsTopic} has no partitions yet`, true);
+        return n;
+      } finally {
+        await admin.disconnect().catch(() => undefined);
+      }
+    },
+    { what: `set up topic ${cfg.hopsTopic} on ${kafkaWhere(cfg)}`, log, maxDelayMs: cfg.retryMaxMs, signal },
+  );
+}

@@ -1,0 +1,47 @@
+/** Shared helpers for integration tests against the real Kafka and ClickHouse started by the test command. */
+import { randomBytes } from 'node:crypto';
+import { pino } from 'pino';
+import { createClickHouse } from '../../services/shared/clickhouse.js';
+import { loadConfig, type Config } from '../../services/shared/config.js';
+
+export const quietLog = pino({ level: process.env.HOPTRACE_TEST_LOG ?? 'silent' });
+
+/** A config with a topic, database and consumer group of its own. */
+export function isolatedConfig(overrides: Parameters<typeof loadConfig>[0] = {}): Config {
+  const id = randomBytes(4).toString('hex');
+  return loadConfig({ hopsTopic: `hoptrace.test.${id}`, clickhouseDatabase: `hoptrace_test_${id}`, groupId: `hoptrace-test-${id}`, metricsPort: 0, ...overrides });
+}
+
+export async function query<T>(cfg: Config, sql: string): Promise<T[]> {
+  const ch = createClickHouse(cfg);
+  try {
+    const rs = await ch.query({ query: sql, format: 'JSONEachRow' });
+    return await rs.json<T>();
+  } finally {
+    await ch.close();
+  }
+}
+
+export async function dropDatabase(cfg: Config): Promise<void> {
+  const ch = createClickHouse(cfg, 'default');
+  try {
+    await ch.command({ query: `DROP DATABASE IF EXISTS ${cfg.clickhouseDatabase}` });
+  } finally {
+    await ch.close();
+  }
+}
+
+/** Polls until `check` returns a truthy value or the deadline passes; returns the last value. */
+export async function waitFor<T>(check: () => Promise<T>, timeoutMs: number, everyMs = 250): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check().catch(() => undefined as T);
+    if (v || Date.now() > deadline) return v;
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+export async function countEvents(cfg: Config): Promise<{ rows: number; distinct: number }> {
+  const [r] = await query<{ rows: string; distinct: string }>(cfg, 'SELECT count() AS rows, uniqExact(agent, boot, seq) AS distinct FROM hop_events FINAL');
+  return { rows: Number(r?.rows ?? 0), distinct: Number(r?.distinct ?? 0) };
+}

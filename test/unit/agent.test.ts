@@ -1,0 +1,97 @@
+import { describe, expect, it } from 'vitest';
+import { pino } from 'pino';
+import { createAgent, type OutMessage } from '../../services/agent/agent.js';
+import { createAgentMetrics } from '../../services/agent/metrics.js';
+import type { RecordChunk, RecordSource } from '../../services/agent/source.js';
+import { decodeBatch } from '../../services/shared/batch.js';
+import { loadConfig } from '../../services/shared/config.js';
+import { RECORD_SIZE } from '../../services/shared/record.js';
+import { pack, pkt } from './helpers.js';
+
+const log = pino({ level: 'silent' });
+
+function arraySource(chunks: RecordChunk[]): RecordSource {
+  return {
+    node: 'node-a',
+    boot: 42,
+    async *chunks() {
+      yield* chunks;
+    },
+    stop: async () => undefined,
+    stats: () => ({}),
+  };
+}
+
+function chunksOf(n: number, per: number): RecordChunk[] {
+  const out: RecordChunk[] = [];
+  for (let c = 0; c < n; c++) {
+    const recs = Array.from({ length: per }, (_, i) => pkt('10.0.0.1', 1000 + ((c * per + i) % 37), '10.0.0.2', 80));
+    out.push({ buf: pack(recs), count: per, firstSeq: c * per, clockOffsetNs: 99n });
+  }
+  return out;
+}
+
+describe('agent pipeline', () => {
+  it('ships every record exactly once with its seq, many records per message', async () => {
+    const sent: OutMessage[] = [];
+    const cfg = loadConfig({ batchRecords: 64, lingerMs: 5, maxInFlight: 2 }, {});
+    const agent = createAgent({ cfg, source: arraySource(chunksOf(10, 100)), sink: { where: 'test', send: async (m) => void sent.push(...m) }, partitions: 3, log, metrics: createAgentMetrics() });
+    await agent.run();
+    const seqs = sent.flatMap((m) => {
+      const b = decodeBatch(m.value);
+      expect(b).toMatchObject({ agent: 'node-a', node: 'node-a', boot: 42, clockOffsetNs: 99n });
+      return Array.from({ length: b.count }, (_, i) => b.seqOf(i));
+    });
+    expect(seqs.sort((a, b) => a - b)).toEqual(Array.from({ length: 1000 }, (_, i) => i));
+    expect(sent.length).toBeLessThan(1000 / 10);
+    expect(agent.stats()).toMatchObject({ read: 1000, sent: 1000, dropped: 0 });
+  });
+
+  it('retries while the sink fails and loses nothing', async () => {
+    const sent: OutMessage[] = [];
+    let failures = 0;
+    const cfg = loadConfig({ batchRecords: 50, lingerMs: 1, retryMaxMs: 100 }, {});
+    const sink = {
+      where: 'flaky',
+      send: async (m: OutMessage[]) => {
+        if (failures++ < 5) throw Object.assign(new Error('broker down'), { type: 'KAFKA_DOWN' });
+        sent.push(...m);
+      },
+    };
+    const metrics = createAgentMetrics();
+    const agent = createAgent({ cfg, source: arraySource(chunksOf(4, 50)), sink, partitions: 2, log, metrics });
+    await agent.run();
+    expect(sent.reduce((s, m) => s + m.records, 0)).toBe(200);
+    expect((await metrics.registry.getSingleMetricAsString('hoptrace_agent_kafka_produce_errors_total'))).toContain('code="KAFKA_DOWN"');
+  });
+
+  it('counts what is still unsent when a stop gives up on a dead sink', async () => {
+    const cfg = loadConfig({ batchRecords: 10, lingerMs: 1, retryMaxMs: 100 }, {});
+    const agent = createAgent({ cfg, source: arraySource(chunksOf(1, 30)), sink: { where: 'dead', send: async () => Promise.reject(new Error('down')) }, partitions: 1, log, metrics: createAgentMetrics(), flushTimeoutMs: 300 });
+    await agent.run();
+    expect(agent.stats()).toMatchObject({ read: 30, sent: 0, dropped: 30 });
+  });
+
+  it('bounds what it holds: stops pulling while the sink is stalled', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let pulled = 0;
+    const source: RecordSource = {
+      ...arraySource([]),
+      async *chunks() {
+        for (const c of chunksOf(200, 100)) {
+          pulled += c.count;
+          yield c;
+        }
+      },
+    };
+    const cfg = loadConfig({ batchRecords: 100, lingerMs: 1, maxInFlight: 1, bufferBytes: 1 << 20 }, {});
+    const agent = createAgent({ cfg, source, sink: { where: 'slow', send: () => gate }, partitions: 1, log, metrics: createAgentMetrics() });
+    const run = agent.run();
+    await new Promise((r) => setTimeout(r, 100));
+    expect(pulled * RECORD_SIZE).toBeLessThanOrEqual((1 << 20) + 100 * RECORD_SIZE);
+    release();
+    await run;
+    expect(agent.stats().sent).toBe(20_000);
+  });
+});

@@ -1,0 +1,68 @@
+import { describe, expect, it } from 'vitest';
+import { decodeBatch, encodeBatch } from '../../services/shared/batch.js';
+import { HopError } from '../../services/shared/errors.js';
+import { createBatcher } from '../../services/agent/batcher.js';
+import { partitionOf } from '../../services/shared/flowkey.js';
+import { RECORD_SIZE } from '../../services/shared/record.js';
+import { pack, pkt } from './helpers.js';
+
+const meta = { agent: 'a1', node: 'node-a', boot: 2 ** 52 + 7, clockOffsetNs: 1_764_000_000_123_456_789n };
+
+describe('HopBatch codec', () => {
+  it('round-trips records, ids and a 64-bit clock offset exactly', () => {
+    const recs = pack([pkt('10.0.0.1', 1, '10.0.0.2', 2), pkt('10.0.0.2', 2, '10.0.0.1', 1)]);
+    const d = decodeBatch(encodeBatch({ ...meta, netnsNames: new Map([[4026531840, 'hopt-a']]) }, recs, [10, 11], 2));
+    expect(d).toMatchObject({ agent: 'a1', node: 'node-a', boot: meta.boot, clockOffsetNs: meta.clockOffsetNs, count: 2, firstSeq: 10 });
+    expect(d.records.equals(recs)).toBe(true);
+    expect([d.seqOf(0), d.seqOf(1)]).toEqual([10, 11]);
+    expect(d.netnsNames?.get(4026531840)).toBe('hopt-a');
+  });
+
+  it('keeps seq gaps (skipped corrupt records)', () => {
+    const recs = pack([pkt('10.0.0.1', 1, '10.0.0.2', 2), pkt('10.0.0.1', 1, '10.0.0.2', 2), pkt('10.0.0.1', 1, '10.0.0.2', 2)]);
+    const d = decodeBatch(encodeBatch(meta, recs, [3, 5, 9], 3));
+    expect([0, 1, 2].map(d.seqOf)).toEqual([3, 5, 9]);
+  });
+
+  it.each([
+    ['garbage', Buffer.from('not protobuf at all, just text \xff\xff')],
+    ['empty agent', encodeBatch({ ...meta, agent: '' }, pkt('10.0.0.1', 1, '10.0.0.2', 2), [0], 1)],
+  ])('rejects %s with HOP_BATCH_INVALID', (_n, value) => {
+    expect(() => decodeBatch(value)).toThrow(HopError);
+  });
+});
+
+describe('batcher', () => {
+  const chunk = (bufs: Buffer[], firstSeq = 0) => ({ buf: pack(bufs), count: bufs.length, firstSeq, clockOffsetNs: 5n });
+
+  it('puts both directions of a flow in one partition batch, in order, with their seqs', () => {
+    const b = createBatcher(4, 100, 1000);
+    const fwd = pkt('10.0.0.1', 1234, '10.0.0.2', 80);
+    const rev = pkt('10.0.0.2', 80, '10.0.0.1', 1234);
+    expect(b.add(chunk([fwd, rev, fwd], 7), 0)).toEqual([]);
+    expect(b.pending).toBe(3);
+    const out = b.due(0, true);
+    expect(out).toHaveLength(1);
+    expect(out[0]!.partition).toBe(partitionOf(fwd, 0, 4));
+    expect(out[0]!.seqs).toEqual([7, 8, 9]);
+    expect(out[0]!.records.subarray(RECORD_SIZE, 2 * RECORD_SIZE).equals(rev)).toBe(true);
+    expect(b.pending).toBe(0);
+  });
+
+  it('seals a batch when full, and others on linger', () => {
+    const b = createBatcher(1, 2, 50);
+    const r = pkt('10.0.0.1', 1, '10.0.0.2', 2);
+    expect(b.add(chunk([r, r, r]), 0).map((x) => x.count)).toEqual([2]);
+    expect(b.due(49)).toEqual([]);
+    expect(b.due(50).map((x) => x.count)).toEqual([1]);
+  });
+
+  it('starts a new batch when the clock reference changes', () => {
+    const b = createBatcher(1, 10, 50);
+    const r = pkt('10.0.0.1', 1, '10.0.0.2', 2);
+    b.add(chunk([r]), 0);
+    const sealed = b.add({ ...chunk([r]), clockOffsetNs: 6n }, 0);
+    expect(sealed.map((x) => x.clockOffsetNs)).toEqual([5n]);
+    expect(b.due(0, true).map((x) => x.clockOffsetNs)).toEqual([6n]);
+  });
+});

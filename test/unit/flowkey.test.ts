@@ -1,0 +1,37 @@
+import { describe, expect, it } from 'vitest';
+import { direction, flowId, partitionOf } from '../../services/shared/flowkey.js';
+import { pkt } from './helpers.js';
+
+describe('flow key', () => {
+  it.each([
+    ['IPv4', '10.0.0.1', 40000, '10.0.0.2', 8080],
+    ['IPv6', 'fd00::1', 40000, 'fd00::2', 443],
+    ['same address, different ports', '10.0.0.1', 1, '10.0.0.1', 2],
+  ])('%s: both directions share flow id and partition, opposite direction', (_n, a, pa, b, pb) => {
+    const fwd = pkt(a, pa, b, pb);
+    const rev = pkt(b, pb, a, pa);
+    expect(flowId(fwd, 0)).toBe(flowId(rev, 0));
+    for (const n of [1, 6, 64]) expect(partitionOf(fwd, 0, n)).toBe(partitionOf(rev, 0, n));
+    expect(direction(fwd, 0) + direction(rev, 0)).toBe(1);
+  });
+
+  it('is a safe integer and differs between flows', () => {
+    const ids = new Set<number>();
+    for (let p = 1; p <= 5000; p++) {
+      const id = flowId(pkt('10.0.0.1', p, '10.0.0.2', 80), 0);
+      expect(Number.isSafeInteger(id)).toBe(true);
+      ids.add(id);
+    }
+    expect(ids.size).toBe(5000);
+  });
+
+  it('spreads flows over partitions', () => {
+    const counts = new Array(6).fill(0);
+    for (let p = 1; p <= 6000; p++) counts[partitionOf(pkt('10.0.0.1', p, '10.0.0.2', 80), 0, 6)]++;
+    for (const c of counts) expect(c).toBeGreaterThan(800);
+  });
+
+  it('protocol is part of the key', () => {
+    expect(flowId(pkt('10.0.0.1', 1, '10.0.0.2', 2, { l4proto: 6 }), 0)).not.toBe(flowId(pkt('10.0.0.1', 1, '10.0.0.2', 2, { l4proto: 17 }), 0));
+  });
+});
