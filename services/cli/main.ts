@@ -93,7 +93,7 @@ program
 program
   .command('options')
   .description('print every option (environment variable), its default and meaning, as a Markdown table')
-  .action(() => process.stdout.write(`${optionsTable()}\n`));
+  .action(() => void process.stdout.write(`${optionsTable()}\n`));
 
 registerQueryCommands(program, config);
 

@@ -1,0 +1,187 @@
+/**
+ * The query API as a fastify plugin. Storage comes in as a FlowStore (queries.ts) so
+ * tests can drive the routes with `inject` and a fake; server.ts wires the real one.
+ * Logging goes through fastify's logger (server.ts passes hoptrace's pino instance).
+ *
+ * Routes:
+ *   GET /healthz                             ClickHouse reachable (200) or not (503)
+ *   GET /api/v1/flows                        flow summaries, newest first
+ *   GET /api/v1/flows/:flowId/timeline       one flow's summary and timeline
+ *
+ * Errors are `{statusCode, code, error, message}`; bad parameters get 400 with the
+ * field named (`querystring/port must be <= 65535`), never a stack trace.
+ */
+import type { FastifyError, FastifyPluginAsync, FastifySchemaValidationError } from 'fastify';
+import type { Config } from '../shared/config.js';
+import { HopError, type ErrorCode } from '../shared/errors.js';
+import { canonicalIp } from '../shared/sql.js';
+import { buildTimeline } from '../correlator/timeline.js';
+import { PROTOCOLS, type FlowFilter, type FlowStore } from './queries.js';
+import { flowsQuerySchema, flowsResponses, healthResponses, PATTERN_HINTS, timelineParamsSchema, timelineResponses } from './schemas.js';
+import { parseTime, TIME_HINT } from './time.js';
+
+export interface AppDeps {
+  store: FlowStore;
+  cfg: Pick<Config, 'apiMaxRows'>;
+  /** Clock for relative times (`since=15m`), ms since the epoch. */
+  now?: () => number;
+  /** Longest wait for ClickHouse's answer in /healthz, ms. */
+  healthTimeoutMs?: number;
+}
+
+interface FlowsQuery {
+  addr?: string;
+  port?: number;
+  node?: string;
+  proto?: string;
+  since?: string;
+  until?: string;
+  limit: number;
+}
+
+const STATUS: Partial<Record<ErrorCode, number>> = {
+  HOP_BAD_REQUEST: 400,
+  HOP_NOT_FOUND: 404,
+  HOP_CLICKHOUSE_QUERY: 502,
+  HOP_CLICKHOUSE_UNREACHABLE: 503,
+};
+
+const REASON: Record<number, string> = {
+  400: 'Bad Request',
+  404: 'Not Found',
+  500: 'Internal Server Error',
+  502: 'Bad Gateway',
+  503: 'Service Unavailable',
+};
+
+const UINT64_LIMIT = 1n << 64n;
+
+interface PropertySchema {
+  type?: string;
+  minimum?: number;
+  maximum?: number;
+}
+
+function bad(field: string, why: string): HopError {
+  return new HopError('HOP_BAD_REQUEST', `${field} ${why}`);
+}
+
+/** One message per validation failure, naming the field: `querystring/port must be <= 65535`. */
+export function formatSchemaErrors(errors: FastifySchemaValidationError[], dataVar: string): Error {
+  const e = errors[0];
+  if (!e) return new Error(`${dataVar} is invalid`);
+  const params = e.params as Record<string, unknown>;
+  if (e.keyword === 'required') return new Error(`${dataVar}/${String(params.missingProperty)} is required`);
+  if (e.keyword === 'additionalProperties') return new Error(`${dataVar}/${String(params.additionalProperty).slice(0, 64)} is not a known parameter`);
+  const field = `${dataVar}${e.instancePath}`;
+  if (e.keyword === 'pattern') return new Error(`${field} ${PATTERN_HINTS[field] ?? 'is malformed'}`);
+  return new Error(`${field} ${e.message ?? 'is invalid'}`);
+}
+
+export const app: FastifyPluginAsync<AppDeps> = async (f, deps) => {
+  const { store, cfg } = deps;
+  const now = deps.now ?? Date.now;
+  const healthTimeoutMs = deps.healthTimeoutMs ?? 2000;
+
+  f.setSchemaErrorFormatter(formatSchemaErrors);
+
+  // Before ajv: it strips unknown properties instead of rejecting them (a typo such as
+  // `?prot=tcp` must not silently widen a query), and its number coercion is lenient
+  // (`0x50` is 80, `1e400` is Infinity and passes `maximum`).
+  f.addHook('preValidation', async (req) => {
+    const schema = req.routeOptions.schema?.querystring as { properties?: Record<string, PropertySchema> } | undefined;
+    if (!schema?.properties || !req.query || typeof req.query !== 'object') return;
+    for (const [key, raw] of Object.entries(req.query as Record<string, unknown>)) {
+      const field = `querystring/${key.slice(0, 64)}`;
+      if (!Object.hasOwn(schema.properties, key)) throw bad(field, `is not a known parameter (known: ${Object.keys(schema.properties).join(', ')})`);
+      const p = schema.properties[key]!;
+      if (p.type !== 'integer' || typeof raw !== 'string') continue;
+      if (!/^-?[0-9]+$/.test(raw)) throw bad(field, 'must be integer');
+      if (!Number.isSafeInteger(Number(raw))) throw bad(field, raw.startsWith('-') ? `must be >= ${p.minimum}` : `must be <= ${p.maximum}`);
+    }
+  });
+
+  f.setErrorHandler((err: FastifyError | HopError, req, reply) => {
+    let status: number;
+    let code: string;
+    let message: string;
+    if ('validation' in err && err.validation) {
+      [status, code, message] = [400, 'HOP_BAD_REQUEST', err.message];
+    } else if (err instanceof HopError) {
+      status = STATUS[err.code] ?? 500;
+      [code, message] = [err.code, status === 500 ? 'internal error' : err.message];
+    } else if ('statusCode' in err && typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
+      // fastify's own client errors (malformed URL, body too large...).
+      [status, code, message] = [err.statusCode, err.code ?? 'HOP_BAD_REQUEST', err.message];
+    } else {
+      [status, code, message] = [500, 'HOP_INTERNAL', 'internal error'];
+    }
+    if (status >= 500) req.log.error({ err, code }, message);
+    else req.log.info({ code }, message);
+    return reply.code(status).send({ statusCode: status, code, error: REASON[status] ?? 'Error', message });
+  });
+
+  f.get('/healthz', { schema: { response: healthResponses } }, async (_req, reply) => {
+    const r = await store.ping(healthTimeoutMs);
+    if (r.ok) return { status: 'ok', clickhouse: { reachable: true, url: store.where } };
+    return reply.code(503).send({
+      status: 'unavailable',
+      clickhouse: { reachable: false, url: store.where, error: `ClickHouse at ${store.where} is unreachable: ${r.error}` },
+    });
+  });
+
+  f.get<{ Querystring: FlowsQuery }>(
+    '/api/v1/flows',
+    { schema: { querystring: flowsQuerySchema(cfg.apiMaxRows), response: flowsResponses } },
+    async (req) => {
+      const q = req.query;
+      const filter: FlowFilter = { limit: q.limit + 1 };
+      if (q.addr !== undefined) {
+        const ip = canonicalIp(q.addr);
+        if (ip === null) throw bad('querystring/addr', PATTERN_HINTS['querystring/addr']!);
+        filter.addr = ip;
+      }
+      if (q.port !== undefined) filter.port = q.port;
+      if (q.node !== undefined) filter.node = q.node;
+      if (q.proto !== undefined) {
+        const p = PROTOCOLS[q.proto] ?? (/^\d+$/.test(q.proto) ? Number(q.proto) : NaN);
+        if (!(p >= 0 && p <= 255)) throw bad('querystring/proto', 'must be <= 255');
+        filter.proto = p;
+      }
+      const t = now();
+      if (q.since !== undefined) {
+        const ns = parseTime(q.since, t);
+        if (ns === null) throw bad('querystring/since', TIME_HINT);
+        filter.sinceNs = ns;
+      }
+      if (q.until !== undefined) {
+        const ns = parseTime(q.until, t);
+        if (ns === null) throw bad('querystring/until', TIME_HINT);
+        filter.untilNs = ns;
+      }
+      if (filter.sinceNs !== undefined && filter.untilNs !== undefined && filter.untilNs < filter.sinceNs) {
+        throw bad('querystring/until', 'must not be before querystring/since');
+      }
+      const flows = await store.listFlows(filter);
+      const truncated = flows.length > q.limit;
+      if (truncated) flows.length = q.limit;
+      return { flows, count: flows.length, limit: q.limit, truncated };
+    },
+  );
+
+  f.get<{ Params: { flowId: string } }>(
+    '/api/v1/flows/:flowId/timeline',
+    { schema: { params: timelineParamsSchema, response: timelineResponses } },
+    async (req) => {
+      const id = BigInt(req.params.flowId);
+      if (id >= UINT64_LIMIT) throw bad('params/flowId', 'must be below 2^64');
+      const limit = cfg.apiMaxRows;
+      const [flow, rows] = await Promise.all([store.getFlow(id), store.flowEvents(id, limit + 1)]);
+      if (!flow && rows.length === 0) throw new HopError('HOP_NOT_FOUND', `flow ${id} not found`);
+      const truncated = rows.length > limit;
+      return { flow, timeline: buildTimeline(truncated ? rows.slice(0, limit) : rows), truncated, eventLimit: limit };
+    },
+  );
+};
+
+export default app;

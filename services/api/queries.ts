@@ -1,0 +1,287 @@
+/**
+ * All of the API's SQL, and the small store interface the routes use (tests fake it).
+ *
+ * Values reach SQL only through shared/sql.ts (`str`, `uint`), after the routes have
+ * validated them: the local ClickHouse (18.16) has no server-side query parameters.
+ * The SQL sticks to what both 18.16 and current ClickHouse accept.
+ *
+ * Both tables are ReplacingMergeTree: a redelivered row collapses only at merge time,
+ * so every read of whole rows uses FINAL. flow_parts holds partial summaries, one per
+ * (flow_id, part_key); a flow's summary is their sum.
+ */
+import type { ClickHouseClient } from '@clickhouse/client';
+import { describeError, HopError } from '../shared/errors.js';
+import { str, uint } from '../shared/sql.js';
+import { isoNs, nsToUs, type TimelineRow } from '../correlator/timeline.js';
+
+/** IP protocol names the API accepts and prints. */
+export const PROTOCOLS: Readonly<Record<string, number>> = { icmp: 1, tcp: 6, udp: 17, icmpv6: 58, sctp: 132 };
+const PROTOCOL_NAMES = new Map(Object.entries(PROTOCOLS).map(([k, v]) => [v, k]));
+
+export function protocolName(proto: number): string {
+  return PROTOCOL_NAMES.get(proto) ?? String(proto);
+}
+
+/** A validated flow filter. Every field is already checked and canonical. */
+export interface FlowFilter {
+  /** Canonical IP text (shared/sql.ts canonicalIp); matches either endpoint. */
+  addr?: string;
+  /** Matches either endpoint's port. */
+  port?: number;
+  /** The flow has at least one event recorded on this node. */
+  node?: string;
+  /** IP protocol number. */
+  proto?: number;
+  /** The flow's last event is at or after this time (ns since the epoch). */
+  sinceNs?: bigint;
+  /** The flow's first event is at or before this time (ns since the epoch). */
+  untilNs?: bigint;
+  limit: number;
+}
+
+export interface Endpoint {
+  addr: string;
+  port: number;
+}
+
+/** One flow's summary, summed over its partial rows. */
+export interface FlowSummary {
+  /** 53-bit flow id (shared/flowkey.ts), as a decimal string. */
+  flowId: string;
+  proto: number;
+  protoName: string;
+  /** Canonical first endpoint (smaller address, port). */
+  a: Endpoint;
+  b: Endpoint;
+  /** First and last event, ns since the epoch (decimal strings), and the same as RFC 3339. */
+  firstTsNs: string;
+  lastTsNs: string;
+  first: string;
+  last: string;
+  durationUs: number;
+  events: number;
+  packets: number;
+  bytes: number;
+  drops: number;
+  resets: number;
+  retrans: number;
+  /** Nodes the flow crossed, sorted. */
+  nodes: string[];
+}
+
+export type PingResult = { ok: true } | { ok: false; error: string };
+
+/** What the routes need from storage. */
+export interface FlowStore {
+  /** Where the data lives, for messages: the ClickHouse URL without credentials. */
+  readonly where: string;
+  ping(timeoutMs: number): Promise<PingResult>;
+  listFlows(filter: FlowFilter): Promise<FlowSummary[]>;
+  getFlow(flowId: bigint): Promise<FlowSummary | null>;
+  /** The flow's first `limit` events in time order (fewer when it has fewer). */
+  flowEvents(flowId: bigint, limit: number): Promise<TimelineRow[]>;
+}
+
+// ---------------------------------------------------------------- SQL
+
+const SUMMARY_COLUMNS = `toString(flow_id) AS flowId,
+  any(proto) AS protoNum,
+  any(a_addr) AS aAddr,
+  any(a_port) AS aPort,
+  any(b_addr) AS bAddr,
+  any(b_port) AS bPort,
+  toString(min(first_ts_ns)) AS firstNs,
+  toString(max(last_ts_ns)) AS lastNs,
+  toString(sum(events)) AS nEvents,
+  toString(sum(packets)) AS nPackets,
+  toString(sum(bytes)) AS nBytes,
+  toString(sum(drops)) AS nDrops,
+  toString(sum(resets)) AS nResets,
+  toString(sum(retrans)) AS nRetrans,
+  groupUniqArrayArray(nodes) AS nodeList`;
+
+/** Row shape of SUMMARY_COLUMNS in JSONEachRow. */
+interface SummaryRow {
+  flowId: string;
+  protoNum: number;
+  aAddr: string;
+  aPort: number;
+  bAddr: string;
+  bPort: number;
+  firstNs: string;
+  lastNs: string;
+  nEvents: string;
+  nPackets: string;
+  nBytes: string;
+  nDrops: string;
+  nResets: string;
+  nRetrans: string;
+  nodeList: string[];
+}
+
+/** hop_events columns the timeline reads (timeline.ts TimelineRow). */
+const EVENT_COLUMNS: readonly (keyof TimelineRow)[] = [
+  'wall_ts_ns', 'agent', 'boot', 'seq', 'node', 'netns_ino', 'netns', 'pod', 'ifindex', 'ifname',
+  'hook', 'kind', 'family', 'proto', 'dir', 'saddr', 'daddr', 'sport', 'dport',
+  'tcp_seq', 'tcp_ack', 'tcp_flags', 'tcp_window', 'payload_len', 'ip_id', 'flags',
+  'ct_id', 'ct_status', 'ct_info', 'reply_saddr', 'reply_daddr', 'reply_sport', 'reply_dport',
+  'reason', 'sk_state',
+];
+
+/**
+ * Conditions on a partial row that hold for every partial of a flow or none
+ * (the endpoints and protocol are the flow's identity).
+ */
+function flowConditions(f: FlowFilter): string[] {
+  const c: string[] = [];
+  if (f.addr !== undefined) c.push(`(a_addr = ${str(f.addr)} OR b_addr = ${str(f.addr)})`);
+  if (f.port !== undefined) c.push(`(a_port = ${uint(f.port)} OR b_port = ${uint(f.port)})`);
+  if (f.proto !== undefined) c.push(`proto = ${uint(f.proto)}`);
+  return c;
+}
+
+function where(conds: string[]): string {
+  return conds.length ? `WHERE ${conds.join('\n  AND ')}` : '';
+}
+
+/**
+ * Flows matching the filter, most recently active first. The node and `since`
+ * conditions hold for a flow when they hold for any one of its partials, so they
+ * pre-select flow ids (cheap: no FINAL); `until` needs the flow's first event, so it
+ * is checked on the sum.
+ */
+export function listFlowsSql(f: FlowFilter): string {
+  const base = flowConditions(f);
+  const conds = [...base];
+  if (f.node !== undefined) conds.push(`flow_id IN (SELECT flow_id FROM flow_parts ${where([...base, `has(nodes, ${str(f.node)})`])})`);
+  if (f.sinceNs !== undefined) conds.push(`flow_id IN (SELECT flow_id FROM flow_parts ${where([...base, `last_ts_ns >= ${uint(f.sinceNs)}`])})`);
+  const having = f.untilNs !== undefined ? `HAVING min(first_ts_ns) <= ${uint(f.untilNs)}` : '';
+  return `SELECT ${SUMMARY_COLUMNS}
+FROM flow_parts FINAL
+${where(conds)}
+GROUP BY flow_id
+${having}
+ORDER BY max(last_ts_ns) DESC, flow_id DESC
+LIMIT ${uint(f.limit)}`;
+}
+
+export function flowSql(flowId: bigint): string {
+  return `SELECT ${SUMMARY_COLUMNS}
+FROM flow_parts FINAL
+WHERE flow_id = ${uint(flowId)}
+GROUP BY flow_id`;
+}
+
+export function flowEventsSql(flowId: bigint, limit: number): string {
+  return `SELECT ${EVENT_COLUMNS.join(', ')}
+FROM hop_events FINAL
+WHERE flow_id = ${uint(flowId)}
+ORDER BY wall_ts_ns, agent, boot, seq
+LIMIT ${uint(limit)}`;
+}
+
+function toSummary(r: SummaryRow): FlowSummary {
+  const first = BigInt(r.firstNs);
+  const last = BigInt(r.lastNs);
+  return {
+    flowId: r.flowId,
+    proto: r.protoNum,
+    protoName: protocolName(r.protoNum),
+    a: { addr: r.aAddr, port: r.aPort },
+    b: { addr: r.bAddr, port: r.bPort },
+    firstTsNs: r.firstNs,
+    lastTsNs: r.lastNs,
+    first: isoNs(first),
+    last: isoNs(last),
+    durationUs: nsToUs(last - first),
+    events: Number(r.nEvents),
+    packets: Number(r.nPackets),
+    bytes: Number(r.nBytes),
+    drops: Number(r.nDrops),
+    resets: Number(r.nResets),
+    retrans: Number(r.nRetrans),
+    nodes: [...r.nodeList].sort(),
+  };
+}
+
+// ---------------------------------------------------------------- errors
+
+const NETWORK_CODES = /^(ECONNREFUSED|ECONNRESET|ECONNABORTED|ETIMEDOUT|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|EPIPE|ABORT_ERR|UND_ERR_\w+)$/;
+
+/** ClickHouse did not answer (connection, timeout), as opposed to answering with an error. */
+function isUnreachable(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string' && NETWORK_CODES.test(code)) return true;
+  return err.name === 'AbortError' || err.name === 'TimeoutError' || /^Timeout error|socket hang up/i.test(err.message);
+}
+
+/** ClickHouse error message, first line only, minus the 18.16 decoration. */
+function serverMessage(err: Error): string {
+  const line = err.message.split('\n')[0] ?? '';
+  return line.replace(/, e\.what\(\) = DB::Exception$/, '').replace(/e\.displayText\(\) = /, '').slice(0, 300);
+}
+
+/** ClickHouse codes meaning the schema is not there yet: UNKNOWN_TABLE, UNKNOWN_DATABASE. */
+const MISSING_SCHEMA = /^Code: (60|81)\b/;
+
+export function clickhouseError(err: unknown, where: string, what: string): HopError {
+  if (err instanceof HopError) return err;
+  if (isUnreachable(err)) return new HopError('HOP_CLICKHOUSE_UNREACHABLE', `ClickHouse at ${where} is unreachable: ${describeError(err)}`, true, { cause: err });
+  // 18.16 answers "Code: 60, e.displayText() = DB::Exception: ..." (the client parses only newer formats).
+  const msg = err instanceof Error ? serverMessage(err) : String(err).slice(0, 300);
+  const hint = MISSING_SCHEMA.test(msg) ? ' (has the correlator created the schema yet?)' : '';
+  return new HopError('HOP_CLICKHOUSE_QUERY', `ClickHouse at ${where}: ${what} failed: ${msg}${hint}`, false, { cause: err });
+}
+
+/** The URL without user, password, query or fragment, for messages. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.protocol}//${u.host}${u.pathname === '/' ? '' : u.pathname}`;
+  } catch {
+    return '(invalid URL)';
+  }
+}
+
+// ---------------------------------------------------------------- store
+
+export function createFlowStore(ch: ClickHouseClient, clickhouseUrl: string): FlowStore {
+  const at = redactUrl(clickhouseUrl);
+
+  async function rows<T>(query: string, what: string): Promise<T[]> {
+    try {
+      const rs = await ch.query({
+        query,
+        format: 'JSONEachRow',
+        // UInt64 as JSON strings: ns timestamps and ids exceed 2^53.
+        clickhouse_settings: { output_format_json_quote_64bit_integers: 1 },
+      });
+      return await rs.json<T>();
+    } catch (err) {
+      throw clickhouseError(err, at, what);
+    }
+  }
+
+  return {
+    where: at,
+    async ping(timeoutMs) {
+      try {
+        const r = await ch.ping({ select: false, abort_signal: AbortSignal.timeout(timeoutMs) });
+        return r.success ? { ok: true } : { ok: false, error: describeError(r.error) };
+      } catch (err) {
+        return { ok: false, error: describeError(err) };
+      }
+    },
+    async listFlows(filter) {
+      return (await rows<SummaryRow>(listFlowsSql(filter), 'list flows')).map(toSummary);
+    },
+    async getFlow(flowId) {
+      const [r] = await rows<SummaryRow>(flowSql(flowId), `read flow ${flowId}`);
+      return r ? toSummary(r) : null;
+    },
+    async flowEvents(flowId, limit) {
+      return rows<TimelineRow>(flowEventsSql(flowId, limit), `read events of flow ${flowId}`);
+    },
+  };
+}
