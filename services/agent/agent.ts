@@ -12,6 +12,7 @@ import type { Logger } from '../shared/log.js';
 import { RECORD_SIZE } from '../shared/record.js';
 import { retry } from '../shared/retry.js';
 import { createBatcher, type ReadyBatch } from './batcher.js';
+import { createConnTracker, type AnnotatedChunk } from './connections.js';
 import type { AgentMetrics } from './metrics.js';
 import type { RecordSource } from './source.js';
 
@@ -63,6 +64,7 @@ const MESSAGES_PER_SEND = 16;
 export function createAgent(d: AgentDeps): Agent {
   const { cfg, source, sink, log, metrics } = d;
   const agentName = d.agent || cfg.agentName || source.node;
+  const tracker = createConnTracker();
   const batcher = createBatcher(d.partitions, cfg.batchRecords, cfg.lingerMs);
   const queue: OutMessage[] = [];
   let queuedBytes = 0;
@@ -81,7 +83,7 @@ export function createAgent(d: AgentDeps): Agent {
 
   function enqueue(batches: ReadyBatch[]) {
     for (const b of batches) {
-      const value = encodeBatch({ agent: agentName, node: source.node, boot: source.boot, clockOffsetNs: b.clockOffsetNs }, b.records, b.seqs, b.count);
+      const value = encodeBatch({ agent: agentName, node: source.node, boot: source.boot, clockOffsetNs: b.clockOffsetNs }, b.records, b.seqs, b.count, b.conn);
       queue.push({ partition: b.partition, key: `${agentName}/${b.partition}`, value, records: b.count });
       queuedBytes += b.count * RECORD_SIZE;
     }
@@ -132,7 +134,12 @@ export function createAgent(d: AgentDeps): Agent {
     }
   }
 
-  const held = () => queuedBytes + inFlightBytes + batcher.pending * RECORD_SIZE;
+  const held = () => queuedBytes + inFlightBytes + (batcher.pending + tracker.held) * RECORD_SIZE;
+
+  function add(chunks: AnnotatedChunk[]) {
+    const now = Date.now();
+    for (const c of chunks) enqueue(batcher.add(c, now));
+  }
 
   async function drainTo(limitBytes: number) {
     while (held() > limitBytes || inFlight >= cfg.maxInFlight) await waitChange();
@@ -156,12 +163,15 @@ export function createAgent(d: AgentDeps): Agent {
 
   return {
     async run() {
-      const ticker = setInterval(() => enqueue(batcher.due(Date.now())), Math.max(5, Math.floor(cfg.lingerMs / 2)));
+      const ticker = setInterval(() => {
+        add(tracker.expire(Date.now()));
+        enqueue(batcher.due(Date.now()));
+      }, Math.max(5, Math.floor(cfg.lingerMs / 2)));
       try {
         for await (const chunk of source.chunks()) {
           metrics.recordsRead.inc(chunk.count);
           totals.read += chunk.count;
-          enqueue(batcher.add(chunk, Date.now()));
+          add(tracker.process(chunk, Date.now()));
           syncSourceCounters();
           await drainTo(cfg.bufferBytes);
           if (stopping) break;
@@ -169,6 +179,7 @@ export function createAgent(d: AgentDeps): Agent {
       } finally {
         clearInterval(ticker);
         syncSourceCounters();
+        add(tracker.expire(Date.now(), true));
         enqueue(batcher.due(Date.now(), true));
         const deadline = setTimeout(() => abort.abort(), d.flushTimeoutMs ?? 15_000);
         await drainTo(0);

@@ -1,23 +1,28 @@
 /**
- * Packs records into per-partition batches: both directions of a flow go to the
- * same partition (flowkey.partitionOf), many records per Kafka message. A batch is
+ * Packs records into per-partition batches, many records per Kafka message. Records
+ * of a known TCP connection go to its client ISN's partition (flowkey.partitionOfConn),
+ * so all its hops across NAT meet there; the others go by 5-tuple (flowkey.partitionOf),
+ * both directions together. A batch is
  * ready when it holds `maxRecords` or when its first record has waited `lingerMs`.
  * Pure bookkeeping: no I/O, no timers (the caller polls `due`), so tests drive it.
  */
-import { partitionOf } from '../shared/flowkey.js';
+import { partitionOf, partitionOfConn } from '../shared/flowkey.js';
 import { RECORD_SIZE } from '../shared/record.js';
-import type { RecordChunk } from './source.js';
+import type { AnnotatedChunk } from './connections.js';
 
 export interface ReadyBatch {
   partition: number;
   records: Buffer;
   seqs: number[];
+  /** 8 bytes per record: client ISN, server ISN. */
+  conn: Buffer;
   count: number;
   clockOffsetNs: bigint;
 }
 
 interface Open {
   buf: Buffer;
+  conn: Buffer;
   seqs: number[];
   count: number;
   since: number;
@@ -26,7 +31,7 @@ interface Open {
 
 export interface Batcher {
   /** Adds a chunk; returns the batches it filled. */
-  add(chunk: RecordChunk, now: number): ReadyBatch[];
+  add(chunk: AnnotatedChunk, now: number): ReadyBatch[];
   /** Batches whose linger has expired (all of them when `all`). */
   due(now: number, all?: boolean): ReadyBatch[];
   /** Records held in open batches. */
@@ -41,7 +46,7 @@ export function createBatcher(partitions: number, maxRecords: number, lingerMs: 
     const o = open[p]!;
     open[p] = undefined;
     pending -= o.count;
-    return { partition: p, records: o.buf.subarray(0, o.count * RECORD_SIZE), seqs: o.seqs, count: o.count, clockOffsetNs: o.clockOffsetNs };
+    return { partition: p, records: o.buf.subarray(0, o.count * RECORD_SIZE), conn: o.conn.subarray(0, o.count * 8), seqs: o.seqs, count: o.count, clockOffsetNs: o.clockOffsetNs };
   }
 
   return {
@@ -49,7 +54,8 @@ export function createBatcher(partitions: number, maxRecords: number, lingerMs: 
       const out: ReadyBatch[] = [];
       for (let i = 0; i < chunk.count; i++) {
         const off = i * RECORD_SIZE;
-        const p = partitionOf(chunk.buf, off, partitions);
+        const isnC = chunk.conn.readUInt32LE(8 * i);
+        const p = isnC !== 0 ? partitionOfConn(isnC, partitions) : partitionOf(chunk.buf, off, partitions);
         let o = open[p];
         // A batch carries one clock reference: a new one starts a new batch.
         if (o && o.clockOffsetNs !== chunk.clockOffsetNs) {
@@ -57,11 +63,12 @@ export function createBatcher(partitions: number, maxRecords: number, lingerMs: 
           o = undefined;
         }
         if (!o) {
-          o = { buf: Buffer.allocUnsafe(maxRecords * RECORD_SIZE), seqs: [], count: 0, since: now, clockOffsetNs: chunk.clockOffsetNs };
+          o = { buf: Buffer.allocUnsafe(maxRecords * RECORD_SIZE), conn: Buffer.allocUnsafe(maxRecords * 8), seqs: [], count: 0, since: now, clockOffsetNs: chunk.clockOffsetNs };
           open[p] = o;
         }
         chunk.buf.copy(o.buf, o.count * RECORD_SIZE, off, off + RECORD_SIZE);
-        o.seqs.push(chunk.seqs ? chunk.seqs[i]! : chunk.firstSeq + i);
+        chunk.conn.copy(o.conn, o.count * 8, 8 * i, 8 * i + 8);
+        o.seqs.push(chunk.seqs[i]!);
         o.count++;
         pending++;
         if (o.count === maxRecords) out.push(seal(p));

@@ -86,10 +86,10 @@ export interface FlowStore {
 
 const SUMMARY_COLUMNS = `toString(flow_id) AS flowId,
   any(proto) AS protoNum,
-  any(a_addr) AS aAddr,
-  any(a_port) AS aPort,
-  any(b_addr) AS bAddr,
-  any(b_port) AS bPort,
+  argMin(a_addr, first_ts_ns) AS aAddr,
+  argMin(a_port, first_ts_ns) AS aPort,
+  argMin(b_addr, first_ts_ns) AS bAddr,
+  argMin(b_port, first_ts_ns) AS bPort,
   toString(min(first_ts_ns)) AS firstNs,
   toString(max(last_ts_ns)) AS lastNs,
   toString(sum(events)) AS nEvents,
@@ -129,8 +129,9 @@ const EVENT_COLUMNS: readonly (keyof TimelineRow)[] = [
 ];
 
 /**
- * Conditions on a partial row that hold for every partial of a flow or none
- * (the endpoints and protocol are the flow's identity).
+ * Conditions on a partial row. A flow's partials can differ in endpoints (each node
+ * sees the flow's tuple as NAT left it there), so a flow matches when any one of its
+ * partials does.
  */
 function flowConditions(f: FlowFilter): string[] {
   const c: string[] = [];
@@ -145,16 +146,17 @@ function where(conds: string[]): string {
 }
 
 /**
- * Flows matching the filter, most recently active first. The node and `since`
- * conditions hold for a flow when they hold for any one of its partials, so they
- * pre-select flow ids (cheap: no FINAL); `until` needs the flow's first event, so it
- * is checked on the sum.
+ * Flows matching the filter, most recently active first. Each condition holds for a
+ * flow when it holds for any one of its partials, so each pre-selects flow ids
+ * (cheap: no FINAL); `until` needs the flow's first event, so it is checked on the sum.
+ * The summary's endpoints are those of the flow's earliest partial: the client side.
  */
 export function listFlowsSql(f: FlowFilter): string {
-  const base = flowConditions(f);
-  const conds = [...base];
-  if (f.node !== undefined) conds.push(`flow_id IN (SELECT flow_id FROM flow_parts ${where([...base, `has(nodes, ${str(f.node)})`])})`);
-  if (f.sinceNs !== undefined) conds.push(`flow_id IN (SELECT flow_id FROM flow_parts ${where([...base, `last_ts_ns >= ${uint(f.sinceNs)}`])})`);
+  const conds: string[] = [];
+  const any = (cond: string) => conds.push(`flow_id IN (SELECT flow_id FROM flow_parts WHERE ${cond})`);
+  for (const c of flowConditions(f)) any(c);
+  if (f.node !== undefined) any(`has(nodes, ${str(f.node)})`);
+  if (f.sinceNs !== undefined) any(`last_ts_ns >= ${uint(f.sinceNs)}`);
   const having = f.untilNs !== undefined ? `HAVING min(first_ts_ns) <= ${uint(f.untilNs)}` : '';
   return `SELECT ${SUMMARY_COLUMNS}
 FROM flow_parts FINAL

@@ -4,7 +4,7 @@
  * same batch always yields the same rows, which is what makes redelivery harmless.
  */
 import type { DecodedBatch } from '../shared/batch.js';
-import { direction, flowId } from '../shared/flowkey.js';
+import { connFlowId, direction, flowId } from '../shared/flowkey.js';
 import { checkRecord, decodeRecord, Kind, RECORD_SIZE, type CorruptReason } from '../shared/record.js';
 
 export interface HopEventRow {
@@ -48,6 +48,8 @@ export interface HopEventRow {
   sk_state: number;
   skb_id: string;
   mark: number;
+  isn_c: number;
+  isn_s: number;
 }
 
 export interface FlowPartRow {
@@ -116,7 +118,9 @@ export function batchToRows(b: DecodedBatch): BatchRows {
       continue;
     }
     const r = decodeRecord(b.records, off);
-    const fid = flowId(b.records, off);
+    const isnC = b.isnC(i);
+    const isnS = b.isnS(i);
+    const fid = isnC !== 0 ? connFlowId(isnC, isnS) : flowId(b.records, off);
     const dir = direction(b.records, off);
     const wall = r.tsNs + b.clockOffsetNs;
     const wallStr = wall.toString();
@@ -162,6 +166,8 @@ export function batchToRows(b: DecodedBatch): BatchRows {
       sk_state: r.skState,
       skb_id: r.skbId.toString(),
       mark: r.mark,
+      isn_c: isnC,
+      isn_s: isnS,
     });
     let acc = flows.get(fid);
     if (!acc) {

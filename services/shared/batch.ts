@@ -25,11 +25,16 @@ export interface BatchMeta {
   droppedSinceLast?: number;
 }
 
-/** Encodes `count` records from `records` with their seqs (ascending). */
-export function encodeBatch(meta: BatchMeta, records: Buffer, seqs: ArrayLike<number>, count: number): Buffer {
-  const first = seqs[0] ?? 0;
+/**
+ * Encodes `count` records from `records` with their seqs (any order: records held
+ * back for a handshake follow later ones) and, optionally, their connection ids
+ * (8 bytes per record, services/agent/connections.ts).
+ */
+export function encodeBatch(meta: BatchMeta, records: Buffer, seqs: ArrayLike<number>, count: number, conn?: Buffer): Buffer {
+  let first = seqs[0] ?? 0;
+  for (let i = 1; i < count; i++) if (seqs[i]! < first) first = seqs[i]!;
   let contiguous = true;
-  for (let i = 1; i < count && contiguous; i++) contiguous = seqs[i] === first + i;
+  for (let i = 0; i < count && contiguous; i++) contiguous = seqs[i] === first + i;
   const deltas: number[] = [];
   if (!contiguous) for (let i = 0; i < count; i++) deltas.push(seqs[i]! - first);
   const netnsNames: Record<string, string> = {};
@@ -46,8 +51,14 @@ export function encodeBatch(meta: BatchMeta, records: Buffer, seqs: ArrayLike<nu
     seqDeltas: deltas,
     netnsNames,
     droppedSinceLast: u64(meta.droppedSinceLast ?? 0),
+    conn: conn && hasConn(conn, count) ? conn.subarray(0, 8 * count) : new Uint8Array(0),
   });
   return Buffer.from(HopBatch.encode(msg).finish());
+}
+
+function hasConn(conn: Buffer, count: number): boolean {
+  for (let i = 0; i < count; i++) if (conn.readUInt32LE(8 * i) !== 0) return true;
+  return false;
 }
 
 export interface DecodedBatch extends BatchMeta {
@@ -56,6 +67,10 @@ export interface DecodedBatch extends BatchMeta {
   firstSeq: number;
   /** Seq of record i. */
   seqOf(i: number): number;
+  /** Client ISN of record i's connection (0 = unknown). */
+  isnC(i: number): number;
+  /** Server ISN of record i's connection (0 = unknown). */
+  isnS(i: number): number;
 }
 
 /** Decodes a Kafka message value. Throws HOP_BATCH_INVALID naming what is wrong. */
@@ -75,6 +90,8 @@ export function decodeBatch(value: Buffer): DecodedBatch {
   if (deltas.length !== 0 && deltas.length !== count) throw new HopError('HOP_BATCH_INVALID', `${deltas.length} seq deltas for ${count} records`);
   if (!m.agent) throw new HopError('HOP_BATCH_INVALID', 'batch has no agent name');
   const firstSeq = Number(toBig(m.firstSeq));
+  const conn = Buffer.from(m.conn.buffer, m.conn.byteOffset, m.conn.byteLength);
+  if (conn.length !== 0 && conn.length !== 8 * count) throw new HopError('HOP_BATCH_INVALID', `conn field is ${conn.length} bytes for ${count} records`);
   const netnsNames = new Map<number, string>();
   for (const [k, v] of Object.entries(m.netnsNames)) netnsNames.set(Number(k), v);
   return {
@@ -88,5 +105,7 @@ export function decodeBatch(value: Buffer): DecodedBatch {
     count,
     firstSeq,
     seqOf: deltas.length ? (i) => firstSeq + deltas[i]! : (i) => firstSeq + i,
+    isnC: conn.length ? (i) => conn.readUInt32LE(8 * i) : () => 0,
+    isnS: conn.length ? (i) => conn.readUInt32LE(8 * i + 4) : () => 0,
   };
 }

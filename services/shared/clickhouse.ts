@@ -27,7 +27,9 @@ export function createClickHouse(cfg: Config, database?: string): ClickHouseClie
 
 /**
  * One hop event per row. The sorting key starts with flow_id (the lookup) and ends
- * with the event id, so a redelivered event collapses onto its first copy.
+ * with the event id, so a redelivered event collapses onto its first copy. flow_id
+ * is the connection's (isn_c, isn_s) identity when the agent saw its handshake, so
+ * the hops on both sides of NAT share it; otherwise the 5-tuple's.
  */
 const HOP_EVENTS = `CREATE TABLE IF NOT EXISTS hop_events (
   event_date Date,
@@ -69,7 +71,9 @@ const HOP_EVENTS = `CREATE TABLE IF NOT EXISTS hop_events (
   reason UInt16,
   sk_state UInt8,
   skb_id UInt64,
-  mark UInt32
+  mark UInt32,
+  isn_c UInt32,
+  isn_s UInt32
 ) ENGINE = ReplacingMergeTree()
 PARTITION BY event_date
 ORDER BY (flow_id, wall_ts_ns, agent, boot, seq)`;

@@ -70,3 +70,28 @@ export function flowId(buf: Buffer, off: number): number {
   const lo = hashTuple(buf, off, 0x5bd1e995); // 32 bits
   return hi * 0x1_0000_0000 + lo;
 }
+
+/**
+ * Connection identity that survives NAT: the client's and the server's initial
+ * sequence numbers (from the SYN and the SYN-ACK). NAT rewrites addresses and ports
+ * but not sequence numbers, so every hop of one TCP connection, on either side of a
+ * DNAT, SNAT or REDIRECT, carries the same pair.
+ */
+export interface ConnId {
+  /** Client ISN (the SYN's sequence number); 0 = unknown. */
+  isnC: number;
+  /** Server ISN (the SYN-ACK's sequence number); 0 = unknown or never answered. */
+  isnS: number;
+}
+
+/** Kafka partition of a connection: by client ISN alone, so SYN records (no server ISN yet) land with the rest. */
+export function partitionOfConn(isnC: number, partitions: number): number {
+  return fmix(mix(0x3c6ef372, isnC | 0) ^ 4) % partitions;
+}
+
+/** 53-bit flow id of a connection identified by its ISNs (seeded apart from tuple flow ids). */
+export function connFlowId(isnC: number, isnS: number): number {
+  const hi = fmix(mix(mix(0x1b873593, isnC | 0), isnS | 0) ^ 8) >>> 11;
+  const lo = fmix(mix(mix(0x85ebca6b, isnC | 0), isnS | 0) ^ 8);
+  return hi * 0x1_0000_0000 + lo;
+}

@@ -57,6 +57,16 @@ export const Flag = {
   TRUNCATED: 1 << 5,
 } as const;
 
+/** enum hop_stage (bpf/events.h): DROP records, aux[2]. */
+export const Stage = {
+  UNSPECIFIED: 0,
+  PREROUTING: 1,
+  INPUT: 2,
+  FORWARD: 3,
+  OUTPUT: 4,
+  POSTROUTING: 5,
+} as const;
+
 /** Kernel TCP states (include/net/tcp_states.h); 0 = unknown. */
 export const TcpState = {
   UNSPECIFIED: 0,
@@ -115,6 +125,7 @@ export interface HopRecord {
   window: number;
   ifname: string;
   mark: number;
+  /** Kind-specific words, see struct hop_pkt in bpf/events.h (e.g. DROP: code address, Stage). */
   aux: [number, number, number];
   /** Kind CT only: the conntrack REPLY tuple. */
   reply: Tuple | null;

@@ -10,13 +10,15 @@ import { openRecording } from '../../services/agent/recording-source.js';
 import { startCorrelator } from '../../services/correlator/main.js';
 import type { Config } from '../../services/shared/config.js';
 import { flowId } from '../../services/shared/flowkey.js';
-import { checkRecord, RECORD_SIZE } from '../../services/shared/record.js';
+import { checkRecord, decodeRecord, RECORD_SIZE, type Tuple } from '../../services/shared/record.js';
 import { decodeHeader, HEADER_SIZE } from '../../services/shared/recording.js';
 import { countEvents, dropDatabase, isolatedConfig, query, quietLog, waitFor } from './env.js';
 
-/** Ground truth from the recording files: per flow, its events' (agent, seq, wall ts), time-ordered. */
+type Truth = Map<number, { tuple: Tuple; events: { node: string; seq: number; wall: bigint }[] }>;
+
+/** Ground truth from the recording files: per 5-tuple, its events' (node, seq, wall ts), time-ordered. */
 function truth(files: string[]) {
-  const flows = new Map<number, { node: string; seq: number; wall: bigint }[]>();
+  const flows: Truth = new Map();
   let valid = 0;
   for (const f of files) {
     const bytes = readFileSync(f);
@@ -27,11 +29,11 @@ function truth(files: string[]) {
       if (checkRecord(body, off)) continue;
       valid++;
       const id = flowId(body, off);
-      if (!flows.has(id)) flows.set(id, []);
-      flows.get(id)!.push({ node: h.node, seq: i, wall: body.readBigUInt64LE(off) + h.clockOffsetNs });
+      if (!flows.has(id)) flows.set(id, { tuple: decodeRecord(body, off).tuple, events: [] });
+      flows.get(id)!.events.push({ node: h.node, seq: i, wall: body.readBigUInt64LE(off) + h.clockOffsetNs });
     }
   }
-  for (const evs of flows.values()) evs.sort((a, b) => (a.wall < b.wall ? -1 : a.wall > b.wall ? 1 : a.node.localeCompare(b.node) || a.seq - b.seq));
+  for (const { events: evs } of flows.values()) evs.sort((a, b) => (a.wall < b.wall ? -1 : a.wall > b.wall ? 1 : a.node.localeCompare(b.node) || a.seq - b.seq));
   return { flows, valid };
 }
 
@@ -42,13 +44,15 @@ async function replayAll(cfg: Config, files: string[]) {
   return agents.map((a) => a.agent.stats());
 }
 
-async function checkSampledTimelines(cfg: Config, flows: Map<number, { node: string; seq: number; wall: bigint }[]>, samples: number) {
+/** Sampled flows: one flow id holds every event of the 5-tuple (both directions, all nodes), in time order. */
+async function checkSampledTimelines(cfg: Config, flows: Truth, samples: number) {
   const ids = [...flows.keys()];
   for (let k = 0; k < samples; k++) {
-    const id = ids[Math.floor((k * ids.length) / samples)]!;
-    const rows = await query<{ node: string; seq: string; wall_ts_ns: string }>(cfg, `SELECT node, seq, wall_ts_ns FROM hop_events FINAL WHERE flow_id = ${id} ORDER BY wall_ts_ns, node, seq`);
-    const want = flows.get(id)!.map((e) => `${e.node}/${e.seq}/${e.wall}`);
-    expect(rows.map((r) => `${r.node}/${r.seq}/${r.wall_ts_ns}`), `flow ${id}`).toEqual(want);
+    const { tuple: t, events } = flows.get(ids[Math.floor((k * ids.length) / samples)]!)!;
+    const [owner] = await query<{ flow_id: string }>(cfg, `SELECT DISTINCT flow_id FROM hop_events WHERE saddr = '${t.saddr}' AND sport = ${t.sport} AND daddr = '${t.daddr}' AND dport = ${t.dport}`);
+    const rows = await query<{ node: string; seq: string; wall_ts_ns: string }>(cfg, `SELECT node, seq, wall_ts_ns FROM hop_events FINAL WHERE flow_id = ${owner!.flow_id} ORDER BY wall_ts_ns, node, seq`);
+    const want = events.map((e) => `${e.node}/${e.seq}/${e.wall}`);
+    expect(rows.map((r) => `${r.node}/${r.seq}/${r.wall_ts_ns}`), `flow ${t.saddr}:${t.sport} -> ${t.daddr}:${t.dport}`).toEqual(want);
   }
 }
 

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { decodeBatch, encodeBatch } from '../../services/shared/batch.js';
 import { HopError } from '../../services/shared/errors.js';
 import { createBatcher } from '../../services/agent/batcher.js';
-import { partitionOf } from '../../services/shared/flowkey.js';
+import { partitionOf, partitionOfConn } from '../../services/shared/flowkey.js';
 import { RECORD_SIZE } from '../../services/shared/record.js';
 import { pack, pkt } from './helpers.js';
 
@@ -16,6 +16,16 @@ describe('HopBatch codec', () => {
     expect(d.records.equals(recs)).toBe(true);
     expect([d.seqOf(0), d.seqOf(1)]).toEqual([10, 11]);
     expect(d.netnsNames?.get(4026531840)).toBe('hopt-a');
+  });
+
+  it('carries connection ids and out-of-order seqs (held handshake records)', () => {
+    const recs = pack([pkt('10.0.0.1', 1, '10.0.0.2', 2), pkt('10.0.0.1', 1, '10.0.0.2', 2)]);
+    const conn = Buffer.alloc(16);
+    conn.writeUInt32LE(7, 0);
+    conn.writeUInt32LE(9, 4);
+    const d = decodeBatch(encodeBatch(meta, recs, [12, 4], 2, conn));
+    expect([d.seqOf(0), d.seqOf(1)]).toEqual([12, 4]);
+    expect([d.isnC(0), d.isnS(0), d.isnC(1), d.isnS(1)]).toEqual([7, 9, 0, 0]);
   });
 
   it('keeps seq gaps (skipped corrupt records)', () => {
@@ -33,7 +43,7 @@ describe('HopBatch codec', () => {
 });
 
 describe('batcher', () => {
-  const chunk = (bufs: Buffer[], firstSeq = 0) => ({ buf: pack(bufs), count: bufs.length, firstSeq, clockOffsetNs: 5n });
+  const chunk = (bufs: Buffer[], firstSeq = 0, conn = Buffer.alloc(8 * bufs.length)) => ({ buf: pack(bufs), count: bufs.length, seqs: bufs.map((_, i) => firstSeq + i), conn, clockOffsetNs: 5n });
 
   it('puts both directions of a flow in one partition batch, in order, with their seqs', () => {
     const b = createBatcher(4, 100, 1000);
@@ -47,6 +57,19 @@ describe('batcher', () => {
     expect(out[0]!.seqs).toEqual([7, 8, 9]);
     expect(out[0]!.records.subarray(RECORD_SIZE, 2 * RECORD_SIZE).equals(rev)).toBe(true);
     expect(b.pending).toBe(0);
+  });
+
+  it('sends a known connection to its client ISN partition, whatever the tuple (NAT)', () => {
+    const b = createBatcher(8, 100, 1000);
+    const conn = Buffer.alloc(16);
+    conn.writeUInt32LE(0xabc, 0);
+    conn.writeUInt32LE(0xdef, 4);
+    conn.writeUInt32LE(0xabc, 8);
+    b.add(chunk([pkt('10.0.0.1', 1234, '10.96.0.10', 80), pkt('10.0.0.1', 1234, '10.244.0.5', 8080)], 0, conn), 0);
+    const out = b.due(0, true);
+    expect(out).toHaveLength(1);
+    expect(out[0]!.partition).toBe(partitionOfConn(0xabc, 8));
+    expect(out[0]!.conn.equals(conn)).toBe(true);
   });
 
   it('seals a batch when full, and others on linger', () => {

@@ -1,0 +1,129 @@
+/**
+ * Throughput of the agent and the correlator on replayed events, per core.
+ *
+ *   npm run build && node dist/bench/pipeline.js [--events 1000000] [--runs 3]
+ *
+ * Needs the local Kafka and ClickHouse (bash deploy/local/infra.sh up). Each run uses a
+ * topic and database of its own. "Per core" divides events by the CPU seconds the
+ * measured process used (process.cpuUsage), so the figure is comparable across a busy
+ * 2-core machine; wall-clock rates are shown beside it. Medians of the runs.
+ */
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { pino } from 'pino';
+import { createAgent, type OutMessage } from '../services/agent/agent.js';
+import { generateRecording } from '../services/agent/generate.js';
+import { startAgent } from '../services/agent/main.js';
+import { createAgentMetrics } from '../services/agent/metrics.js';
+import { openRecording } from '../services/agent/recording-source.js';
+import { startCorrelator } from '../services/correlator/main.js';
+import { createClickHouse } from '../services/shared/clickhouse.js';
+import { loadConfig, type Config } from '../services/shared/config.js';
+
+const log = pino({ level: 'warn' });
+const arg = (name: string, def: number) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : def;
+};
+const EVENTS = arg('events', 1_000_000);
+const RUNS = arg('runs', 3);
+
+interface Sample {
+  events: number;
+  wallS: number;
+  cpuS: number;
+}
+
+async function measure(fn: () => Promise<number>): Promise<Sample> {
+  const c0 = process.cpuUsage();
+  const t0 = process.hrtime.bigint();
+  const events = await fn();
+  const wallS = Number(process.hrtime.bigint() - t0) / 1e9;
+  const c = process.cpuUsage(c0);
+  return { events, wallS, cpuS: (c.user + c.system) / 1e6 };
+}
+
+function isolated(): Config {
+  const id = randomBytes(4).toString('hex');
+  return loadConfig({ hopsTopic: `hoptrace.bench.${id}`, clickhouseDatabase: `hoptrace_bench_${id}`, groupId: `hoptrace-bench-${id}`, metricsPort: 0 });
+}
+
+async function agentToNull(files: string[], cfg: Config): Promise<number> {
+  let n = 0;
+  for (const file of files) {
+    const source = await openRecording({ file });
+    const agent = createAgent({ cfg, source, sink: { where: 'null', send: async (m: OutMessage[]) => void (n += m.reduce((s, x) => s + x.records, 0)) }, partitions: 6, log, metrics: createAgentMetrics() });
+    await agent.run();
+  }
+  return n;
+}
+
+async function agentToKafka(files: string[], cfg: Config): Promise<number> {
+  const running = [];
+  for (const file of files) running.push(await startAgent(cfg, await openRecording({ file }), log, { metrics: false }));
+  await Promise.all(running.map((r) => r.done));
+  return running.reduce((s, r) => s + r.agent.stats().sent, 0);
+}
+
+async function correlatorDrain(cfg: Config, expected: number): Promise<number> {
+  const c = await startCorrelator(cfg);
+  while (c.stats().events < expected) await new Promise((r) => setTimeout(r, 50));
+  await c.close();
+  return c.stats().events;
+}
+
+async function dropDb(cfg: Config) {
+  const ch = createClickHouse(cfg, 'default');
+  await ch.command({ query: `DROP DATABASE IF EXISTS ${cfg.clickhouseDatabase}` });
+  await ch.close();
+}
+
+function clickhouseCpuS(): number {
+  try {
+    const pid = readFileSync(join(process.cwd(), 'var/run/clickhouse.pid'), 'utf8').trim();
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return NaN;
+  }
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+async function main() {
+  const dir = mkdtempSync(join(tmpdir(), 'hopbench-'));
+  const gen = await generateRecording({ outDir: dir, events: EVENTS, seed: 99 });
+  console.error(`recording: ${gen.events} events, ${gen.flows} flows, 3 nodes (${dir})`);
+  const rows: Record<string, { perCore: number[]; wall: number[]; extra: number[] }> = {};
+  const add = (name: string, s: Sample, extraCpu = 0) => {
+    const r = (rows[name] ??= { perCore: [], wall: [], extra: [] });
+    r.perCore.push(s.events / s.cpuS);
+    r.wall.push(s.events / s.wallS);
+    r.extra.push(extraCpu ? s.events / (s.cpuS + extraCpu) : NaN);
+  };
+  for (let run = 0; run < RUNS; run++) {
+    const cfg = isolated();
+    add('agent: recording -> batches (null sink)', await measure(() => agentToNull(gen.files, cfg)));
+    add('agent: recording -> Kafka', await measure(() => agentToKafka(gen.files, cfg)));
+    const ch0 = clickhouseCpuS();
+    const s = await measure(() => correlatorDrain(cfg, gen.events));
+    add('correlator: Kafka -> ClickHouse', s, clickhouseCpuS() - ch0);
+    await dropDb(cfg);
+    console.error(`run ${run + 1}/${RUNS} done`);
+  }
+  const fmt = (n: number) => (Number.isNaN(n) ? '-' : Math.round(n).toLocaleString('en-US'));
+  console.log(`\n${EVENTS.toLocaleString('en-US')} events, median of ${RUNS} runs, node ${process.version}, 2 shared cores\n`);
+  console.log('| stage | events/s per core (node CPU) | events/s wall | events/s per core incl. ClickHouse CPU |');
+  console.log('|---|---:|---:|---:|');
+  for (const [name, r] of Object.entries(rows)) console.log(`| ${name} | ${fmt(median(r.perCore))} | ${fmt(median(r.wall))} | ${fmt(median(r.extra))} |`);
+}
+
+main().then(
+  () => process.exit(0),
+  (err) => {
+    console.error(err);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,204 @@
+/**
+ * Per-node connection tracking in the agent: learns each TCP connection's ISN pair
+ * (client ISN from the SYN, server ISN from the SYN-ACK) for the tuples this node
+ * sees, and stamps every record of the connection with it. The pair survives NAT,
+ * so records of one connection from every node, on both sides of a DNAT, SNAT or
+ * REDIRECT, get one identity and one Kafka partition without any agent knowing the
+ * NAT mapping. Records seen before the SYN-ACK (the SYN itself, a CT record, a SYN
+ * retransmission or drop) are held until the SYN-ACK passes this node, or until
+ * `holdNs` of event time (or `holdMs` of wall time) have gone by, then released
+ * with the server ISN unknown (0).
+ *
+ * Records of a connection whose handshake this agent did not see (it started
+ * before capture) keep an unknown identity and are joined by tuple downstream.
+ * Pure bookkeeping over record bytes: no I/O, clocks passed in.
+ */
+import { direction, flowId } from '../shared/flowkey.js';
+import { Kind, RECORD_SIZE } from '../shared/record.js';
+import type { RecordChunk } from './source.js';
+
+/** Records with their seqs and connection ids (8 bytes each: client ISN, server ISN, u32 LE). */
+export interface AnnotatedChunk {
+  buf: Buffer;
+  count: number;
+  seqs: number[];
+  conn: Buffer;
+  clockOffsetNs: bigint;
+}
+
+interface Entry {
+  isnC: number;
+  isnS: number;
+  /** Canonical direction (flowkey.direction) of client -> server records. */
+  clientDir: 0 | 1;
+  lastNs: bigint;
+  held?: { recs: Buffer[]; seqs: number[]; offsets: bigint[]; sinceNs: bigint; sinceMs: number };
+}
+
+export interface ConnTrackerOptions {
+  holdNs?: bigint;
+  holdMs?: number;
+  /** Most connections remembered; idle ones are forgotten first. */
+  maxEntries?: number;
+  /** Most records held at once; beyond it the oldest hold is released early (counted). */
+  maxHeld?: number;
+}
+
+const SYN = 0x02;
+const ACK = 0x10;
+
+export interface ConnTracker {
+  process(chunk: RecordChunk, nowMs: number): AnnotatedChunk[];
+  /** Releases holds past their time (all of them when `all`). */
+  expire(nowMs: number, all?: boolean): AnnotatedChunk[];
+  readonly held: number;
+  stats(): { connections: number; held: number; releasedUnanswered: number; releasedEarly: number };
+}
+
+class Out {
+  recs: Buffer[] = [];
+  seqs: number[] = [];
+  conns: number[] = [];
+  constructor(readonly clockOffsetNs: bigint) {}
+  push(rec: Buffer, seq: number, isnC: number, isnS: number) {
+    this.recs.push(rec);
+    this.seqs.push(seq);
+    this.conns.push(isnC, isnS);
+  }
+  build(): AnnotatedChunk | null {
+    const n = this.recs.length;
+    if (n === 0) return null;
+    const conn = Buffer.allocUnsafe(8 * n);
+    for (let i = 0; i < n; i++) {
+      conn.writeUInt32LE(this.conns[2 * i]! >>> 0, 8 * i);
+      conn.writeUInt32LE(this.conns[2 * i + 1]! >>> 0, 8 * i + 4);
+    }
+    return { buf: Buffer.concat(this.recs, n * RECORD_SIZE), count: n, seqs: this.seqs, conn, clockOffsetNs: this.clockOffsetNs };
+  }
+}
+
+export function createConnTracker(o: ConnTrackerOptions = {}): ConnTracker {
+  const holdNs = o.holdNs ?? 3_000_000_000n;
+  const holdMs = o.holdMs ?? 3_000;
+  const maxEntries = o.maxEntries ?? 1_000_000;
+  const maxHeld = o.maxHeld ?? 100_000;
+  const conns = new Map<number, Entry>();
+  const holding = new Set<Entry>();
+  let held = 0;
+  let watermarkNs = 0n;
+  let releasedUnanswered = 0;
+  let releasedEarly = 0;
+
+  function release(e: Entry, outs: AnnotatedChunk[]) {
+    const h = e.held;
+    if (!h) return;
+    e.held = undefined;
+    holding.delete(e);
+    held -= h.recs.length;
+    if (e.isnS === 0) releasedUnanswered += h.recs.length;
+    // A chunk carries one clock reference: group held records by theirs.
+    const byOffset = new Map<bigint, Out>();
+    h.recs.forEach((r, i) => {
+      const off = h.offsets[i]!;
+      let out = byOffset.get(off);
+      if (!out) byOffset.set(off, (out = new Out(off)));
+      out.push(r, h.seqs[i]!, e.isnC, e.isnS);
+    });
+    for (const out of byOffset.values()) outs.push(out.build()!);
+  }
+
+  function evictIdle() {
+    if (conns.size <= maxEntries) return;
+    // Map iteration is insertion order: the oldest connections go first.
+    let drop = Math.ceil(maxEntries / 10);
+    for (const [k, e] of conns) {
+      if (drop-- <= 0) break;
+      if (e.held) continue;
+      conns.delete(k);
+    }
+  }
+
+  return {
+    process(chunk, nowMs) {
+      const outs: AnnotatedChunk[] = [];
+      const { buf, count } = chunk;
+      // Pass 1: learn handshakes, so records earlier in the chunk (a CT record before its SYN) are stamped too.
+      for (let i = 0; i < count; i++) {
+        const off = i * RECORD_SIZE;
+        const ts = buf.readBigUInt64LE(off);
+        if (ts > watermarkNs) watermarkNs = ts;
+        if (buf[off + 25] !== Kind.PACKET || buf[off + 28] !== 6) continue;
+        const flags = buf[off + 29]!;
+        if (!(flags & SYN)) continue;
+        const key = flowId(buf, off);
+        const dir = direction(buf, off);
+        const seq = buf.readUInt32LE(off + 84);
+        let e = conns.get(key);
+        if (!(flags & ACK)) {
+          if (!e || e.isnC !== seq || e.clientDir !== dir) {
+            if (e) release(e, outs);
+            e = { isnC: seq, isnS: 0, clientDir: dir, lastNs: ts };
+            conns.set(key, e);
+          }
+        } else {
+          const isnC = (buf.readUInt32LE(off + 88) - 1) >>> 0;
+          if (!e || e.isnC !== isnC || e.clientDir === dir) {
+            if (e) release(e, outs);
+            e = { isnC, isnS: seq, clientDir: dir === 0 ? 1 : 0, lastNs: ts };
+            conns.set(key, e);
+          } else if (e.isnS !== seq) {
+            e.isnS = seq;
+          }
+          if (e.held) release(e, outs);
+        }
+      }
+      // Pass 2: stamp, or hold what precedes the SYN-ACK.
+      const out = new Out(chunk.clockOffsetNs);
+      for (let i = 0; i < count; i++) {
+        const off = i * RECORD_SIZE;
+        const seq = chunk.seqs ? chunk.seqs[i]! : chunk.firstSeq + i;
+        const e = buf[off + 28] === 6 ? conns.get(flowId(buf, off)) : undefined;
+        const rec = buf.subarray(off, off + RECORD_SIZE);
+        if (!e) {
+          out.push(rec, seq, 0, 0);
+          continue;
+        }
+        const ts = buf.readBigUInt64LE(off);
+        if (ts > e.lastNs) e.lastNs = ts;
+        if (e.isnS !== 0) {
+          out.push(rec, seq, e.isnC, e.isnS);
+          continue;
+        }
+        if (!e.held) {
+          e.held = { recs: [], seqs: [], offsets: [], sinceNs: ts, sinceMs: nowMs };
+          holding.add(e);
+        }
+        e.held.recs.push(Buffer.from(rec));
+        e.held.seqs.push(seq);
+        e.held.offsets.push(chunk.clockOffsetNs);
+        held++;
+      }
+      const c = out.build();
+      if (c) outs.push(c);
+      while (held > maxHeld && holding.size > 0) {
+        const oldest = holding.values().next().value!;
+        releasedEarly += oldest.held!.recs.length;
+        release(oldest, outs);
+      }
+      evictIdle();
+      return outs;
+    },
+    expire(nowMs, all = false) {
+      const outs: AnnotatedChunk[] = [];
+      for (const e of holding) {
+        const h = e.held!;
+        if (all || nowMs - h.sinceMs >= holdMs || watermarkNs - h.sinceNs >= holdNs) release(e, outs);
+      }
+      return outs;
+    },
+    get held() {
+      return held;
+    },
+    stats: () => ({ connections: conns.size, held, releasedUnanswered, releasedEarly }),
+  };
+}
