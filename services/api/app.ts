@@ -7,6 +7,8 @@
  *   GET /healthz                             ClickHouse reachable (200) or not (503)
  *   GET /api/v1/flows                        flow summaries, newest first
  *   GET /api/v1/flows/:flowId/timeline       one flow's summary and timeline
+ *   GET /api/v1/flows/:flowId/path           one flow's hops per direction, NAT, per-segment latency
+ *   GET /api/v1/reports/latency              per-segment latency over many flows, clocks corrected
  *
  * Errors are `{statusCode, code, error, message}`; bad parameters get 400 with the
  * field named (`querystring/port must be <= 65535`), never a stack trace.
@@ -15,9 +17,11 @@ import type { FastifyError, FastifyPluginAsync, FastifySchemaValidationError } f
 import type { Config } from '../shared/config.js';
 import { HopError, type ErrorCode } from '../shared/errors.js';
 import { canonicalIp } from '../shared/sql.js';
+import { buildPath } from '../correlator/path.js';
+import { latencyReport } from '../correlator/report.js';
 import { buildTimeline } from '../correlator/timeline.js';
-import { PROTOCOLS, type FlowFilter, type FlowStore } from './queries.js';
-import { flowsQuerySchema, flowsResponses, healthResponses, PATTERN_HINTS, timelineParamsSchema, timelineResponses } from './schemas.js';
+import { PROTOCOLS, type FlowFilter, type FlowStore, type ReportFilter } from './queries.js';
+import { flowsQuerySchema, flowsResponses, healthResponses, latencyQuerySchema, latencyResponses, PATTERN_HINTS, pathResponses, timelineParamsSchema, timelineResponses } from './schemas.js';
 import { parseTime, TIME_HINT } from './time.js';
 
 export interface AppDeps {
@@ -27,6 +31,16 @@ export interface AppDeps {
   now?: () => number;
   /** Longest wait for ClickHouse's answer in /healthz, ms. */
   healthTimeoutMs?: number;
+}
+
+interface LatencyQuery {
+  service?: string;
+  port?: number;
+  pod?: string;
+  node?: string;
+  since?: string;
+  until?: string;
+  maxFlows: number;
 }
 
 interface FlowsQuery {
@@ -84,6 +98,25 @@ export const app: FastifyPluginAsync<AppDeps> = async (f, deps) => {
   const healthTimeoutMs = deps.healthTimeoutMs ?? 2000;
 
   f.setSchemaErrorFormatter(formatSchemaErrors);
+
+  function timeRange(q: { since?: string; until?: string }): { sinceNs?: bigint; untilNs?: bigint } {
+    const t = now();
+    const out: { sinceNs?: bigint; untilNs?: bigint } = {};
+    for (const field of ['since', 'until'] as const) {
+      if (q[field] === undefined) continue;
+      const ns = parseTime(q[field], t);
+      if (ns === null) throw bad(`querystring/${field}`, TIME_HINT);
+      out[field === 'since' ? 'sinceNs' : 'untilNs'] = ns;
+    }
+    if (out.sinceNs !== undefined && out.untilNs !== undefined && out.untilNs < out.sinceNs) throw bad('querystring/until', 'must not be before querystring/since');
+    return out;
+  }
+
+  function flowIdOf(raw: string): bigint {
+    const id = BigInt(raw);
+    if (id >= UINT64_LIMIT) throw bad('params/flowId', 'must be below 2^64');
+    return id;
+  }
 
   // Before ajv: it strips unknown properties instead of rejecting them (a typo such as
   // `?prot=tcp` must not silently widen a query), and its number coercion is lenient
@@ -148,20 +181,7 @@ export const app: FastifyPluginAsync<AppDeps> = async (f, deps) => {
         if (!(p >= 0 && p <= 255)) throw bad('querystring/proto', 'must be <= 255');
         filter.proto = p;
       }
-      const t = now();
-      if (q.since !== undefined) {
-        const ns = parseTime(q.since, t);
-        if (ns === null) throw bad('querystring/since', TIME_HINT);
-        filter.sinceNs = ns;
-      }
-      if (q.until !== undefined) {
-        const ns = parseTime(q.until, t);
-        if (ns === null) throw bad('querystring/until', TIME_HINT);
-        filter.untilNs = ns;
-      }
-      if (filter.sinceNs !== undefined && filter.untilNs !== undefined && filter.untilNs < filter.sinceNs) {
-        throw bad('querystring/until', 'must not be before querystring/since');
-      }
+      Object.assign(filter, timeRange(q));
       const flows = await store.listFlows(filter);
       const truncated = flows.length > q.limit;
       if (truncated) flows.length = q.limit;
@@ -173,13 +193,44 @@ export const app: FastifyPluginAsync<AppDeps> = async (f, deps) => {
     '/api/v1/flows/:flowId/timeline',
     { schema: { params: timelineParamsSchema, response: timelineResponses } },
     async (req) => {
-      const id = BigInt(req.params.flowId);
-      if (id >= UINT64_LIMIT) throw bad('params/flowId', 'must be below 2^64');
+      const id = flowIdOf(req.params.flowId);
       const limit = cfg.apiMaxRows;
       const [flow, rows] = await Promise.all([store.getFlow(id), store.flowEvents(id, limit + 1)]);
       if (!flow && rows.length === 0) throw new HopError('HOP_NOT_FOUND', `flow ${id} not found`);
       const truncated = rows.length > limit;
       return { flow, timeline: buildTimeline(truncated ? rows.slice(0, limit) : rows), truncated, eventLimit: limit };
+    },
+  );
+
+  f.get<{ Params: { flowId: string } }>(
+    '/api/v1/flows/:flowId/path',
+    { schema: { params: timelineParamsSchema, response: pathResponses } },
+    async (req) => {
+      const id = flowIdOf(req.params.flowId);
+      const limit = cfg.apiMaxRows;
+      const [flow, rows] = await Promise.all([store.getFlow(id), store.flowEvents(id, limit + 1)]);
+      if (!flow && rows.length === 0) throw new HopError('HOP_NOT_FOUND', `flow ${id} not found`);
+      const truncated = rows.length > limit;
+      return { flow, path: buildPath(truncated ? rows.slice(0, limit) : rows), truncated };
+    },
+  );
+
+  f.get<{ Querystring: LatencyQuery }>(
+    '/api/v1/reports/latency',
+    { schema: { querystring: latencyQuerySchema(cfg.apiMaxRows), response: latencyResponses } },
+    async (req) => {
+      const q = req.query;
+      const filter: ReportFilter = { maxFlows: q.maxFlows, maxRows: cfg.apiMaxRows * 100, ...timeRange(q) };
+      if (q.service !== undefined) {
+        const ip = canonicalIp(q.service);
+        if (ip === null) throw bad('querystring/service', PATTERN_HINTS['querystring/service']!);
+        filter.service = ip;
+      }
+      if (q.port !== undefined) filter.port = q.port;
+      if (q.pod !== undefined) filter.pod = q.pod;
+      if (q.node !== undefined) filter.node = q.node;
+      const { flows, truncated } = await store.reportEvents(filter);
+      return { ...latencyReport(flows), truncated };
     },
   );
 };

@@ -69,6 +69,21 @@ export interface FlowSummary {
   nodes: string[];
 }
 
+/** A validated latency-report filter. */
+export interface ReportFilter {
+  /** Canonical IP: flows that had this address at any hop (a service VIP, a pod IP...). */
+  service?: string;
+  port?: number;
+  /** Pod name or network namespace name one of the flow's events was seen in. */
+  pod?: string;
+  node?: string;
+  sinceNs?: bigint;
+  untilNs?: bigint;
+  maxFlows: number;
+  /** Most event rows read. */
+  maxRows: number;
+}
+
 export type PingResult = { ok: true } | { ok: false; error: string };
 
 /** What the routes need from storage. */
@@ -80,6 +95,8 @@ export interface FlowStore {
   getFlow(flowId: bigint): Promise<FlowSummary | null>;
   /** The flow's first `limit` events in time order (fewer when it has fewer). */
   flowEvents(flowId: bigint, limit: number): Promise<TimelineRow[]>;
+  /** Events of the most recent flows matching the filter, grouped by flow (at most maxRows in all). */
+  reportEvents(filter: ReportFilter): Promise<{ flows: TimelineRow[][]; truncated: boolean }>;
 }
 
 // ---------------------------------------------------------------- SQL
@@ -125,7 +142,7 @@ const EVENT_COLUMNS: readonly (keyof TimelineRow)[] = [
   'hook', 'kind', 'family', 'proto', 'dir', 'saddr', 'daddr', 'sport', 'dport',
   'tcp_seq', 'tcp_ack', 'tcp_flags', 'tcp_window', 'payload_len', 'ip_id', 'flags',
   'ct_id', 'ct_status', 'ct_info', 'reply_saddr', 'reply_daddr', 'reply_sport', 'reply_dport',
-  'reason', 'sk_state',
+  'reason', 'sk_state', 'isn_c', 'isn_s',
 ];
 
 /**
@@ -165,6 +182,27 @@ GROUP BY flow_id
 ${having}
 ORDER BY max(last_ts_ns) DESC, flow_id DESC
 LIMIT ${uint(f.limit)}`;
+}
+
+/** Events of the most recent flows matching a report filter, flow by flow. */
+export function reportEventsSql(f: ReportFilter): string {
+  const conds: string[] = [];
+  const any = (cond: string) => conds.push(`flow_id IN (SELECT flow_id FROM flow_parts WHERE ${cond})`);
+  if (f.service !== undefined) any(`(a_addr = ${str(f.service)} OR b_addr = ${str(f.service)})`);
+  if (f.port !== undefined) any(`(a_port = ${uint(f.port)} OR b_port = ${uint(f.port)})`);
+  if (f.node !== undefined) any(`has(nodes, ${str(f.node)})`);
+  if (f.sinceNs !== undefined) any(`last_ts_ns >= ${uint(f.sinceNs)}`);
+  if (f.untilNs !== undefined) any(`first_ts_ns <= ${uint(f.untilNs)}`);
+  if (f.pod !== undefined) conds.push(`flow_id IN (SELECT flow_id FROM hop_events WHERE pod = ${str(f.pod)} OR netns = ${str(f.pod)})`);
+  return `SELECT flow_id AS fid, ${EVENT_COLUMNS.join(', ')}
+FROM hop_events FINAL
+WHERE flow_id IN (
+  SELECT flow_id FROM (
+    SELECT flow_id, max(last_ts_ns) AS latest FROM flow_parts ${where(conds)} GROUP BY flow_id ORDER BY latest DESC LIMIT ${uint(f.maxFlows)}
+  )
+)
+ORDER BY fid, wall_ts_ns
+LIMIT ${uint(f.maxRows + 1)}`;
 }
 
 export function flowSql(flowId: bigint): string {
@@ -284,6 +322,18 @@ export function createFlowStore(ch: ClickHouseClient, clickhouseUrl: string): Fl
     },
     async flowEvents(flowId, limit) {
       return rows<TimelineRow>(flowEventsSql(flowId, limit), `read events of flow ${flowId}`);
+    },
+    async reportEvents(filter) {
+      const all = await rows<TimelineRow & { fid: string }>(reportEventsSql(filter), 'read events for a latency report');
+      const truncated = all.length > filter.maxRows;
+      if (truncated) all.length = filter.maxRows;
+      const byFlow = new Map<string, TimelineRow[]>();
+      for (const r of all) {
+        let list = byFlow.get(r.fid);
+        if (!list) byFlow.set(r.fid, (list = []));
+        list.push(r);
+      }
+      return { flows: [...byFlow.values()], truncated };
     },
   };
 }

@@ -14,6 +14,8 @@ export const PATTERN_HINTS: Readonly<Record<string, string>> = {
   'querystring/proto': 'must be tcp, udp, icmp, icmpv6, sctp or a protocol number',
   'querystring/since': TIME_HINT,
   'querystring/until': TIME_HINT,
+  'querystring/service': 'must be an IPv4 or IPv6 address',
+  'querystring/pod': 'must be a pod or namespace name (letters, digits, . _ - :, at most 253)',
   'params/flowId': 'must be a flow id (decimal, up to 20 digits)',
 };
 
@@ -235,6 +237,99 @@ export const timelineResponses = {
       timeline: timeline,
       truncated: { type: 'boolean', description: 'The flow has more events than eventLimit; the first ones are shown.' },
       eventLimit: { type: 'integer' },
+    },
+  },
+  ...errors,
+} as const;
+
+const pathHop = {
+  type: 'object',
+  properties: {
+    node: { type: 'string' },
+    netns: { type: 'string' },
+    pod: { type: 'string' },
+    ifname: { type: 'string' },
+    hook: { type: 'string' },
+    src: endpoint,
+    dst: endpoint,
+    nat: { type: ['string', 'null'], description: 'Translation between the previous hop and this one, e.g. DNAT 10.96.0.10:80 -> 10.10.3.2:8080' },
+    conntrack: { type: 'array', items: { type: 'string' }, description: 'NAT that conntrack on this node and namespace records for this tuple' },
+    evidence: { type: 'array', items: { type: 'string', enum: ['isn', 'tuple', 'conntrack'] }, description: 'What joined this hop to the flow' },
+    packets: { type: 'integer' },
+  },
+} as const;
+
+const segment = {
+  type: 'object',
+  properties: {
+    direction: { type: 'string', enum: ['forward', 'reverse'] },
+    from: { type: 'string' },
+    to: { type: 'string' },
+    crossNode: { type: 'boolean' },
+    samples: { type: 'integer' },
+    minUs: { type: 'number' },
+    p50Us: { type: 'number' },
+    p99Us: { type: 'number' },
+    maxUs: { type: 'number' },
+  },
+} as const;
+
+const clockOffset = {
+  type: 'object',
+  properties: {
+    node: { type: 'string' },
+    offsetUs: { type: 'number', description: 'Estimated clock offset from the reference node, µs, subtracted from its times' },
+    from: { type: ['object', 'null'], properties: { peer: { type: 'string' }, packets: { type: 'integer' } } },
+  },
+} as const;
+
+export const pathResponses = {
+  200: {
+    type: 'object',
+    properties: {
+      flow: { ...flowSummary, type: ['object', 'null'] },
+      path: {
+        type: 'object',
+        properties: {
+          client: { ...endpoint, type: ['object', 'null'] },
+          server: { ...endpoint, type: ['object', 'null'] },
+          paths: { type: 'object', properties: { forward: { type: 'array', items: pathHop }, reverse: { type: 'array', items: pathHop } } },
+          segments: { type: 'array', items: segment },
+          clock: { type: 'array', items: clockOffset },
+          packets: { type: 'integer' },
+        },
+      },
+      truncated: { type: 'boolean' },
+    },
+  },
+  ...errors,
+} as const;
+
+export function latencyQuerySchema(maxFlows: number) {
+  return {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      service: { type: 'string', maxLength: 45, pattern: '^[0-9A-Fa-f:.]{2,45}$', description: 'Service (virtual) IP or any address the flows had.' },
+      port: { type: 'integer', minimum: 0, maximum: 65535, description: 'Port the flows had (e.g. the service port).' },
+      pod: { type: 'string', maxLength: 253, pattern: NODE_PATTERN, description: 'Pod (or network namespace name) the flows crossed.' },
+      node: { type: 'string', maxLength: 253, pattern: NODE_PATTERN, description: 'A node the flows crossed.' },
+      since: { type: 'string', maxLength: 40, pattern: TIME_PATTERN, description: 'Flows active at or after.' },
+      until: { type: 'string', maxLength: 40, pattern: TIME_PATTERN, description: 'Flows started at or before.' },
+      maxFlows: { type: 'integer', minimum: 1, maximum: maxFlows, default: Math.min(2000, maxFlows), description: 'Most recent flows analysed.' },
+    },
+  } as const;
+}
+
+export const latencyResponses = {
+  200: {
+    type: 'object',
+    properties: {
+      flows: { type: 'integer' },
+      packets: { type: 'integer' },
+      clock: { type: 'array', items: clockOffset },
+      segments: { type: 'array', items: segment },
+      truncated: { type: 'boolean', description: 'The flows had more events than the API reads at once; the report covers part of them.' },
     },
   },
   ...errors,

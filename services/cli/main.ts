@@ -13,6 +13,7 @@ import { startApi } from '../api/server.js';
 import { runCorrelator } from '../correlator/main.js';
 import { loadConfig, optionsTable, type Config } from '../shared/config.js';
 import { describeError, HopError } from '../shared/errors.js';
+import { registerPathCommands } from './path.js';
 import { registerQueryCommands } from './query.js';
 import { replay } from './replay.js';
 
@@ -96,6 +97,7 @@ program
   .action(() => void process.stdout.write(`${optionsTable()}\n`));
 
 registerQueryCommands(program, config);
+registerPathCommands(program, config);
 
 program.parseAsync().catch((err: unknown) => {
   const code = err instanceof HopError ? err.code : 'HOP_ERROR';

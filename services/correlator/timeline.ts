@@ -57,6 +57,9 @@ export interface TimelineRow {
   reply_dport: number;
   reason: number;
   sk_state: number;
+  /** The connection's client and server ISNs (0 = unknown); absent in rows from before they were stored. */
+  isn_c?: number;
+  isn_s?: number;
 }
 
 export interface Endpoint {

@@ -1,7 +1,9 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { app } from '../../services/api/app.js';
-import { clickhouseError, flowEventsSql, flowSql, listFlowsSql, redactUrl, type FlowFilter, type FlowStore, type FlowSummary, type PingResult } from '../../services/api/queries.js';
+import { clickhouseError, flowEventsSql, flowSql, listFlowsSql, redactUrl, reportEventsSql, type FlowFilter, type FlowStore, type FlowSummary, type PingResult, type ReportFilter } from '../../services/api/queries.js';
+import { buildPath } from '../../services/correlator/path.js';
+import { latencyReport } from '../../services/correlator/report.js';
 import { parseTime } from '../../services/api/time.js';
 import { buildTimeline, type TimelineRow } from '../../services/correlator/timeline.js';
 import { HopError } from '../../services/shared/errors.js';
@@ -75,6 +77,13 @@ class FakeStore implements FlowStore {
     if (this.down) throw this.down;
     flowEventsSql(id, limit);
     return id.toString() === summary.flowId ? events.slice(0, limit) : [];
+  }
+  reports: ReportFilter[] = [];
+  async reportEvents(f: ReportFilter) {
+    if (this.down) throw this.down;
+    this.reports.push(f);
+    reportEventsSql(f);
+    return { flows: [events], truncated: false };
   }
 }
 
@@ -320,4 +329,42 @@ describe('parseTime', () => {
     ['2024-02-29T00:00:00Z', BigInt(Date.UTC(2024, 1, 29)) * 1_000_000n],
     ['1000000w', null],
   ])('%s', (raw, want) => expect(parseTime(raw, NOW)).toBe(want));
+});
+
+describe('GET /api/v1/flows/:flowId/path', () => {
+  it('serves the path exactly as buildPath made it', async () => {
+    const r = await get(`/api/v1/flows/${summary.flowId}/path`);
+    expect(r.status).toBe(200);
+    expect(r.body).toEqual(JSON.parse(JSON.stringify({ flow: summary, path: buildPath(events), truncated: false })));
+  });
+  it.each([
+    ['/api/v1/flows/12x/path', 400, /params\/flowId/],
+    ['/api/v1/flows/99999999999999999999/path', 400, /params\/flowId must be below 2\^64/],
+    ['/api/v1/flows/5/path', 404, /flow 5 not found/],
+  ])('%s -> %i', async (url, status, msg) => {
+    const r = await get(url);
+    expect(r.status).toBe(status);
+    expect(String(r.body.message)).toMatch(msg);
+  });
+});
+
+describe('GET /api/v1/reports/latency', () => {
+  it('serves the report and passes a validated filter', async () => {
+    const r = await get('/api/v1/reports/latency?service=10.96.0.10&port=80&pod=hopt-pod-server&node=node-b&since=15m&maxFlows=50');
+    expect(r.status).toBe(200);
+    expect(r.body).toEqual(JSON.parse(JSON.stringify({ ...latencyReport([events]), truncated: false })));
+    expect(store.reports[0]).toMatchObject({ service: '10.96.0.10', port: 80, pod: 'hopt-pod-server', node: 'node-b', maxFlows: 50, sinceNs: BigInt(NOW - 15 * 60_000) * 1_000_000n });
+  });
+  it.each([
+    ['service=10.0.0.300', /querystring\/service/],
+    ["service=1' OR 1=1", /querystring\/service/],
+    ["pod=a'b", /querystring\/pod/],
+    ['maxFlows=0', /querystring\/maxFlows must be >= 1/],
+    ['since=yesterday', /querystring\/since/],
+    ['vip=10.0.0.1', /querystring\/vip is not a known parameter/],
+  ])('rejects %s naming the field', async (qs, msg) => {
+    const r = await get(`/api/v1/reports/latency?${qs}`);
+    expect(r.status).toBe(400);
+    expect(String(r.body.message)).toMatch(msg);
+  });
 });
