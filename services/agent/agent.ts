@@ -9,12 +9,12 @@ import { encodeBatch } from '../shared/batch.js';
 import type { Config } from '../shared/config.js';
 import { describeError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
-import { RECORD_SIZE } from '../shared/record.js';
+import { Kind, RECORD_SIZE } from '../shared/record.js';
 import { retry } from '../shared/retry.js';
 import { createBatcher, type ReadyBatch } from './batcher.js';
 import { createConnTracker, type AnnotatedChunk } from './connections.js';
 import type { AgentMetrics } from './metrics.js';
-import type { RecordSource } from './source.js';
+import type { KernelNames, RecordSource } from './source.js';
 
 export interface OutMessage {
   partition: number;
@@ -61,6 +61,29 @@ export interface Agent {
 /** Most messages in one producer request: kafkajs groups them per broker. */
 const MESSAGES_PER_SEND = 16;
 
+/** Names for the drop/reset reasons and drop locations in a batch (rare kinds: a cheap scan). */
+export function kernelNames(names: KernelNames, records: Buffer, count: number) {
+  const dropReasonNames = new Map<number, string>();
+  const resetReasonNames = new Map<number, string>();
+  const symbols = new Map<bigint, string>();
+  for (let i = 0; i < count; i++) {
+    const off = i * RECORD_SIZE;
+    const kind = records[off + 25];
+    const reason = records.readUInt16LE(off + 40);
+    if (kind === Kind.DROP) {
+      const n = names.dropReason(reason);
+      if (n) dropReasonNames.set(reason, n);
+      const addr = (BigInt(records.readUInt32LE(off + 120)) << 32n) | BigInt(records.readUInt32LE(off + 116));
+      const sym = addr ? names.symbol(addr) : undefined;
+      if (sym) symbols.set(addr, sym);
+    } else if (kind === Kind.RST_SENT) {
+      const n = names.resetReason(reason);
+      if (n) resetReasonNames.set(reason, n);
+    }
+  }
+  return { dropReasonNames, resetReasonNames, symbols };
+}
+
 export function createAgent(d: AgentDeps): Agent {
   const { cfg, source, sink, log, metrics } = d;
   const agentName = d.agent || cfg.agentName || source.node;
@@ -83,7 +106,8 @@ export function createAgent(d: AgentDeps): Agent {
 
   function enqueue(batches: ReadyBatch[]) {
     for (const b of batches) {
-      const value = encodeBatch({ agent: agentName, node: source.node, boot: source.boot, clockOffsetNs: b.clockOffsetNs }, b.records, b.seqs, b.count, b.conn);
+      const meta = { agent: agentName, node: source.node, boot: source.boot, clockOffsetNs: b.clockOffsetNs, ...(source.names ? kernelNames(source.names, b.records, b.count) : {}) };
+      const value = encodeBatch(meta, b.records, b.seqs, b.count, b.conn);
       queue.push({ partition: b.partition, key: `${agentName}/${b.partition}`, value, records: b.count });
       queuedBytes += b.count * RECORD_SIZE;
     }

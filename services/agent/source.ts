@@ -19,7 +19,17 @@ export interface RecordChunk {
   netnsNames?: ReadonlyMap<number, string>;
 }
 
+/** Names the capturing kernel gives to numbers in records; absent for recordings. */
+export interface KernelNames {
+  dropReason(n: number): string | undefined;
+  resetReason(n: number): string | undefined;
+  /** Kernel function containing a text address. */
+  symbol(addr: bigint): string | undefined;
+}
+
 export interface RecordSource {
+  /** Names for drop/reset reasons and kernel addresses, when the source knows its kernel. */
+  readonly names?: KernelNames;
   /** Node the records were captured on. */
   readonly node: string;
   /** Identity of the capturing boot (random per live start; fixed per recording). Below 2^53. */

@@ -142,7 +142,7 @@ const EVENT_COLUMNS: readonly (keyof TimelineRow)[] = [
   'hook', 'kind', 'family', 'proto', 'dir', 'saddr', 'daddr', 'sport', 'dport',
   'tcp_seq', 'tcp_ack', 'tcp_flags', 'tcp_window', 'payload_len', 'ip_id', 'flags',
   'ct_id', 'ct_status', 'ct_info', 'reply_saddr', 'reply_daddr', 'reply_sport', 'reply_dport',
-  'reason', 'sk_state', 'isn_c', 'isn_s',
+  'reason', 'sk_state', 'isn_c', 'isn_s', 'reason_name', 'location', 'aux0', 'aux1', 'aux2',
 ];
 
 /**

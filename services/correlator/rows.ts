@@ -45,9 +45,17 @@ export interface HopEventRow {
   reply_sport: number;
   reply_dport: number;
   reason: number;
+  /** Kernel name of the drop or reset reason, from the capturing node's BTF ('' when unknown). */
+  reason_name: string;
+  /** Kernel function that freed a dropped skb ('' when unknown). */
+  location: string;
   sk_state: number;
   skb_id: string;
   mark: number;
+  /** Kind-specific words (bpf/events.h hop_pkt.aux). */
+  aux0: number;
+  aux1: number;
+  aux2: number;
   isn_c: number;
   isn_s: number;
 }
@@ -103,6 +111,12 @@ interface Acc {
   first: bigint;
   last: bigint;
   nodes: Set<string>;
+}
+
+function reasonName(b: DecodedBatch, kind: number, reason: number): string {
+  if (kind === Kind.DROP) return b.dropReasonNames?.get(reason) ?? '';
+  if (kind === Kind.RST_SENT) return b.resetReasonNames?.get(reason) ?? '';
+  return '';
 }
 
 export function batchToRows(b: DecodedBatch): BatchRows {
@@ -163,9 +177,14 @@ export function batchToRows(b: DecodedBatch): BatchRows {
       reply_sport: r.reply?.sport ?? 0,
       reply_dport: r.reply?.dport ?? 0,
       reason: r.reason,
+      reason_name: reasonName(b, r.kind, r.reason),
+      location: r.kind === Kind.DROP ? (b.symbols?.get((BigInt(r.aux[1]) << 32n) | BigInt(r.aux[0])) ?? '') : '',
       sk_state: r.skState,
       skb_id: r.skbId.toString(),
       mark: r.mark,
+      aux0: r.aux[0],
+      aux1: r.aux[1],
+      aux2: r.aux[2],
       isn_c: isnC,
       isn_s: isnS,
     });

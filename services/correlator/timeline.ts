@@ -57,6 +57,12 @@ export interface TimelineRow {
   reply_dport: number;
   reason: number;
   sk_state: number;
+  /** Kernel names of the reason and of a drop's freeing function; aux words (bpf/events.h). Optional: older callers omit them. */
+  reason_name?: string;
+  location?: string;
+  aux0?: number;
+  aux1?: number;
+  aux2?: number;
   /** The connection's client and server ISNs (0 = unknown); absent in rows from before they were stored. */
   isn_c?: number;
   isn_s?: number;

@@ -23,6 +23,17 @@ export interface BatchMeta {
   clockOffsetNs: bigint;
   netnsNames?: ReadonlyMap<number, string>;
   droppedSinceLast?: number;
+  /** Names of the reasons and kernel addresses found in the batch's records. */
+  dropReasonNames?: ReadonlyMap<number, string>;
+  resetReasonNames?: ReadonlyMap<number, string>;
+  symbols?: ReadonlyMap<bigint, string>;
+}
+
+/** Map keys as protobuf map keys: decimal for numbers, 0x-hex for (64-bit) addresses. */
+function toObject(m: ReadonlyMap<number, string> | ReadonlyMap<bigint, string> | undefined): Record<string, string> {
+  const o: Record<string, string> = {};
+  for (const [k, v] of m ?? []) o[typeof k === 'bigint' ? `0x${k.toString(16)}` : String(k)] = v;
+  return o;
 }
 
 /**
@@ -37,8 +48,6 @@ export function encodeBatch(meta: BatchMeta, records: Buffer, seqs: ArrayLike<nu
   for (let i = 0; i < count && contiguous; i++) contiguous = seqs[i] === first + i;
   const deltas: number[] = [];
   if (!contiguous) for (let i = 0; i < count; i++) deltas.push(seqs[i]! - first);
-  const netnsNames: Record<string, string> = {};
-  for (const [ino, name] of meta.netnsNames ?? []) netnsNames[ino] = name;
   const msg = HopBatch.create({
     agent: meta.agent,
     node: meta.node,
@@ -49,7 +58,10 @@ export function encodeBatch(meta: BatchMeta, records: Buffer, seqs: ArrayLike<nu
     abiVersion: ABI_VERSION,
     records: records.subarray(0, count * RECORD_SIZE),
     seqDeltas: deltas,
-    netnsNames,
+    netnsNames: toObject(meta.netnsNames),
+    dropReasonNames: toObject(meta.dropReasonNames),
+    resetReasonNames: toObject(meta.resetReasonNames),
+    symbols: toObject(meta.symbols),
     droppedSinceLast: u64(meta.droppedSinceLast ?? 0),
     conn: conn && hasConn(conn, count) ? conn.subarray(0, 8 * count) : new Uint8Array(0),
   });
@@ -92,14 +104,16 @@ export function decodeBatch(value: Buffer): DecodedBatch {
   const firstSeq = Number(toBig(m.firstSeq));
   const conn = Buffer.from(m.conn.buffer, m.conn.byteOffset, m.conn.byteLength);
   if (conn.length !== 0 && conn.length !== 8 * count) throw new HopError('HOP_BATCH_INVALID', `conn field is ${conn.length} bytes for ${count} records`);
-  const netnsNames = new Map<number, string>();
-  for (const [k, v] of Object.entries(m.netnsNames)) netnsNames.set(Number(k), v);
+  const numKeys = (o: Record<string, string>) => new Map(Object.entries(o).map(([k, v]) => [Number(k), v]));
   return {
     agent: m.agent,
     node: m.node,
     boot: Number(toBig(m.boot)),
     clockOffsetNs: toBig(m.clockOffsetNs),
-    netnsNames,
+    netnsNames: numKeys(m.netnsNames),
+    dropReasonNames: numKeys(m.dropReasonNames),
+    resetReasonNames: numKeys(m.resetReasonNames),
+    symbols: new Map(Object.entries(m.symbols).map(([k, v]) => [BigInt(k), v])),
     droppedSinceLast: Number(toBig(m.droppedSinceLast)),
     records,
     count,

@@ -69,9 +69,14 @@ const HOP_EVENTS = `CREATE TABLE IF NOT EXISTS hop_events (
   reply_sport UInt16,
   reply_dport UInt16,
   reason UInt16,
+  reason_name String,
+  location String,
   sk_state UInt8,
   skb_id UInt64,
   mark UInt32,
+  aux0 UInt32,
+  aux1 UInt32,
+  aux2 UInt32,
   isn_c UInt32,
   isn_s UInt32
 ) ENGINE = ReplacingMergeTree()

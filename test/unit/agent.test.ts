@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { pino } from 'pino';
-import { createAgent, type OutMessage } from '../../services/agent/agent.js';
+import { createAgent, kernelNames, type OutMessage } from '../../services/agent/agent.js';
+import { Kind } from '../../services/shared/record.js';
 import { createAgentMetrics } from '../../services/agent/metrics.js';
 import type { RecordChunk, RecordSource } from '../../services/agent/source.js';
 import { decodeBatch } from '../../services/shared/batch.js';
@@ -93,5 +94,18 @@ describe('agent pipeline', () => {
     release();
     await run;
     expect(agent.stats().sent).toBe(20_000);
+  });
+});
+
+describe('kernel names', () => {
+  it('names only the reasons and locations present in the batch', () => {
+    const drop = pkt('10.0.0.1', 1, '10.0.0.2', 2, { kind: Kind.DROP, reason: 6, aux: [0x81234567, 0xffffffff, 2] });
+    const rst = pkt('10.0.0.2', 2, '10.0.0.1', 1, { kind: Kind.RST_SENT, reason: 1 });
+    const names = { dropReason: (n: number) => (n === 6 ? 'NETFILTER_DROP' : undefined), resetReason: (n: number) => (n === 1 ? 'NO_SOCKET' : undefined), symbol: (a: bigint) => (a === 0xffffffff81234567n ? 'nf_hook_slow' : undefined) };
+    expect(kernelNames(names, pack([drop, rst, pkt('10.0.0.1', 1, '10.0.0.2', 2)]), 3)).toEqual({
+      dropReasonNames: new Map([[6, 'NETFILTER_DROP']]),
+      resetReasonNames: new Map([[1, 'NO_SOCKET']]),
+      symbols: new Map([[0xffffffff81234567n, 'nf_hook_slow']]),
+    });
   });
 });

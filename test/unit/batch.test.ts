@@ -28,6 +28,14 @@ describe('HopBatch codec', () => {
     expect([d.isnC(0), d.isnS(0), d.isnC(1), d.isnS(1)]).toEqual([7, 9, 0, 0]);
   });
 
+  it('carries kernel names for reasons and drop locations', () => {
+    const names = { dropReasonNames: new Map([[6, 'NETFILTER_DROP']]), resetReasonNames: new Map([[1, 'NO_SOCKET']]), symbols: new Map([[0xffffffff81234567n, 'nf_hook_slow']]) };
+    const d = decodeBatch(encodeBatch({ ...meta, ...names }, pkt('10.0.0.1', 1, '10.0.0.2', 2), [0], 1));
+    expect(d.dropReasonNames).toEqual(names.dropReasonNames);
+    expect(d.resetReasonNames).toEqual(names.resetReasonNames);
+    expect(d.symbols).toEqual(names.symbols);
+  });
+
   it('keeps seq gaps (skipped corrupt records)', () => {
     const recs = pack([pkt('10.0.0.1', 1, '10.0.0.2', 2), pkt('10.0.0.1', 1, '10.0.0.2', 2), pkt('10.0.0.1', 1, '10.0.0.2', 2)]);
     const d = decodeBatch(encodeBatch(meta, recs, [3, 5, 9], 3));

@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig, optionsTable } from '../../services/shared/config.js';
 import { canonicalIp, ident, str, uint } from '../../services/shared/sql.js';
@@ -20,8 +22,11 @@ describe('config', () => {
   ])('rejects %o naming the option', (env, msg) => {
     expect(() => loadConfig({}, env)).toThrow(msg);
   });
-  it('documents every option', () => {
-    expect(optionsTable()).toContain('HOPTRACE_CLICKHOUSE_URL');
+  it('documents every option, and the README shows the same table', () => {
+    const table = optionsTable();
+    expect(table).toContain('HOPTRACE_CLICKHOUSE_URL');
+    const readme = readFileSync(join(__dirname, '../../README.md'), 'utf8');
+    for (const row of table.split('\n').slice(2)) expect(readme, 'README options table is stale: paste `bin/hoptrace options`').toContain(row);
   });
 });
 
