@@ -86,6 +86,18 @@ enum hop_flag {
 	HOP_F_TRUNCATED = 1 << 5,   /* headers could not be read in full; tuple may be partial */
 };
 
+/* DROP records, aux[2]: where in the IP path the skb was when dropped, read from the
+ * skb (ingress or not, routed or not, to a local or a forwarding route, device set
+ * or not). For a netfilter drop it names the hook that dropped it. */
+enum hop_stage {
+	HOP_STAGE_UNSPECIFIED = 0,
+	HOP_STAGE_PREROUTING = 1,  /* received, not yet routed */
+	HOP_STAGE_INPUT = 2,       /* received, routed to this host */
+	HOP_STAGE_FORWARD = 3,     /* received, routed onwards */
+	HOP_STAGE_OUTPUT = 4,      /* locally generated, no device yet */
+	HOP_STAGE_POSTROUTING = 5, /* leaving: output device chosen */
+};
+
 struct hop_tuple {
 	__u8 saddr[16];
 	__u8 daddr[16];
@@ -100,7 +112,15 @@ struct hop_pkt {
 	__u16 _pad;
 	char ifname[HOP_IFNAMSIZ];  /* device name, NUL padded */
 	__u32 mark;                 /* skb->mark */
-	__u32 aux[3];               /* kind-specific: RST kinds: aux[0] = snd_nxt, aux[1] = rcv_nxt */
+	/*
+	 * kind-specific:
+	 *   PACKET:   aux[0] = skb->len (bytes from the current header on, GSO super-packet whole)
+	 *   DROP:     aux[0..1] = kernel text address that freed the skb (low, high word; symbolize
+	 *             with /proc/kallsyms), aux[2] = enum hop_stage
+	 *   RST_SENT, RST_RECV: aux[0] = snd_nxt, aux[1] = rcv_nxt, aux[2] = snd_una (full sockets only)
+	 *   RETRANS:  aux[0] = snd_nxt, aux[1] = rcv_nxt, aux[2] = error of the retransmit (s32)
+	 */
+	__u32 aux[3];
 };
 
 struct hop_ct {

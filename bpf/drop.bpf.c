@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * Drops: skb:kfree_skb carries the kernel's drop reason (enum skb_drop_reason;
+ * the agent names it from the running kernel's BTF). Only drops, not
+ * consumption: consume_skb has its own tracepoint.
+ *
+ * Where: the netns and device of the skb, HOP_F_INGRESS when it was received
+ * (skb_iif set) else HOP_F_EGRESS, the kernel code address that freed it in
+ * aux[0..1] (nf_hook_slow for a netfilter DROP; user space can symbolize it
+ * with /proc/kallsyms), and the stage of the IP path in aux[2] (enum
+ * hop_stage: for a netfilter drop, the hook).
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+#include "events.h"
+#include "maps.bpf.h"
+#include "parse.bpf.h"
+#include "filter.bpf.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Set by the agent before load. */
+const volatile __u64 hop_wakeup_bytes = 1 << 20;
+
+/* --- shared maps: same names and layouts in every object (bpf/maps.bpf.h) --- */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} hop_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HOP_CTR_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} hop_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hop_filter_cfg);
+} hop_cfg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HOP_MAX_NETNS);
+	__type(key, __u32);
+	__type(value, __u8);
+} hop_netns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, HOP_MAX_ADDRS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct hop_addr_key);
+	__type(value, __u8);
+} hop_addrs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HOP_MAX_PORTS);
+	__type(key, __u16);
+	__type(value, __u8);
+} hop_ports SEC(".maps");
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(hop_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason,
+	     struct sock *rx_sk)
+{
+	const struct hop_filter_cfg *cfg = hop_cfg_get(&hop_cfg);
+	__u32 ino = hop_skb_netns(skb);
+	if (!ino)
+		ino = hop_sk_netns(rx_sk);
+	if (!ino) {
+		hop_count(&hop_counters, HOP_CTR_NO_NETNS);
+		return 0;
+	}
+	if (!hop_netns_admit(cfg, &hop_netns, ino)) {
+		hop_count(&hop_counters, HOP_CTR_NETNS_FILTERED);
+		return 0;
+	}
+	__u16 proto = bpf_ntohs(BPF_CORE_READ(skb, protocol));
+	if (proto != HOP_ETH_P_IP && proto != HOP_ETH_P_IPV6) {
+		hop_count(&hop_counters, HOP_CTR_NOT_IP);
+		return 0;
+	}
+
+	struct hop_event ev;
+	struct hop_event *e = &ev;
+	__builtin_memset(e, 0, sizeof(*e));
+	const unsigned char *nh = hop_skb_nh(skb);
+	int r = nh ? hop_parse_l3(e, nh, hop_skb_l3len(skb, nh)) : HOP_PARSE_TRUNCATED;
+	if (r == HOP_PARSE_NOT_IP) {
+		hop_count(&hop_counters, HOP_CTR_NOT_IP);
+		return 0;
+	}
+	if (r == HOP_PARSE_TRUNCATED) {
+		/* e.g. dropped before the IP header was built: the socket still names the flow */
+		struct sock *sk = BPF_CORE_READ(skb, sk);
+		if (!sk)
+			sk = rx_sk;
+		__builtin_memset(&e->tuple, 0, sizeof(e->tuple));
+		if (sk)
+			hop_fill_sk_tuple(e, sk);
+		else
+			e->family = proto == HOP_ETH_P_IP ? HOP_AF_INET : HOP_AF_INET6;
+		e->flags |= HOP_F_TRUNCATED;
+		hop_count(&hop_counters, HOP_CTR_TRUNCATED);
+	}
+	__u32 why = hop_tuple_admit(cfg, &hop_addrs, &hop_ports, e);
+	if (why) {
+		hop_count(&hop_counters, why);
+		return 0;
+	}
+
+	e->ts_ns = bpf_ktime_get_ns();
+	e->skb_id = (__u64)skb;
+	e->netns_ino = ino;
+	e->kind = HOP_KIND_DROP;
+	e->hook = HOP_HOOK_KFREE_SKB;
+	e->reason = reason;
+	hop_fill_dev(e, BPF_CORE_READ(skb, dev));
+	bool received = BPF_CORE_READ(skb, skb_iif) != 0;
+	e->flags |= received ? HOP_F_INGRESS : HOP_F_EGRESS;
+	e->pkt.mark = BPF_CORE_READ(skb, mark);
+	e->pkt.aux[0] = (__u32)(__u64)location;
+	e->pkt.aux[1] = (__u32)((__u64)location >> 32);
+	e->pkt.aux[2] = hop_skb_stage(skb, received, e->family);
+	/* Where in the stack the drop happened is unknown here, so no CT_MISSING. */
+	hop_fill_ct(e, skb, false);
+	hop_emit(&hop_events, &hop_counters, e, hop_wakeup_bytes);
+	return 0;
+}

@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Types of the maps the kernel programs share with the agent: keys, values,
+ * counter indices. Types only. Every *.bpf.c that uses a shared map defines it
+ * with the same name and layout; the agent creates each one once and hands the
+ * same fd to every object (bpf_map__reuse_fd), so all programs feed one ring
+ * buffer and obey one filter set.
+ *
+ * services/agent/live/kernel-abi.ts mirrors these names and layouts; the
+ * privileged suite's abi test parses this file and checks they have not drifted.
+ *
+ * Shared maps (name: type, key -> value):
+ *   hop_events:  RINGBUF of struct hop_event (bpf/events.h); size set by the agent
+ *   hop_counters: PERCPU_ARRAY, u32 enum hop_counter -> u64
+ *   hop_cfg:     ARRAY[1], u32 0 -> struct hop_filter_cfg
+ *   hop_netns:   HASH, u32 netns inode -> u8 (owned namespaces)
+ *   hop_addrs:   LPM_TRIE, struct hop_addr_key -> u8
+ *   hop_ports:   HASH, u16 port (host order) -> u8
+ *   hop_ifnames: HASH, char[16] device name -> u8
+ */
+#ifndef HOPTRACE_MAPS_BPF_H
+#define HOPTRACE_MAPS_BPF_H
+
+#define HOP_MAX_NETNS 1024
+#define HOP_MAX_ADDRS 256
+#define HOP_MAX_PORTS 256
+#define HOP_MAX_IFNAMES 64
+#define HOP_MAX_CT 65536
+
+/* Why a would-be record was not written, or what happened to it. */
+enum hop_counter {
+	HOP_CTR_EMITTED = 0,        /* written to the ring buffer */
+	HOP_CTR_RINGBUF_FULL = 1,   /* lost: bpf_ringbuf_output failed (ring full) */
+	HOP_CTR_NETNS_FILTERED = 2, /* outside the owned namespaces */
+	HOP_CTR_IFNAME_FILTERED = 3,
+	HOP_CTR_PROTO_FILTERED = 4,
+	HOP_CTR_ADDR_FILTERED = 5,
+	HOP_CTR_PORT_FILTERED = 6,
+	HOP_CTR_SAMPLED_OUT = 7,    /* packet of a flow not in the 1-in-N sample */
+	HOP_CTR_NOT_IP = 8,         /* device hook saw a non-IP frame (ARP, ...) */
+	HOP_CTR_TRUNCATED = 9,      /* headers unreadable; emitted with HOP_F_TRUNCATED */
+	HOP_CTR_NO_NETNS = 10,      /* no device or socket to tell the namespace */
+	HOP_CTR_CT_DEDUPED = 11,    /* CT record skipped: entry already reported unchanged */
+	HOP_CTR_MAX = 12,
+};
+
+/* hop_filter_cfg.flags: which filters are on. Off means "admit all". */
+enum hop_cfg_flag {
+	HOP_CFG_NETNS = 1 << 0,  /* admit only namespaces in hop_netns */
+	HOP_CFG_ADDR = 1 << 1,   /* admit only tuples with saddr or daddr in hop_addrs */
+	HOP_CFG_PORT = 1 << 2,   /* admit only tuples with sport or dport in hop_ports */
+	HOP_CFG_PROTO = 1 << 3,  /* admit only l4 protocols set in proto_bits */
+	HOP_CFG_IFNAME = 1 << 4, /* device hooks: admit only devices in hop_ifnames */
+};
+
+struct hop_filter_cfg {
+	__u32 flags;         /* enum hop_cfg_flag */
+	__u32 sample_n;      /* PACKET records: keep flows whose hash % n == 0; 0 or 1 = all */
+	__u64 proto_bits[4]; /* bit p set: IPPROTO p admitted (with HOP_CFG_PROTO) */
+};
+
+/* LPM key: IPv4 is stored IPv4-mapped (::ffff:a.b.c.d, prefix + 96). */
+struct hop_addr_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+/* Value of the per-object LRU map that deduplicates CT records. */
+struct hop_ct_seen {
+	__u32 status;
+	__u32 fingerprint; /* of the original tuple: a reused nf_conn address is a new entry */
+};
+
+#endif /* HOPTRACE_MAPS_BPF_H */

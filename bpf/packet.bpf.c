@@ -1,0 +1,210 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * Device ingress and egress, with conntrack.
+ *
+ * netif_receive_skb: a frame entering a namespace's device, before PREROUTING
+ * (no conntrack yet). net_dev_queue: a packet leaving through a device, after
+ * POSTROUTING, so conntrack has run: a TCP/UDP packet without an entry there,
+ * in a namespace that uses conntrack, was INVALID (HOP_F_CT_MISSING).
+ * Tracepoints, not TC: they see every device of every owned namespace without
+ * attaching anything per interface, and leave nothing behind but a link.
+ *
+ * Each packet that carries a conntrack entry first reveals that entry (or a
+ * change of its status) with a HOP_KIND_CT record: the NAT mapping that lets
+ * user space join the two sides of a NAT hop.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+#include "events.h"
+#include "maps.bpf.h"
+#include "parse.bpf.h"
+#include "filter.bpf.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Set by the agent before load. */
+const volatile __u64 hop_wakeup_bytes = 1 << 20;
+
+/* --- shared maps: same names and layouts in every object (bpf/maps.bpf.h) --- */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} hop_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HOP_CTR_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} hop_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hop_filter_cfg);
+} hop_cfg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HOP_MAX_NETNS);
+	__type(key, __u32);
+	__type(value, __u8);
+} hop_netns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, HOP_MAX_ADDRS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct hop_addr_key);
+	__type(value, __u8);
+} hop_addrs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HOP_MAX_PORTS);
+	__type(key, __u16);
+	__type(value, __u8);
+} hop_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HOP_MAX_IFNAMES);
+	__type(key, char[HOP_IFNAMSIZ]);
+	__type(value, __u8);
+} hop_ifnames SEC(".maps");
+
+/* --- private --- */
+
+/* nf_conn address -> last reported status: a CT record per new entry or change. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, HOP_MAX_CT);
+	__type(key, __u64);
+	__type(value, struct hop_ct_seen);
+} hop_ct_seen SEC(".maps");
+
+/* Scratch for the CT record: a second 128-byte record would crowd the 512-byte
+ * BPF stack that the packet record and header parsing already use. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hop_event);
+} hop_scratch SEC(".maps");
+
+static __always_inline void maybe_emit_ct(const struct hop_event *pkt, const struct nf_conn *ct)
+{
+	__u32 zero = 0;
+	struct hop_event *e = bpf_map_lookup_elem(&hop_scratch, &zero);
+	if (!e)
+		return;
+	__builtin_memset(e, 0, sizeof(*e));
+	hop_fill_ct_record(e, ct);
+	e->ts_ns = pkt->ts_ns;
+	e->skb_id = pkt->skb_id;
+	e->netns_ino = pkt->netns_ino;
+	e->ifindex = pkt->ifindex;
+	e->hook = pkt->hook;
+	e->ct_id = pkt->ct_id;
+	e->ct_status = pkt->ct_status;
+	e->ct_info = pkt->ct_info;
+	e->flags = HOP_F_CT | (pkt->flags & (HOP_F_INGRESS | HOP_F_EGRESS));
+
+	__u64 key = (__u64)ct;
+	struct hop_ct_seen now = { .status = e->ct_status, .fingerprint = hop_ct_fingerprint(e) };
+	struct hop_ct_seen *was = bpf_map_lookup_elem(&hop_ct_seen, &key);
+	if (was && was->status == now.status && was->fingerprint == now.fingerprint) {
+		hop_count(&hop_counters, HOP_CTR_CT_DEDUPED);
+		return;
+	}
+	bpf_map_update_elem(&hop_ct_seen, &key, &now, BPF_ANY);
+	hop_emit(&hop_events, &hop_counters, e, hop_wakeup_bytes);
+}
+
+static __always_inline int on_device(struct sk_buff *skb, __u8 hook, bool ingress)
+{
+	const struct hop_filter_cfg *cfg = hop_cfg_get(&hop_cfg);
+	struct net_device *dev = BPF_CORE_READ(skb, dev);
+	__u32 ino = hop_dev_netns(dev);
+	if (!hop_netns_admit(cfg, &hop_netns, ino)) {
+		hop_count(&hop_counters, HOP_CTR_NETNS_FILTERED);
+		return 0;
+	}
+	__u16 proto = bpf_ntohs(BPF_CORE_READ(skb, protocol));
+	if (proto != HOP_ETH_P_IP && proto != HOP_ETH_P_IPV6) {
+		hop_count(&hop_counters, HOP_CTR_NOT_IP);
+		return 0;
+	}
+
+	struct hop_event ev;
+	struct hop_event *e = &ev;
+	__builtin_memset(e, 0, sizeof(*e));
+	hop_fill_dev(e, dev);
+	if (cfg && (cfg->flags & HOP_CFG_IFNAME) && !bpf_map_lookup_elem(&hop_ifnames, e->pkt.ifname)) {
+		hop_count(&hop_counters, HOP_CTR_IFNAME_FILTERED);
+		return 0;
+	}
+
+	/* At netif_receive_skb the link header is already pulled (data is the IP
+	 * header) but network_header is reset only after the tracepoint. */
+	const unsigned char *nh = ingress ? BPF_CORE_READ(skb, data) : hop_skb_nh(skb);
+	int r = nh ? hop_parse_l3(e, nh, hop_skb_l3len(skb, nh)) : HOP_PARSE_TRUNCATED;
+	if (r == HOP_PARSE_NOT_IP) {
+		hop_count(&hop_counters, HOP_CTR_NOT_IP);
+		return 0;
+	}
+	if (r == HOP_PARSE_TRUNCATED) {
+		e->flags |= HOP_F_TRUNCATED;
+		e->family = proto == HOP_ETH_P_IP ? HOP_AF_INET : HOP_AF_INET6;
+		hop_count(&hop_counters, HOP_CTR_TRUNCATED);
+	}
+
+	__u32 why = hop_tuple_admit(cfg, &hop_addrs, &hop_ports, e);
+	if (why) {
+		hop_count(&hop_counters, why);
+		return 0;
+	}
+	if (!hop_sampled_in(cfg, e)) {
+		hop_count(&hop_counters, HOP_CTR_SAMPLED_OUT);
+		return 0;
+	}
+
+	e->ts_ns = bpf_ktime_get_ns();
+	e->skb_id = (__u64)skb;
+	e->netns_ino = ino;
+	e->kind = HOP_KIND_PACKET;
+	e->hook = hook;
+	e->flags |= ingress ? HOP_F_INGRESS : HOP_F_EGRESS;
+	e->pkt.mark = BPF_CORE_READ(skb, mark);
+	e->pkt.aux[0] = BPF_CORE_READ(skb, len);
+
+	struct nf_conn *ct = hop_fill_ct(e, skb, !ingress);
+	if (ct)
+		maybe_emit_ct(e, ct);
+	hop_emit(&hop_events, &hop_counters, e, hop_wakeup_bytes);
+	return 0;
+}
+
+SEC("tp_btf/netif_receive_skb")
+int BPF_PROG(hop_netif_receive_skb, struct sk_buff *skb)
+{
+	return on_device(skb, HOP_HOOK_NETIF_RECEIVE, true);
+}
+
+SEC("tp_btf/net_dev_queue")
+int BPF_PROG(hop_net_dev_queue, struct sk_buff *skb)
+{
+	return on_device(skb, HOP_HOOK_NET_DEV_QUEUE, false);
+}
+
+/* After the qdisc, as the driver gets the packet: the gap from net_dev_queue is time
+ * spent queued (netem, shaping, a full queue), measured on one clock. */
+SEC("tp_btf/net_dev_start_xmit")
+int BPF_PROG(hop_net_dev_start_xmit, const struct sk_buff *skb, const struct net_device *dev)
+{
+	return on_device((struct sk_buff *)skb, HOP_HOOK_NET_DEV_XMIT, false);
+}

@@ -1,0 +1,123 @@
+/**
+ * Prometheus metrics of live capture, registered on a given prom-client
+ * Registry. Values are read from the source when the registry is scraped
+ * (collect callbacks), so the hot path never touches prom-client.
+ */
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { Kind } from '../../shared/record.js';
+import { dropReasonName, resetReasonName, tcpStateName } from './reasons.js';
+import { Tally } from './tally.js';
+import type { LiveSource } from './source.js';
+
+const KIND_NAMES = new Map<number, string>(Object.entries(Kind).map(([k, v]) => [v, k.toLowerCase()]));
+
+/**
+ * Counters fed from monotonic totals: each scrape adds the growth since the
+ * last one, so prom-client's counter semantics (never decreasing) hold.
+ */
+function totals(counter: Counter<string>): (labels: Record<string, string>, total: number) => void {
+  const last = new Map<string, number>();
+  return (labels, total) => {
+    const key = JSON.stringify(labels);
+    const d = total - (last.get(key) ?? 0);
+    if (d > 0) counter.inc(labels, d);
+    last.set(key, total);
+  };
+}
+
+export function registerLiveMetrics(registry: Registry, source: LiveSource): void {
+  const events = new Counter({
+    name: 'hoptrace_live_events_total',
+    help: 'Records drained from the kernel, by kind.',
+    labelNames: ['kind'],
+    registers: [registry],
+    collect() {
+      const t = source.tally();
+      t.byKind.forEach((n, k) => n && setEvents({ kind: KIND_NAMES.get(k) ?? String(k) }, n));
+    },
+  });
+  const setEvents = totals(events);
+
+  const drops = new Counter({
+    name: 'hoptrace_live_drops_total',
+    help: 'Packets dropped by the kernel (skb:kfree_skb) in owned namespaces, by kernel drop reason.',
+    labelNames: ['reason'],
+    registers: [registry],
+    collect() {
+      for (const [r, n] of source.tally().drops) setDrops({ reason: dropReasonName(r) }, n);
+    },
+  });
+  const setDrops = totals(drops);
+
+  const resets = new Counter({
+    name: 'hoptrace_live_resets_total',
+    help: 'TCP resets in owned namespaces: sent (by kernel reset reason and socket state) and received (by socket state).',
+    labelNames: ['direction', 'reason', 'state'],
+    registers: [registry],
+    collect() {
+      const t = source.tally();
+      for (const [key, n] of t.resetsSent) {
+        const { reason, state } = Tally.splitReset(key);
+        setResets({ direction: 'sent', reason: resetReasonName(reason), state: tcpStateName(state) }, n);
+      }
+      for (const [state, n] of t.resetsRecv) setResets({ direction: 'received', reason: '', state: tcpStateName(state) }, n);
+    },
+  });
+  const setResets = totals(resets);
+
+  const retrans = new Counter({
+    name: 'hoptrace_live_retransmissions_total',
+    help: 'TCP retransmissions (tcp:tcp_retransmit_skb) in owned namespaces.',
+    registers: [registry],
+    collect() {
+      setRetrans({}, source.tally().byKind[Kind.RETRANS]!);
+    },
+  });
+  const setRetrans = totals(retrans);
+
+  const kernelLost = new Counter({
+    name: 'hoptrace_live_ringbuf_lost_total',
+    help: 'Records lost in the kernel because the ring buffer was full.',
+    registers: [registry],
+    collect() {
+      setKernelLost({}, source.kernelCounters().ringbuf_full);
+    },
+  });
+  const setKernelLost = totals(kernelLost);
+
+  const kernel = new Counter({
+    name: 'hoptrace_live_kernel_events_total',
+    help: 'Kernel-side outcomes of would-be records (emitted, filtered by reason, sampled out, ...).',
+    labelNames: ['outcome'],
+    registers: [registry],
+    collect() {
+      for (const [k, n] of Object.entries(source.kernelCounters())) setKernel({ outcome: k }, n);
+    },
+  });
+  const setKernel = totals(kernel);
+
+  const agentDropped = new Counter({
+    name: 'hoptrace_live_agent_dropped_total',
+    help: 'Records drained but not delivered: queue_full (consumer not pulling), corrupt_*, bad_size.',
+    labelNames: ['reason'],
+    registers: [registry],
+    collect() {
+      for (const [k, n] of Object.entries(source.stats())) {
+        if (k === 'queue_full' || k === 'bad_size' || k.startsWith('corrupt_')) setAgentDropped({ reason: k }, n);
+      }
+    },
+  });
+  const setAgentDropped = totals(agentDropped);
+
+  new Gauge({
+    name: 'hoptrace_live_programs',
+    help: 'BPF programs attached (state=attached) and not capturing (state=failed).',
+    labelNames: ['state'],
+    registers: [registry],
+    collect() {
+      const s = source.status();
+      this.set({ state: 'attached' }, s.attached.length);
+      this.set({ state: 'failed' }, s.problems.length);
+    },
+  });
+}

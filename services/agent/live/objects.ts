@@ -1,0 +1,273 @@
+/**
+ * Opens, loads and (separately) attaches the BPF objects (bpf/.output/*.bpf.o), one per
+ * concern, sharing one set of maps: the first object that loads creates the
+ * shared maps (kernel-abi.ts), the others reuse their fds. A program whose
+ * tracepoint is absent, or an object the verifier refuses, is reported as a
+ * ProgramProblem and the rest keeps working. close() destroys every link and
+ * closes every object, which releases programs and maps: nothing is pinned, so
+ * nothing outlives the process.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import koffi from 'koffi';
+import { bindings, lastErrno, type Ptr } from './libbpf.js';
+import { datasecVarOffset, type KernelBtf } from './btf.js';
+import { LiveError, type ProgramProblem } from './errors.js';
+import { OBJECTS, RODATA_WAKEUP_BYTES, SharedMap, SHARED_MAP_NAMES, type ObjectName } from './kernel-abi.js';
+
+/** What each program's absence costs. */
+const LOST: Record<string, string> = {
+  netif_receive_skb: 'device ingress packets',
+  net_dev_queue: 'device egress packets and conntrack (CT) records',
+  net_dev_start_xmit: 'time packets spend in a device queue (netem, shaping)',
+  kfree_skb: 'drops',
+  tcp_send_reset: 'resets sent',
+  tcp_receive_reset: 'resets received',
+  tcp_retransmit_skb: 'retransmissions',
+  inet_sock_set_state: 'TCP socket state changes',
+};
+
+export interface AttachedProgram {
+  object: ObjectName;
+  program: string;
+  /** Tracepoint name (the part after tp_btf/). */
+  tracepoint: string;
+}
+
+export interface KernelObjects {
+  /** fd of each shared map, by name. */
+  readonly maps: ReadonlyMap<string, number>;
+  readonly attached: readonly AttachedProgram[];
+  readonly problems: readonly ProgramProblem[];
+  /**
+   * Attaches every loaded program. Separate from loading so that the filters
+   * (netns above all) are in the maps before the first event can fire.
+   * Throws HOP_LIVE_NOTHING_ATTACHED (after closing) when none attaches.
+   */
+  attach(): void;
+  /** Destroys the links: no new events. Maps stay readable until close(). */
+  detach(): void;
+  /** detach(), then closes the objects, which frees programs and maps. */
+  close(): void;
+}
+
+export interface LoadOptions {
+  objDir: string;
+  btf: KernelBtf;
+  ringBytes: number;
+  wakeupBytes: number;
+  /** Objects to load (default all). */
+  objects?: readonly ObjectName[];
+}
+
+interface MapShape {
+  type: number;
+  key: number;
+  value: number;
+  max: number;
+}
+
+function errnoText(e: number): string {
+  return e ? ` (errno ${e})` : '';
+}
+
+function logTail(lines: string[]): string {
+  const keep = lines.filter((l) => l.trim()).slice(-25);
+  return keep.length ? `\n${keep.join('\n')}` : '';
+}
+
+export function loadObjects(o: LoadOptions): KernelObjects {
+  const { bpf, drainLog } = bindings();
+  const wanted = o.objects ?? OBJECTS;
+  const missing = wanted.filter((n) => !existsSync(join(o.objDir, `${n}.bpf.o`)));
+  if (missing.length === wanted.length) {
+    throw new LiveError(
+      'HOP_LIVE_NO_OBJECTS',
+      `no BPF objects in ${o.objDir} (${missing.map((m) => `${m}.bpf.o`).join(', ')}): run \`make -C bpf\``,
+    );
+  }
+
+  const objs: Ptr[] = [];
+  const links: Ptr[] = [];
+  const shared = new Map<string, number>();
+  const shapes = new Map<string, MapShape>();
+  const attached: AttachedProgram[] = [];
+  const problems: ProgramProblem[] = [];
+  const loaded: { name: ObjectName; progs: ProgInfo[] }[] = [];
+  let closed = false;
+
+  const detach = (): void => {
+    for (const l of links.splice(0).reverse()) bpf.bpf_link__destroy(l);
+  };
+  const close = (): void => {
+    if (closed) return;
+    closed = true;
+    detach();
+    for (const obj of objs.splice(0).reverse()) bpf.bpf_object__close(obj);
+  };
+
+  try {
+    for (const name of wanted) {
+      const path = join(o.objDir, `${name}.bpf.o`);
+      if (!existsSync(path)) {
+        problems.push({ program: `${name}.bpf.o`, code: 'HOP_LIVE_NO_OBJECTS', message: `${path} missing`, lost: lostOfObject(name) });
+        continue;
+      }
+      drainLog();
+      const obj = bpf.bpf_object__open_file(path, null);
+      if (!obj) {
+        const e = lastErrno();
+        problems.push({
+          program: `${name}.bpf.o`,
+          code: 'HOP_LIVE_LOAD_FAILED',
+          message: `cannot open ${path}${errnoText(e)}${logTail(drainLog())}`,
+          lost: lostOfObject(name),
+        });
+        continue;
+      }
+      objs.push(obj);
+
+      const progs = programsOf(obj);
+      let loadable = 0;
+      for (const p of progs) {
+        if (o.btf.hasTracepoint(p.tracepoint)) {
+          loadable++;
+          continue;
+        }
+        bpf.bpf_program__set_autoload(p.prog, false);
+        problems.push({
+          program: p.name,
+          code: 'HOP_LIVE_TRACEPOINT_ABSENT',
+          message: `tracepoint ${p.tracepoint} is absent on this kernel (no btf_trace_${p.tracepoint} in its BTF)`,
+          lost: LOST[p.tracepoint] ?? p.tracepoint,
+        });
+      }
+      if (!loadable) continue;
+
+      setRodataU64(obj, RODATA_WAKEUP_BYTES, BigInt(o.wakeupBytes));
+      prepareSharedMaps(obj, shared, shapes, o.ringBytes);
+
+      if (bpf.bpf_object__load(obj) !== 0) {
+        const message = `${name}.bpf.o failed to load${errnoText(lastErrno())}${logTail(drainLog())}`;
+        for (const p of progs.filter((q) => o.btf.hasTracepoint(q.tracepoint))) {
+          problems.push({
+            program: p.name,
+            code: 'HOP_LIVE_LOAD_FAILED',
+            message,
+            lost: LOST[p.tracepoint] ?? p.tracepoint,
+          });
+        }
+        continue;
+      }
+      for (const m of SHARED_MAP_NAMES) {
+        if (shared.has(m)) continue;
+        const map = bpf.bpf_object__find_map_by_name(obj, m);
+        if (map) shared.set(m, bpf.bpf_map__fd(map));
+      }
+      loaded.push({ name, progs: progs.filter((p) => o.btf.hasTracepoint(p.tracepoint)) });
+    }
+  } catch (err) {
+    close();
+    throw err;
+  }
+
+  const nothing = (): never => {
+    close();
+    throw new LiveError(
+      'HOP_LIVE_NOTHING_ATTACHED',
+      `no BPF program could be attached:\n${problems.map((p) => `  ${p.program}: ${p.code}: ${p.message}`).join('\n')}`,
+    );
+  };
+  if (!loaded.length || !shared.has(SharedMap.EVENTS)) nothing();
+
+  const attach = (): void => {
+    for (const { name, progs } of loaded.splice(0)) {
+      for (const p of progs) {
+        drainLog();
+        const link = bpf.bpf_program__attach(p.prog);
+        if (!link) {
+          const e = lastErrno();
+          problems.push({
+            program: p.name,
+            code: 'HOP_LIVE_ATTACH_FAILED',
+            message: `cannot attach ${p.name} to tp_btf/${p.tracepoint}${errnoText(e)}${logTail(drainLog())}`,
+            lost: LOST[p.tracepoint] ?? p.tracepoint,
+          });
+          continue;
+        }
+        links.push(link);
+        attached.push({ object: name, program: p.name, tracepoint: p.tracepoint });
+      }
+    }
+    if (!attached.length) nothing();
+  };
+  return { maps: shared, attached, problems, attach, detach, close };
+}
+
+interface ProgInfo {
+  prog: Ptr;
+  name: string;
+  tracepoint: string;
+}
+
+function programsOf(obj: Ptr): ProgInfo[] {
+  const { bpf } = bindings();
+  const out: ProgInfo[] = [];
+  for (let p = bpf.bpf_object__next_program(obj, null); p; p = bpf.bpf_object__next_program(obj, p)) {
+    const sec = bpf.bpf_program__section_name(p);
+    const tracepoint = sec.startsWith('tp_btf/') ? sec.slice('tp_btf/'.length) : sec;
+    out.push({ prog: p, name: bpf.bpf_program__name(p), tracepoint });
+  }
+  return out;
+}
+
+function lostOfObject(name: ObjectName): string {
+  return { packet: 'device packets and conntrack records', drop: 'drops', tcp: 'resets, retransmissions, socket states' }[name];
+}
+
+/** Sets a `const volatile __u64` in an object's .rodata; only possible before load. */
+function setRodataU64(obj: Ptr, variable: string, value: bigint): void {
+  const { bpf } = bindings();
+  for (let m = bpf.bpf_object__next_map(obj, null); m; m = bpf.bpf_object__next_map(obj, m)) {
+    if (!bpf.bpf_map__name(m).endsWith('.rodata')) continue;
+    const btf = bpf.bpf_object__btf(obj);
+    const off = btf ? datasecVarOffset(btf, '.rodata', variable) : -1;
+    const size: [number] = [0];
+    const data = bpf.bpf_map__initial_value(m, size);
+    if (off < 0 || !data || off + 8 > size[0]) {
+      throw new LiveError('HOP_LIVE_LOAD_FAILED', `object has no .rodata variable ${variable}: rebuild bpf/`);
+    }
+    koffi.encode(data, off, 'uint64', value);
+    return;
+  }
+  throw new LiveError('HOP_LIVE_LOAD_FAILED', `object has no .rodata section (wants ${variable}): rebuild bpf/`);
+}
+
+/** Sizes the ring buffer, or points the object's shared maps at the fds created by an earlier object. */
+function prepareSharedMaps(obj: Ptr, shared: Map<string, number>, shapes: Map<string, MapShape>, ringBytes: number): void {
+  const { bpf } = bindings();
+  for (const name of SHARED_MAP_NAMES) {
+    const map = bpf.bpf_object__find_map_by_name(obj, name);
+    if (!map) continue;
+    if (name === SharedMap.EVENTS) bpf.bpf_map__set_max_entries(map, ringBytes);
+    const shape: MapShape = {
+      type: bpf.bpf_map__type(map),
+      key: bpf.bpf_map__key_size(map),
+      value: bpf.bpf_map__value_size(map),
+      max: bpf.bpf_map__max_entries(map),
+    };
+    const seen = shapes.get(name);
+    if (!seen) {
+      shapes.set(name, shape);
+    } else if (seen.type !== shape.type || seen.key !== shape.key || seen.value !== shape.value || seen.max !== shape.max) {
+      throw new LiveError(
+        'HOP_LIVE_LOAD_FAILED',
+        `shared map ${name} differs between objects (${JSON.stringify(seen)} vs ${JSON.stringify(shape)}): bpf/*.bpf.c drifted from bpf/maps.bpf.h`,
+      );
+    }
+    const fd = shared.get(name);
+    if (fd !== undefined && bpf.bpf_map__reuse_fd(map, fd) !== 0) {
+      throw new LiveError('HOP_LIVE_LOAD_FAILED', `cannot share map ${name}${errnoText(lastErrno())}`);
+    }
+  }
+}

@@ -1,0 +1,263 @@
+/**
+ * The live RecordSource: BPF programs on the running kernel feed one ring
+ * buffer, drained in batches into chunks of packed, validated records.
+ *
+ * Draining is driven by a timer (drainIntervalMs) and by the ring buffer fd
+ * becoming readable, which the kernel signals only once the ring is
+ * `wakeupFraction` full (filter.bpf.h), so a busy ring costs few wakeups and a
+ * quiet one adds at most one timer period of latency. The consumer applies no
+ * backpressure to the kernel: if it stops pulling, at most maxQueuedChunks are
+ * held and further records are dropped and counted (queue_full).
+ */
+import { randomInt } from 'node:crypto';
+import koffi from 'koffi';
+import { checkRecord, RECORD_SIZE, type CorruptReason } from '../../shared/record.js';
+import type { RecordChunk, RecordSource } from '../source.js';
+import { bindings, clockOffsetNs } from './libbpf.js';
+import { openKernelBtf } from './btf.js';
+import { loadObjects, type AttachedProgram, type KernelObjects } from './objects.js';
+import { applyFilters, applyNetnsSet, u32Key } from './filters.js';
+import { KERNEL_COUNTERS, SharedMap, type KernelCounter } from './kernel-abi.js';
+import { namedNetns, resolveNetns, resolveNetnsPresent } from './netns.js';
+import { filtersOf, parseLiveFilters, type LiveFilters, type LiveFiltersInput, type LiveOptions } from './options.js';
+import { checkCapabilities, probeBpfSyscall } from './privileges.js';
+import { RingReader } from './ring.js';
+import { Tally } from './tally.js';
+import type { ProgramProblem } from './errors.js';
+
+export interface LiveStatus {
+  attached: readonly AttachedProgram[];
+  /** Programs not capturing, why, and what is lost. */
+  problems: readonly ProgramProblem[];
+  filters: LiveFilters;
+  /** Owned namespace inodes; null = all. */
+  netns: readonly number[] | null;
+}
+
+export interface LiveSource extends RecordSource {
+  /** Validates and applies new filters (netns, interfaces, addrs, ports, protocols, sampleN) without reloading. */
+  setFilters(plain: LiveFiltersInput): void;
+  status(): LiveStatus;
+  /** Per-record tallies for metrics (metrics.ts). */
+  tally(): Tally;
+  /** Kernel-side counters summed over CPUs. */
+  kernelCounters(): Record<KernelCounter, number>;
+}
+
+/** How often namespace names are re-read (chunk names, owned-by-name re-resolution). */
+const NETNS_NAMES_REFRESH_MS = 2000;
+
+export function createLiveSource(opts: LiveOptions): LiveSource {
+  checkCapabilities();
+  probeBpfSyscall();
+  const { bpf, libc } = bindings();
+  const btf = openKernelBtf();
+  let filters = filtersOf(opts);
+  let owned = filters.netns ? resolveNetns(filters.netns) : null;
+
+  const wakeupBytes = Math.max(RECORD_SIZE, Math.floor(opts.ringBytes * opts.wakeupFraction));
+  let kernel: KernelObjects;
+  try {
+    kernel = loadObjects({
+      objDir: opts.objDir,
+      btf,
+      ringBytes: opts.ringBytes,
+      wakeupBytes,
+      objects: opts.objects,
+    });
+  } finally {
+    btf.close();
+  }
+  let ring: RingReader;
+  try {
+    applyFilters(kernel.maps, filters, owned);
+    kernel.attach();
+    ring = new RingReader(kernel.maps.get(SharedMap.EVENTS)!, opts.ringBytes);
+  } catch (err) {
+    kernel.close();
+    throw err;
+  }
+
+  const boot = randomInt(1, 2 ** 47);
+  const tally = new Tally();
+  const local = {
+    records: 0,
+    chunks: 0,
+    queue_full: 0,
+    bad_size: 0,
+    drains: 0,
+    netns_changes: 0,
+    netns_refresh_failed: 0,
+  };
+  const corrupt: Partial<Record<CorruptReason, number>> = {};
+  // Own ArrayBuffer (never a pool slice): the ring reader copies into it as 32-bit words.
+  const staging = Buffer.from(new ArrayBuffer(opts.chunkRecords * RECORD_SIZE));
+  const tsScratch = new Uint8Array(16);
+  const queue: RecordChunk[] = [];
+  let waiter: (() => void) | null = null;
+  let seq = 0;
+  let stopped = false;
+  let netnsNames = namedNetns();
+  let namesAt = Date.now();
+
+  /**
+   * Namespaces owned by name or path are re-resolved periodically: a pod's
+   * namespace that is deleted and created again under the same name gets a new
+   * inode, which the kernel filter must follow.
+   */
+  const refreshNetns = (): void => {
+    netnsNames = namedNetns();
+    namesAt = Date.now();
+    if (!filters.netns || !owned || filters.netns.every((r) => r.kind === 'inode')) return;
+    const now = resolveNetnsPresent(filters.netns);
+    if (now.size === owned.size && [...now].every((i) => owned!.has(i))) return;
+    try {
+      applyNetnsSet(kernel.maps, now);
+      owned = now;
+      local.netns_changes++;
+    } catch {
+      local.netns_refresh_failed++;
+    }
+  };
+
+  const wake = (): void => {
+    const w = waiter;
+    waiter = null;
+    w?.();
+  };
+
+  /** Drains the ring into chunks; returns the number of records read. */
+  const drain = (): number => {
+    if (stopped) return 0;
+    let total = 0;
+    local.drains++;
+    if (Date.now() - namesAt > NETNS_NAMES_REFRESH_MS) refreshNetns();
+    // Bounded: one call never holds the event loop for more than a few chunks.
+    for (let round = 0; round < 16; round++) {
+      const { count, badSize } = ring.drain(staging);
+      local.bad_size += badSize;
+      total += count;
+      if (!count) break;
+      let kept = 0;
+      for (let i = 0; i < count; i++) {
+        const off = i * RECORD_SIZE;
+        const why = checkRecord(staging, off);
+        if (why) {
+          corrupt[why] = (corrupt[why] ?? 0) + 1;
+          continue;
+        }
+        if (kept !== i) staging.copy(staging, kept * RECORD_SIZE, off, off + RECORD_SIZE);
+        tally.add(staging, kept * RECORD_SIZE);
+        kept++;
+      }
+      if (!kept) continue;
+      local.records += kept;
+      const firstSeq = seq;
+      seq += kept;
+      if (queue.length >= opts.maxQueuedChunks) {
+        local.queue_full += kept; // the seq gap marks the loss downstream
+        continue;
+      }
+      const buf = Buffer.allocUnsafe(kept * RECORD_SIZE);
+      staging.copy(buf, 0, 0, kept * RECORD_SIZE);
+      queue.push({ buf, count: kept, firstSeq, clockOffsetNs: clockOffsetNs(libc, tsScratch), netnsNames });
+      local.chunks++;
+      if (count < opts.chunkRecords) break;
+    }
+    if (queue.length) wake();
+    return total;
+  };
+
+  // The kernel signals the ring fd only once wakeupBytes are waiting
+  // (BPF_RB_NO_WAKEUP below that), so quiet periods are drained by the timer.
+  // Under load the fd stays readable (level-triggered) and draining follows the
+  // event loop; batches grow with the load. A timer-only or alarm-only scheme
+  // measured worse: bursts overflowed the ring between ticks.
+  const poll = koffi.node.poll(kernel.maps.get(SharedMap.EVENTS)!, { readable: true }, () => void drain());
+  const timer = setInterval(drain, opts.drainIntervalMs);
+
+  const kernelCounters = (): Record<KernelCounter, number> => {
+    const ncpu = bpf.libbpf_num_possible_cpus();
+    const fd = kernel.maps.get(SharedMap.COUNTERS);
+    const value = Buffer.alloc(8 * ncpu);
+    const out = {} as Record<KernelCounter, number>;
+    KERNEL_COUNTERS.forEach((name, i) => {
+      let sum = 0;
+      if (fd !== undefined && !stopped && bpf.bpf_map_lookup_elem(fd, u32Key(i), value) === 0) {
+        for (let c = 0; c < ncpu; c++) sum += Number(value.readBigUInt64LE(8 * c));
+      }
+      out[name] = sum;
+    });
+    return out;
+  };
+  let finalKernel: Record<KernelCounter, number> | null = null;
+
+  const source: LiveSource = {
+    node: opts.node,
+    boot,
+
+    async *chunks(): AsyncGenerator<RecordChunk> {
+      for (;;) {
+        const c = queue.shift();
+        if (c) {
+          yield c;
+          continue;
+        }
+        if (stopped) return;
+        await new Promise<void>((r) => (waiter = r));
+      }
+    },
+
+    async stop(): Promise<void> {
+      if (stopped) return;
+      clearInterval(timer);
+      poll.close();
+      kernel.detach(); // no new events...
+      drain(); // ...then take what is already in the ring
+      finalKernel = kernelCounters();
+      stopped = true;
+      ring.close();
+      kernel.close();
+      wake();
+    },
+
+    stats(): Record<string, number> {
+      const out: Record<string, number> = { ...local, queued_chunks: queue.length };
+      for (const [k, v] of Object.entries(corrupt)) out[`corrupt_${k}`] = v;
+      for (const [k, v] of Object.entries(finalKernel ?? kernelCounters())) out[`kernel_${k}`] = v;
+      out.programs_attached = kernel.attached.length;
+      out.programs_failed = kernel.problems.length;
+      return out;
+    },
+
+    setFilters(plain: LiveFiltersInput): void {
+      const next = parseLiveFilters(plain);
+      const nextOwned = next.netns ? resolveNetns(next.netns) : null;
+      if (stopped) return;
+      applyFilters(kernel.maps, next, nextOwned);
+      filters = next;
+      owned = nextOwned;
+      netnsNames = namedNetns();
+      namesAt = Date.now();
+    },
+
+    status: () => ({
+      attached: kernel.attached,
+      problems: kernel.problems,
+      filters,
+      netns: owned ? [...owned] : null,
+    }),
+
+    tally: () => tally,
+    kernelCounters: () => finalKernel ?? kernelCounters(),
+  };
+  return source;
+}
+
+/** One line for logs: what is captured, and what is not and why. */
+export function describeLiveStatus(s: LiveStatus): string {
+  const on = s.attached.map((a) => a.tracepoint).join(', ');
+  const off = s.problems.map((p) => `${p.lost} (${p.program}: ${p.code})`).join('; ');
+  const scope = s.netns ? `${s.netns.length} owned namespace(s)` : 'all namespaces';
+  return `live capture on ${scope}: attached ${on || 'nothing'}${off ? `; NOT capturing ${off}` : ''}`;
+}

@@ -1,0 +1,81 @@
+/**
+ * Names and layouts shared between the BPF programs and the agent have not
+ * drifted: bpf/maps.bpf.h against services/agent/live/kernel-abi.ts, the
+ * shared map definitions of every bpf/*.bpf.c, and enum hop_stage of
+ * bpf/events.h against record.ts. Pure text checks: no privileges needed.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { Stage } from '../../services/shared/record.js';
+import {
+  CfgFlag,
+  KERNEL_COUNTERS,
+  MAX_ADDRS,
+  MAX_IFNAMES,
+  MAX_NETNS,
+  MAX_PORTS,
+  OBJECTS,
+  SHARED_MAP_NAMES,
+  SharedMap,
+} from '../../services/agent/live/kernel-abi.js';
+import { REPO } from './preflight.js';
+
+const read = (f: string) => readFileSync(join(REPO, 'bpf', f), 'utf8');
+const maps = read('maps.bpf.h');
+
+function cEnum(text: string, name: string, prefix: string): Record<string, number> {
+  const body = new RegExp(`enum ${name} \\{([^}]*)\\}`).exec(text)?.[1];
+  if (!body) throw new Error(`enum ${name} not found`);
+  const out: Record<string, number> = {};
+  for (const m of body.matchAll(/(\w+)\s*=\s*([^,/]+),/g)) out[m[1]!.replace(prefix, '')] = Function(`return (${m[2]})`)() as number;
+  return out;
+}
+
+function define(name: string): number {
+  const m = new RegExp(`#define ${name} (\\d+)`).exec(maps);
+  if (!m) throw new Error(`#define ${name} not found`);
+  return Number(m[1]);
+}
+
+/** The `struct {...} name SEC(".maps");` blocks of a BPF source, by map name. */
+function mapDefs(src: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const m of src.matchAll(/struct \{([^}]*)\} (\w+) SEC\("\.maps"\);/g)) out.set(m[2]!, m[1]!.replace(/\s+/g, ' ').trim());
+  return out;
+}
+
+describe('kernel/agent ABI of the live capture', () => {
+  it('counter indices', () => {
+    const c = cEnum(maps, 'hop_counter', 'HOP_CTR_');
+    const { MAX, ...named } = c;
+    expect(MAX).toBe(KERNEL_COUNTERS.length);
+    expect(Object.keys(named).map((k) => k.toLowerCase())).toEqual([...KERNEL_COUNTERS]);
+    expect(Object.values(named)).toEqual(KERNEL_COUNTERS.map((_, i) => i));
+  });
+
+  it('filter config flags and set sizes', () => {
+    expect(cEnum(maps, 'hop_cfg_flag', 'HOP_CFG_')).toEqual(CfgFlag);
+    expect([define('HOP_MAX_NETNS'), define('HOP_MAX_ADDRS'), define('HOP_MAX_PORTS'), define('HOP_MAX_IFNAMES')]).toEqual([
+      MAX_NETNS,
+      MAX_ADDRS,
+      MAX_PORTS,
+      MAX_IFNAMES,
+    ]);
+  });
+
+  it('shared maps are listed in the header and defined identically in every object', () => {
+    for (const name of SHARED_MAP_NAMES) expect(maps).toContain(` ${name}:`);
+    const defs = OBJECTS.map((o) => mapDefs(read(`${o}.bpf.c`)));
+    const packet = defs[0]!;
+    for (const name of SHARED_MAP_NAMES) expect(packet.has(name), `${name} in packet.bpf.c`).toBe(true);
+    defs.forEach((d, i) => {
+      for (const [name, body] of d) if (SHARED_MAP_NAMES.includes(name)) expect(body, `${name} in ${OBJECTS[i]}.bpf.c`).toBe(packet.get(name));
+      expect(d.has(SharedMap.EVENTS)).toBe(true);
+    });
+  });
+
+  it('drop stages', () => {
+    expect(cEnum(read('events.h'), 'hop_stage', 'HOP_STAGE_')).toEqual(Stage);
+  });
+});

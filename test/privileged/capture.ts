@@ -1,0 +1,47 @@
+/**
+ * Runs a live source in the background and keeps every decoded record, so a
+ * test can generate traffic and then wait for the records it expects.
+ */
+import { decodeRecord, RECORD_SIZE, type HopRecord } from '../../services/shared/record.js';
+import { createLiveSource, parseLiveOptions, type LiveOptionsInput, type LiveSource } from '../../services/agent/live/index.js';
+
+export interface Capture {
+  source: LiveSource;
+  records: HopRecord[];
+  /** Resolves with the matching records once `pred` finds at least `min` of them. */
+  waitFor(pred: (r: HopRecord) => boolean, opts?: { min?: number; timeoutMs?: number; what?: string }): Promise<HopRecord[]>;
+  /** Waits one drain period plus margin, to let late records arrive. */
+  settle(ms?: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export function startCapture(input: LiveOptionsInput): Capture {
+  const source = createLiveSource(parseLiveOptions({ drainIntervalMs: 5, ...input }));
+  const records: HopRecord[] = [];
+  const loop = (async () => {
+    for await (const c of source.chunks()) {
+      for (let i = 0; i < c.count; i++) records.push(decodeRecord(c.buf, i * RECORD_SIZE));
+    }
+  })();
+  const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+  return {
+    source,
+    records,
+    async waitFor(pred, { min = 1, timeoutMs = 5000, what = 'records' } = {}) {
+      const end = Date.now() + timeoutMs;
+      for (;;) {
+        const hits = records.filter(pred);
+        if (hits.length >= min) return hits;
+        if (Date.now() > end) {
+          throw new Error(`timed out waiting for ${min} ${what}; have ${hits.length} of ${records.length} records; stats ${JSON.stringify(source.stats())}`);
+        }
+        await sleep(10);
+      }
+    },
+    settle: (ms = 100) => sleep(ms),
+    async stop() {
+      await source.stop();
+      await loop;
+    },
+  };
+}

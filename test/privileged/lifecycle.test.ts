@@ -1,0 +1,245 @@
+/**
+ * The live source's life on the real kernel: clean detach, partial failure that
+ * keeps the rest working, run-time filters and sampling, counted losses, and
+ * Prometheus metrics.
+ */
+import { execFileSync } from 'node:child_process';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { Registry } from 'prom-client';
+import { Kind } from '../../services/shared/record.js';
+import { createLiveSource, describeLiveStatus, parseLiveFilters, parseLiveOptions, registerLiveMetrics, LiveError } from '../../services/agent/live/index.js';
+import { loadObjects } from '../../services/agent/live/objects.js';
+import { openKernelBtf } from '../../services/agent/live/btf.js';
+import { describePrivileged, OBJ_DIR } from './preflight.js';
+import { Lab, TCP_CLIENT, TCP_ECHO_SERVER, waitLine, type Link, type Ns } from './netns.js';
+import { startCapture } from './capture.js';
+
+interface BpfObj {
+  id: number;
+  name?: string;
+  map_ids?: number[];
+  prog_id?: number;
+}
+
+const bpftool = (...args: string[]): BpfObj[] => JSON.parse(execFileSync('bpftool', ['-j', ...args], { encoding: 'utf8' }) || '[]') as BpfObj[];
+const hopProgs = (): BpfObj[] => bpftool('prog', 'show').filter((p) => p.name?.startsWith('hop_'));
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Kernel objects are freed after an RCU grace period: poll briefly. */
+async function eventually(check: () => boolean, ms = 3000): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (check()) return true;
+    await sleep(50);
+  }
+  return check();
+}
+
+describePrivileged('live capture: lifecycle, filters and counters', () => {
+  const lab = new Lab();
+  let cli: Ns;
+  let srv: Ns;
+  let link: Link;
+
+  beforeAll(() => {
+    cli = lab.ns('cli');
+    srv = lab.ns('srv');
+    link = lab.link(cli, srv);
+  });
+  afterAll(() => lab.cleanup());
+
+  async function exchange(port: number, msg = 'ping'): Promise<number> {
+    const server = srv.spawn('node', ['-e', TCP_ECHO_SERVER, link.addrB, String(port)]);
+    await waitLine(server, /listening/);
+    const res = JSON.parse(cli.run('node', ['-e', TCP_CLIENT, link.addrB, String(port), msg]).trim()) as { local: number };
+    server.kill();
+    return res.local;
+  }
+
+  it('leaves no programs, links, maps or TC filters behind after stop()', async () => {
+    const before = new Set(hopProgs().map((p) => p.id));
+    const cap = startCapture({ netns: [cli.name, srv.name] });
+    const ours = hopProgs().filter((p) => !before.has(p.id));
+    expect(ours.map((p) => p.name).sort()).toEqual(
+      ['hop_inet_sock_set_state', 'hop_kfree_skb', 'hop_net_dev_queue', 'hop_net_dev_start_xmit', 'hop_netif_receive_skb', 'hop_tcp_receive_reset', 'hop_tcp_retransmit_skb', 'hop_tcp_send_reset'].sort(),
+    );
+    const progIds = new Set(ours.map((p) => p.id));
+    const mapIds = new Set(ours.flatMap((p) => p.map_ids ?? []));
+    expect(bpftool('link', 'show').filter((l) => progIds.has(l.prog_id!))).toHaveLength(ours.length);
+    await exchange(16001);
+    await cap.waitFor((r) => r.kind === Kind.PACKET, { what: 'packets' });
+    await cap.stop();
+
+    expect(await eventually(() => !bpftool('prog', 'show').some((p) => progIds.has(p.id)))).toBe(true);
+    expect(bpftool('link', 'show').filter((l) => progIds.has(l.prog_id!))).toEqual([]);
+    expect(await eventually(() => !bpftool('map', 'show').some((m) => mapIds.has(m.id)))).toBe(true);
+    // Tracepoints only: nothing is ever attached to the devices.
+    for (const [ns, dev] of [[cli, link.a], [srv, link.b]] as const) {
+      for (const dir of ['ingress', 'egress']) expect(ns.run('tc', ['filter', 'show', 'dev', dev, dir]).trim()).toBe('');
+      expect(ns.run('tc', ['qdisc', 'show', 'dev', dev])).not.toContain('clsact');
+    }
+  });
+
+  it('keeps the other programs when a tracepoint is absent, and says what is lost', () => {
+    const real = openKernelBtf();
+    const btf = { ...real, hasTracepoint: (n: string) => n !== 'tcp_send_reset' && real.hasTracepoint(n) };
+    const k = loadObjects({ objDir: OBJ_DIR, btf, ringBytes: 1 << 16, wakeupBytes: 1 << 14 });
+    try {
+      k.attach();
+      expect(k.attached.map((a) => a.tracepoint)).not.toContain('tcp_send_reset');
+      expect(k.attached).toHaveLength(7);
+      expect(k.problems).toEqual([
+        expect.objectContaining({ program: 'hop_tcp_send_reset', code: 'HOP_LIVE_TRACEPOINT_ABSENT', lost: 'resets sent' }),
+      ]);
+      const line = describeLiveStatus({ attached: k.attached, problems: k.problems, filters: parseLiveFilters({}), netns: null });
+      expect(line).toContain('attached netif_receive_skb, net_dev_queue, net_dev_start_xmit, kfree_skb');
+      expect(line).toContain('NOT capturing resets sent (hop_tcp_send_reset: HOP_LIVE_TRACEPOINT_ABSENT)');
+    } finally {
+      k.close();
+      real.close();
+    }
+  });
+
+  it('fails with stable codes naming the problem', () => {
+    const code = (f: () => unknown): string | undefined => {
+      try {
+        f();
+      } catch (e) {
+        expect(e).toBeInstanceOf(LiveError);
+        return (e as LiveError).code;
+      }
+      return undefined;
+    };
+    expect(code(() => createLiveSource(parseLiveOptions({ netns: ['hopt-does-not-exist'] })))).toBe('HOP_LIVE_NETNS_NOT_FOUND');
+    expect(code(() => createLiveSource(parseLiveOptions({ objDir: '/nonexistent' })))).toBe('HOP_LIVE_NO_OBJECTS');
+    expect(code(() => parseLiveOptions({ ringBytes: 100000 }))).toBe('HOP_LIVE_BAD_OPTION');
+    expect(() => parseLiveOptions({ ports: [70000] })).toThrow(/ports\[0\]/);
+  });
+
+  it('changes filters at run time without reloading, and counts what they drop', async () => {
+    const cap = startCapture({ netns: [cli.name, srv.name], ports: [16010] });
+    try {
+      const ids = new Set(hopProgs().map((p) => p.id));
+      const p1 = await exchange(16011); // filtered out by port
+      const p2 = await exchange(16010);
+      await cap.waitFor((r) => r.tuple.sport === p2 || r.tuple.dport === p2, { what: 'port 16010 records' });
+      await cap.settle();
+      expect(cap.records.some((r) => r.tuple.sport === p1 || r.tuple.dport === p1)).toBe(false);
+      expect(cap.source.kernelCounters().port_filtered).toBeGreaterThan(0);
+
+      // Now only the server's namespace, any port, and only 1 flow in 1000000 of packets.
+      cap.source.setFilters({ netns: [srv.name], sampleN: 1_000_000 });
+      const n = cap.records.length;
+      const sampledBefore = cap.source.kernelCounters().sampled_out;
+      await exchange(16012);
+      await sleep(100);
+      expect(cap.source.kernelCounters().sampled_out).toBeGreaterThan(sampledBefore);
+      const later = cap.records.slice(n);
+      // Socket events are never sampled; packets of this flow were (with near certainty).
+      expect(later.filter((r) => r.kind === Kind.PACKET && r.tuple.sport === 16012)).toEqual([]);
+      expect(later.every((r) => r.netnsIno === srv.inode)).toBe(true);
+      expect(later.some((r) => r.kind === Kind.SOCK_STATE)).toBe(true);
+      // The same programs all along.
+      expect(new Set(hopProgs().map((p) => p.id))).toEqual(ids);
+      expect(cap.source.status().filters.sampleN).toBe(1_000_000);
+    } finally {
+      await cap.stop();
+    }
+  });
+
+  it('filters by interface and by address in the kernel', async () => {
+    const cap = startCapture({ netns: [cli.name, srv.name], interfaces: [link.b], addrs: [`${link.addrA}/32`] });
+    try {
+      const server = srv.spawn('node', ['-e', TCP_ECHO_SERVER, '::', '16030']);
+      await waitLine(server, /listening/);
+      const p4 = JSON.parse(cli.run('node', ['-e', TCP_CLIENT, link.addrB, '16030', 'v4']).trim()) as { local: number };
+      const p6 = JSON.parse(cli.run('node', ['-e', TCP_CLIENT, link.addr6B, '16030', 'v6']).trim()) as { local: number };
+      server.kill();
+      await cap.waitFor((r) => r.kind === Kind.PACKET && r.tuple.sport === p4.local, { what: 'IPv4 packets on the server device' });
+      await cap.settle();
+      const packets = cap.records.filter((r) => r.kind === Kind.PACKET);
+      expect(packets.every((r) => r.ifname === link.b)).toBe(true);
+      expect(packets.some((r) => r.tuple.sport === p6.local || r.tuple.dport === p6.local)).toBe(false);
+      const k = cap.source.kernelCounters();
+      expect(k.ifname_filtered).toBeGreaterThan(0);
+      expect(k.addr_filtered).toBeGreaterThan(0);
+    } finally {
+      await cap.stop();
+    }
+  });
+
+  it('follows a namespace owned by name when it is deleted and created again', async () => {
+    const re = lab.ns('re');
+    const cap = startCapture({ netns: [re.name] });
+    const rstIn = async (ino: number) => {
+      const port = 16040 + Math.floor(Math.random() * 100);
+      re.run('node', ['-e', TCP_CLIENT, '127.0.0.1', String(port), 'x']);
+      await cap.waitFor((r) => r.kind === Kind.RST_SENT && r.netnsIno === ino && r.tuple.sport === port, { what: `reset in netns ${ino}`, timeoutMs: 6000 });
+    };
+    try {
+      await rstIn(re.inode);
+      execFileSync('ip', ['netns', 'del', re.name]);
+      execFileSync('ip', ['netns', 'add', re.name]);
+      execFileSync('ip', ['-n', re.name, 'link', 'set', 'lo', 'up']);
+      const ino = Number(execFileSync('stat', ['-L', '-c', '%i', `/var/run/netns/${re.name}`], { encoding: 'utf8' }).trim());
+      expect(ino).not.toBe(re.inode);
+      // Within one refresh period the agent owns the new namespace, with no call from us.
+      expect(await eventually(() => cap.source.status().netns?.includes(ino) === true, 5000)).toBe(true);
+      expect(cap.source.stats().netns_changes).toBeGreaterThan(0);
+      await rstIn(ino);
+    } finally {
+      await cap.stop();
+    }
+  });
+
+  it('counts ring buffer overflow in the kernel and exposes it as a metric', async () => {
+    // A 64 KiB ring drained once a second cannot hold a burst of a few thousand packets.
+    const source = createLiveSource(parseLiveOptions({ netns: [cli.name, srv.name], ringBytes: 1 << 16, drainIntervalMs: 1000, wakeupFraction: 1 }));
+    const registry = new Registry();
+    registerLiveMetrics(registry, source);
+    const consumer = (async () => {
+      for await (const c of source.chunks()) void c;
+    })();
+    try {
+      const server = srv.spawn('node', ['-e', TCP_ECHO_SERVER, link.addrB, '16020']);
+      await waitLine(server, /listening/);
+      // Many small writes, no Nagle: one packet each way per write.
+      cli.run('node', ['-e', `
+        const s = require('net').connect(16020, '${link.addrB}', () => {
+          s.setNoDelay(true);
+          let i = 0; const t = setInterval(() => { for (let k = 0; k < 50; k++) s.write('x'); if (++i === 40) { clearInterval(t); s.end(); } }, 1);
+        });
+        s.on('data', () => {}); s.on('close', () => process.exit(0));`]);
+      server.kill();
+      await sleep(1200);
+      const lost = source.kernelCounters().ringbuf_full;
+      expect(lost).toBeGreaterThan(0);
+      const text = await registry.metrics();
+      const metric = (name: string) => Number(text.match(new RegExp(`^${name} (\\d+)$`, 'm'))?.[1]);
+      expect(metric('hoptrace_live_ringbuf_lost_total')).toBe(lost);
+      expect(text).toMatch(/hoptrace_live_events_total\{kind="packet"\} \d+/);
+      expect(text).toMatch(/hoptrace_live_kernel_events_total\{outcome="ringbuf_full"\} \d+/);
+      expect(text).toMatch(/hoptrace_live_programs\{state="attached"\} 8/);
+    } finally {
+      await source.stop();
+      await consumer;
+    }
+  });
+
+  it('exposes drops by kernel reason and resets by reason and state as metrics', async () => {
+    const cap = startCapture({ netns: [cli.name, srv.name] });
+    const registry = new Registry();
+    registerLiveMetrics(registry, cap.source);
+    try {
+      cli.run('node', ['-e', TCP_CLIENT, link.addrB, '16099', 'x']);
+      await cap.waitFor((r) => r.kind === Kind.RST_SENT, { what: 'reset' });
+      await cap.waitFor((r) => r.kind === Kind.DROP, { what: 'drop' });
+      const text = await registry.metrics();
+      expect(text).toMatch(/hoptrace_live_resets_total\{direction="sent",reason="NO_SOCKET",state="UNKNOWN"\} [1-9]/);
+      expect(text).toMatch(/hoptrace_live_resets_total\{direction="received",reason="",state="SYN_SENT"\} [1-9]/);
+      expect(text).toMatch(/hoptrace_live_drops_total\{reason="NO_SOCKET"\} [1-9]/);
+    } finally {
+      await cap.stop();
+    }
+  });
+});

@@ -1,0 +1,72 @@
+/**
+ * parseLiveOptions / parseLiveFilters and the filter encoding. Pure (no
+ * privileges); lives here next to the code it pins until the unit suite takes it.
+ */
+import { describe, expect, it } from 'vitest';
+import { parseLiveFilters, parseLiveOptions, LiveError } from '../../services/agent/live/index.js';
+import { encodeFilterCfg } from '../../services/agent/live/filters.js';
+import { CfgFlag } from '../../services/agent/live/kernel-abi.js';
+import { checkCapabilities } from '../../services/agent/live/privileges.js';
+
+describe('live options', () => {
+  it('defaults: everything captured, sane sizes, frozen', () => {
+    const o = parseLiveOptions({ node: 'n1' });
+    expect(o).toMatchObject({ node: 'n1', netns: null, interfaces: null, addrs: null, ports: null, protocols: null, sampleN: 1, ringBytes: 1 << 24 });
+    expect(Object.isFrozen(o)).toBe(true);
+    expect(o.objDir).toMatch(/bpf\/\.output$/);
+  });
+
+  it('accepts names, paths and inodes for namespaces, and lists as comma-separated strings', () => {
+    const o = parseLiveOptions({ netns: 'pod-a, /proc/1/ns/net,4026531840', protocols: 'tcp,17', ports: '80,443' });
+    expect(o.netns).toEqual([
+      { kind: 'name', name: 'pod-a' },
+      { kind: 'path', path: '/proc/1/ns/net' },
+      { kind: 'inode', inode: 4026531840 },
+    ]);
+    expect(o.protocols).toEqual([6, 17]);
+    expect(o.ports).toEqual([80, 443]);
+  });
+
+  it('turns addresses into IPv4-mapped / IPv6 LPM keys', () => {
+    const { addrs } = parseLiveFilters({ addrs: ['10.1.0.0/16', '10.2.3.4', 'fd00::/8', '::ffff:1.2.3.4'] });
+    expect(addrs!.map((a) => a.prefixlen)).toEqual([112, 128, 8, 128]);
+    expect(Buffer.from(addrs![0]!.addr).toString('hex')).toBe('00000000000000000000ffff0a010000');
+    expect(Buffer.from(addrs![2]!.addr).toString('hex')).toBe('fd000000000000000000000000000000');
+    expect(Buffer.from(addrs![3]!.addr).toString('hex')).toBe('00000000000000000000ffff01020304');
+  });
+
+  it.each([
+    [{ ringBytes: 100000 }, /ringBytes: must be a power of two/],
+    [{ ringBytes: 1024 }, /ringBytes: expected an integer/],
+    [{ ports: [70000] }, /ports\[0\]/],
+    [{ ports: [] }, /ports: an empty list/],
+    [{ addrs: ['10.0.0.0/33'] }, /addrs\[0\]/],
+    [{ addrs: ['example.com'] }, /addrs\[0\]: not an IP address/],
+    [{ netns: ['../etc'] }, /netns\[0\]: not a valid netns name/],
+    [{ interfaces: ['a-very-long-device-name'] }, /interfaces\[0\]/],
+    [{ protocols: ['quic'] }, /protocols\[0\]/],
+    [{ sampleN: 0 }, /sampleN/],
+    [{ objects: ['packet', 'xdp'] }, /objects\[1\]/],
+    [{ colour: 'blue' }, /colour: unknown option/],
+  ])('rejects %j naming the field', (input, message) => {
+    expect(() => parseLiveOptions(input)).toThrow(message);
+    try {
+      parseLiveOptions(input);
+    } catch (e) {
+      expect((e as LiveError).code).toBe('HOP_LIVE_BAD_OPTION');
+    }
+  });
+
+  it('encodes the kernel filter config', () => {
+    const b = encodeFilterCfg(parseLiveFilters({ ports: [80], protocols: ['tcp', 'icmpv6'], sampleN: 8 }), true);
+    expect(b.readUInt32LE(0)).toBe(CfgFlag.NETNS | CfgFlag.PORT | CfgFlag.PROTO);
+    expect(b.readUInt32LE(4)).toBe(8);
+    expect(b.readBigUInt64LE(8)).toBe((1n << 6n) | (1n << 58n));
+  });
+
+  it('names the missing privilege', () => {
+    expect(() => checkCapabilities(0n, 1000)).toThrow(expect.objectContaining({ code: 'HOP_LIVE_NOT_ROOT' }));
+    expect(() => checkCapabilities(0n, 0)).toThrow(expect.objectContaining({ code: 'HOP_LIVE_MISSING_CAPABILITY' }));
+    expect(() => checkCapabilities((1n << 39n) | (1n << 38n), 1000)).not.toThrow();
+  });
+});
