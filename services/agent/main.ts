@@ -6,8 +6,9 @@ import { createLogger, type Logger } from '../shared/log.js';
 import { createAgent, type Agent } from './agent.js';
 import { createKafkaSink } from './kafka-sink.js';
 import { createAgentMetrics, serveMetrics } from './metrics.js';
+import { createLiveSource, describeLiveStatus, dropReasonName, kernelSymbol, parseLiveOptions, registerLiveMetrics, resetReasonName, type LiveOptionsInput } from './live/index.js';
 import { openRecording } from './recording-source.js';
-import type { RecordSource } from './source.js';
+import type { RecordChunk, RecordSource } from './source.js';
 
 export interface RunningAgent {
   agent: Agent;
@@ -17,8 +18,8 @@ export interface RunningAgent {
 }
 
 /** Starts an agent on `source`; resolves once it is producing. `done` settles when it has flushed. */
-export async function startAgent(cfg: Config, source: RecordSource, log: Logger, opts: { metrics?: boolean; agentName?: string } = {}): Promise<RunningAgent> {
-  const metrics = createAgentMetrics();
+export async function startAgent(cfg: Config, source: RecordSource, log: Logger, opts: { metrics?: boolean; agentName?: string; registry?: ReturnType<typeof createAgentMetrics>['registry'] } = {}): Promise<RunningAgent> {
+  const metrics = createAgentMetrics(opts.registry);
   let server: Server | undefined;
   if (opts.metrics !== false && cfg.metricsPort > 0) server = await serveMetrics(metrics.registry, '127.0.0.1', cfg.metricsPort);
   const abort = new AbortController();
@@ -52,4 +53,56 @@ export async function runRecordingAgent(cfg: Config, file: string, rate: number)
   process.once('SIGTERM', onSignal);
   await running.done;
   log.info({ ...running.agent.stats(), ...source.stats() }, 'agent finished');
+}
+
+/**
+ * Shifts a source's clock reference by `skewMs`: stands for a node whose wall clock is
+ * off by that much (the lab's unsynchronised-clock knob). The correlator estimates and
+ * removes such offsets from traffic.
+ */
+export function withClockSkew(source: RecordSource, skewMs: number): RecordSource {
+  if (skewMs === 0) return source;
+  const skew = BigInt(Math.round(skewMs * 1e6));
+  return {
+    node: source.node,
+    boot: source.boot,
+    names: source.names,
+    async *chunks(): AsyncGenerator<RecordChunk> {
+      for await (const c of source.chunks()) yield { ...c, clockOffsetNs: c.clockOffsetNs + skew };
+    },
+    stop: () => source.stop(),
+    stats: () => source.stats(),
+  };
+}
+
+/** `hoptrace agent --live`: capture from the running kernel until SIGINT/SIGTERM. */
+export async function runLiveAgent(cfg: Config, live: LiveOptionsInput, skewMs: number): Promise<void> {
+  const log = createLogger('agent', cfg.logLevel);
+  const liveSource = createLiveSource(parseLiveOptions(live));
+  log.info(describeLiveStatus(liveSource.status()));
+  const source = withClockSkew(
+    {
+      node: liveSource.node,
+      boot: liveSource.boot,
+      names: { dropReason: dropReasonName, resetReason: resetReasonName, symbol: (a) => kernelSymbol(a) ?? undefined },
+      chunks: () => liveSource.chunks(),
+      stop: () => liveSource.stop(),
+      stats: () => liveSource.stats(),
+    },
+    skewMs,
+  );
+  const metrics = createAgentMetrics();
+  registerLiveMetrics(metrics.registry, liveSource);
+  let running: RunningAgent;
+  try {
+    running = await startAgent(cfg, source, log, { registry: metrics.registry });
+  } catch (err) {
+    await liveSource.stop();
+    throw err;
+  }
+  const onSignal = () => void running.stop();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  await running.done;
+  log.info({ ...running.agent.stats(), ...liveSource.stats() }, 'agent finished');
 }

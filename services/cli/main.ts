@@ -7,12 +7,13 @@ import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
-import { runRecordingAgent } from '../agent/main.js';
+import { runLiveAgent, runRecordingAgent } from '../agent/main.js';
 import { generateRecording } from '../agent/generate.js';
 import { startApi } from '../api/server.js';
 import { runCorrelator } from '../correlator/main.js';
 import { loadConfig, optionsTable, type Config } from '../shared/config.js';
 import { describeError, HopError } from '../shared/errors.js';
+import { registerLabCommands } from '../lab/cli.js';
 import { registerPathCommands } from './path.js';
 import { registerQueryCommands } from './query.js';
 import { replay } from './replay.js';
@@ -34,10 +35,24 @@ const program = new Command('hoptrace').description('Follow TCP flows across a c
 
 program
   .command('agent')
-  .description('run an agent that replays one node recording into Kafka')
-  .requiredOption('--recording <file>', 'recording file (.hoprec)')
+  .description('run an agent: live capture from this kernel (--live), or replay of one node recording')
+  .option('--live', 'capture from the running kernel with eBPF (root)')
+  .option('--recording <file>', 'replay this recording file (.hoprec) instead')
   .option('--rate <events/s>', 'replay rate, 0 = as fast as possible', intArg(0, 100_000_000), 0)
-  .action(async (o: { recording: string; rate: number }) => runRecordingAgent(config(), o.recording, o.rate));
+  .option('--node <name>', 'live: node name of the records (default: host name)')
+  .option('--netns <list>', 'live: owned namespaces: names under /var/run/netns, paths or inodes, comma-separated; "all"')
+  .option('--interfaces <list>', 'live: device names to capture at device hooks; "all"')
+  .option('--addrs <list>', 'live: addresses or CIDRs to keep; "all"')
+  .option('--ports <list>', 'live: ports to keep; "all"')
+  .option('--protocols <list>', 'live: tcp, udp, icmp... to keep; "all"')
+  .option('--sample <n>', 'live: keep packets of 1 flow in N', intArg(1, 1_000_000))
+  .option('--clock-skew-ms <ms>', "pretend this node's wall clock is off by this much (lab knob)", Number, 0)
+  .action(async (o: { live?: boolean; recording?: string; rate: number; node?: string; netns?: string; interfaces?: string; addrs?: string; ports?: string; protocols?: string; sample?: number; clockSkewMs: number }) => {
+    if (!o.live === !o.recording) throw new HopError('HOP_CONFIG_INVALID', 'give exactly one of --live or --recording FILE');
+    if (!Number.isFinite(o.clockSkewMs)) throw new HopError('HOP_CONFIG_INVALID', '--clock-skew-ms must be a number');
+    if (o.recording) return runRecordingAgent(config(), o.recording, o.rate);
+    return runLiveAgent(config(), { node: o.node, netns: o.netns, interfaces: o.interfaces, addrs: o.addrs, ports: o.ports, protocols: o.protocols, sampleN: o.sample }, o.clockSkewMs);
+  });
 
 program
   .command('correlator')
@@ -98,6 +113,7 @@ program
 
 registerQueryCommands(program, config);
 registerPathCommands(program, config);
+registerLabCommands(program);
 
 program.parseAsync().catch((err: unknown) => {
   const code = err instanceof HopError ? err.code : 'HOP_ERROR';
