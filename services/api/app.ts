@@ -9,6 +9,8 @@
  *   GET /api/v1/flows/:flowId/timeline       one flow's summary and timeline
  *   GET /api/v1/flows/:flowId/path           one flow's hops per direction, NAT, per-segment latency
  *   GET /api/v1/reports/latency              per-segment latency over many flows, clocks corrected
+ *   GET /api/v1/incidents                    stored verdicts (resets, drops, retransmission bursts), newest first
+ *   GET /api/v1/flows/:flowId/explain        one flow's path and every verdict on it, in words
  *
  * Errors are `{statusCode, code, error, message}`; bad parameters get 400 with the
  * field named (`querystring/port must be <= 65535`), never a stack trace.
@@ -17,11 +19,13 @@ import type { FastifyError, FastifyPluginAsync, FastifySchemaValidationError } f
 import type { Config } from '../shared/config.js';
 import { HopError, type ErrorCode } from '../shared/errors.js';
 import { canonicalIp } from '../shared/sql.js';
+import { explainText } from '../correlator/explain.js';
 import { buildPath } from '../correlator/path.js';
+import { judgeFlow } from '../correlator/verdicts.js';
 import { latencyReport } from '../correlator/report.js';
 import { buildTimeline } from '../correlator/timeline.js';
-import { PROTOCOLS, type FlowFilter, type FlowStore, type ReportFilter } from './queries.js';
-import { flowsQuerySchema, flowsResponses, healthResponses, latencyQuerySchema, latencyResponses, PATTERN_HINTS, pathResponses, timelineParamsSchema, timelineResponses } from './schemas.js';
+import { flowLinks, PROTOCOLS, type FlowFilter, type FlowStore, type IncidentFilter, type ReportFilter } from './queries.js';
+import { explainResponses, flowsQuerySchema, flowsResponses, healthResponses, incidentsQuerySchema, incidentsResponses, latencyQuerySchema, latencyResponses, PATTERN_HINTS, pathResponses, timelineParamsSchema, timelineResponses } from './schemas.js';
 import { parseTime, TIME_HINT } from './time.js';
 
 export interface AppDeps {
@@ -31,6 +35,17 @@ export interface AppDeps {
   now?: () => number;
   /** Longest wait for ClickHouse's answer in /healthz, ms. */
   healthTimeoutMs?: number;
+}
+
+interface IncidentsQuery {
+  type?: string;
+  namespace?: string;
+  pod?: string;
+  service?: string;
+  node?: string;
+  since?: string;
+  until?: string;
+  limit: number;
 }
 
 interface LatencyQuery {
@@ -212,6 +227,44 @@ export const app: FastifyPluginAsync<AppDeps> = async (f, deps) => {
       if (!flow && rows.length === 0) throw new HopError('HOP_NOT_FOUND', `flow ${id} not found`);
       const truncated = rows.length > limit;
       return { flow, path: buildPath(truncated ? rows.slice(0, limit) : rows), truncated };
+    },
+  );
+
+  f.get<{ Params: { flowId: string } }>(
+    '/api/v1/flows/:flowId/explain',
+    { schema: { params: timelineParamsSchema, response: explainResponses } },
+    async (req) => {
+      const id = flowIdOf(req.params.flowId);
+      const limit = cfg.apiMaxRows;
+      const [flow, rows] = await Promise.all([store.getFlow(id), store.flowEvents(id, limit + 1)]);
+      if (!flow && rows.length === 0) throw new HopError('HOP_NOT_FOUND', `flow ${id} not found`);
+      const truncated = rows.length > limit;
+      const events = truncated ? rows.slice(0, limit) : rows;
+      const path = buildPath(events);
+      const verdicts = judgeFlow(events);
+      return { flow, path, verdicts, text: explainText(path, verdicts), truncated, links: flowLinks(id.toString()) };
+    },
+  );
+
+  f.get<{ Querystring: IncidentsQuery }>(
+    '/api/v1/incidents',
+    { schema: { querystring: incidentsQuerySchema(cfg.apiMaxRows), response: incidentsResponses } },
+    async (req) => {
+      const q = req.query;
+      const filter: IncidentFilter = { limit: q.limit + 1, ...timeRange(q) };
+      if (q.type !== undefined) filter.kind = q.type;
+      if (q.namespace !== undefined) filter.namespace = q.namespace;
+      if (q.pod !== undefined) filter.pod = q.pod;
+      if (q.node !== undefined) filter.node = q.node;
+      if (q.service !== undefined) {
+        const ip = canonicalIp(q.service);
+        if (ip === null) throw bad('querystring/service', PATTERN_HINTS['querystring/service']!);
+        filter.service = ip;
+      }
+      const incidents = await store.listIncidents(filter);
+      const truncated = incidents.length > q.limit;
+      if (truncated) incidents.length = q.limit;
+      return { incidents, count: incidents.length, truncated };
     },
   );
 

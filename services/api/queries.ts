@@ -12,7 +12,7 @@
 import type { ClickHouseClient } from '@clickhouse/client';
 import { describeError, HopError } from '../shared/errors.js';
 import { str, uint } from '../shared/sql.js';
-import { isoNs, nsToUs, type TimelineRow } from '../correlator/timeline.js';
+import { EVENT_COLUMNS, isoNs, nsToUs, type TimelineRow } from '../correlator/timeline.js';
 
 /** IP protocol names the API accepts and prints. */
 export const PROTOCOLS: Readonly<Record<string, number>> = { icmp: 1, tcp: 6, udp: 17, icmpv6: 58, sctp: 132 };
@@ -84,6 +84,41 @@ export interface ReportFilter {
   maxRows: number;
 }
 
+/** A validated incident filter. */
+export interface IncidentFilter {
+  kind?: string;
+  namespace?: string;
+  pod?: string;
+  node?: string;
+  /** Canonical IP: incidents of flows that had this address at any hop. */
+  service?: string;
+  sinceNs?: bigint;
+  untilNs?: bigint;
+  limit: number;
+}
+
+/** A stored incident (a verdict on a flow). */
+export interface Incident {
+  flowId: string;
+  key: string;
+  kind: string;
+  tsNs: string;
+  time: string;
+  node: string;
+  netns: string;
+  pod: string;
+  place: string;
+  skState: string;
+  reason: number;
+  reasonName: string;
+  trigger: unknown;
+  title: string;
+  evidence: string[];
+  fix: string | null;
+  /** API paths of the flow's timeline and explanation. */
+  links: { timeline: string; path: string; explain: string };
+}
+
 export type PingResult = { ok: true } | { ok: false; error: string };
 
 /** What the routes need from storage. */
@@ -97,6 +132,7 @@ export interface FlowStore {
   flowEvents(flowId: bigint, limit: number): Promise<TimelineRow[]>;
   /** Events of the most recent flows matching the filter, grouped by flow (at most maxRows in all). */
   reportEvents(filter: ReportFilter): Promise<{ flows: TimelineRow[][]; truncated: boolean }>;
+  listIncidents(filter: IncidentFilter): Promise<Incident[]>;
 }
 
 // ---------------------------------------------------------------- SQL
@@ -136,14 +172,6 @@ interface SummaryRow {
   nodeList: string[];
 }
 
-/** hop_events columns the timeline reads (timeline.ts TimelineRow). */
-const EVENT_COLUMNS: readonly (keyof TimelineRow)[] = [
-  'wall_ts_ns', 'agent', 'boot', 'seq', 'node', 'netns_ino', 'netns', 'pod', 'ifindex', 'ifname',
-  'hook', 'kind', 'family', 'proto', 'dir', 'saddr', 'daddr', 'sport', 'dport',
-  'tcp_seq', 'tcp_ack', 'tcp_flags', 'tcp_window', 'payload_len', 'ip_id', 'flags',
-  'ct_id', 'ct_status', 'ct_info', 'reply_saddr', 'reply_daddr', 'reply_sport', 'reply_dport',
-  'reason', 'sk_state', 'isn_c', 'isn_s', 'reason_name', 'location', 'aux0', 'aux1', 'aux2',
-];
 
 /**
  * Conditions on a partial row. A flow's partials can differ in endpoints (each node
@@ -203,6 +231,76 @@ WHERE flow_id IN (
 )
 ORDER BY fid, wall_ts_ns
 LIMIT ${uint(f.maxRows + 1)}`;
+}
+
+export function listIncidentsSql(f: IncidentFilter): string {
+  const c: string[] = [];
+  if (f.kind !== undefined) c.push(`kind = ${str(f.kind)}`);
+  if (f.namespace !== undefined) c.push(`netns = ${str(f.namespace)}`);
+  if (f.pod !== undefined) c.push(`(pod = ${str(f.pod)} OR netns = ${str(f.pod)})`);
+  if (f.node !== undefined) c.push(`node = ${str(f.node)}`);
+  if (f.sinceNs !== undefined) c.push(`ts_ns >= ${uint(f.sinceNs)}`);
+  if (f.untilNs !== undefined) c.push(`ts_ns <= ${uint(f.untilNs)}`);
+  if (f.service !== undefined) c.push(`flow_id IN (SELECT flow_id FROM flow_parts WHERE a_addr = ${str(f.service)} OR b_addr = ${str(f.service)})`);
+  return `SELECT toString(flow_id) AS flowId, incident_key AS ikey, kind AS ikind, toString(ts_ns) AS tsNs, node AS inode, netns AS inetns, pod AS ipod, place AS iplace,
+  sk_state AS skState, reason AS ireason, reason_name AS reasonName, trigger AS itrigger, title AS ititle, evidence AS ievidence, fix AS ifix
+FROM incidents FINAL
+${where(c)}
+ORDER BY ts_ns DESC, flow_id, incident_key
+LIMIT ${uint(f.limit)}`;
+}
+
+interface IncidentSqlRow {
+  flowId: string;
+  ikey: string;
+  ikind: string;
+  tsNs: string;
+  inode: string;
+  inetns: string;
+  ipod: string;
+  iplace: string;
+  skState: string;
+  ireason: number;
+  reasonName: string;
+  itrigger: string;
+  ititle: string;
+  ievidence: string;
+  ifix: string;
+}
+
+function parseJson<T>(s: string, fallback: T): T {
+  try {
+    return JSON.parse(s) as T;
+  } catch {
+    return fallback;
+  }
+}
+
+export function flowLinks(flowId: string) {
+  const base = `/api/v1/flows/${flowId}`;
+  return { timeline: `${base}/timeline`, path: `${base}/path`, explain: `${base}/explain` };
+}
+
+function toIncident(r: IncidentSqlRow): Incident {
+  return {
+    flowId: r.flowId,
+    key: r.ikey,
+    kind: r.ikind,
+    tsNs: r.tsNs,
+    time: isoNs(BigInt(r.tsNs)),
+    node: r.inode,
+    netns: r.inetns,
+    pod: r.ipod,
+    place: r.iplace,
+    skState: r.skState,
+    reason: Number(r.ireason),
+    reasonName: r.reasonName,
+    trigger: parseJson(r.itrigger, null),
+    title: r.ititle,
+    evidence: parseJson<string[]>(r.ievidence, []),
+    fix: r.ifix || null,
+    links: flowLinks(r.flowId),
+  };
 }
 
 export function flowSql(flowId: bigint): string {
@@ -322,6 +420,9 @@ export function createFlowStore(ch: ClickHouseClient, clickhouseUrl: string): Fl
     },
     async flowEvents(flowId, limit) {
       return rows<TimelineRow>(flowEventsSql(flowId, limit), `read events of flow ${flowId}`);
+    },
+    async listIncidents(filter) {
+      return (await rows<IncidentSqlRow>(listIncidentsSql(filter), 'list incidents')).map(toIncident);
     },
     async reportEvents(filter) {
       const all = await rows<TimelineRow & { fid: string }>(reportEventsSql(filter), 'read events for a latency report');

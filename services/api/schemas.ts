@@ -15,6 +15,7 @@ export const PATTERN_HINTS: Readonly<Record<string, string>> = {
   'querystring/since': TIME_HINT,
   'querystring/until': TIME_HINT,
   'querystring/service': 'must be an IPv4 or IPv6 address',
+  'querystring/namespace': 'must be a namespace name (letters, digits, . _ - :, at most 253)',
   'querystring/pod': 'must be a pod or namespace name (letters, digits, . _ - :, at most 253)',
   'params/flowId': 'must be a flow id (decimal, up to 20 digits)',
 };
@@ -330,6 +331,89 @@ export const latencyResponses = {
       clock: { type: 'array', items: clockOffset },
       segments: { type: 'array', items: segment },
       truncated: { type: 'boolean', description: 'The flows had more events than the API reads at once; the report covers part of them.' },
+    },
+  },
+  ...errors,
+} as const;
+
+const verdict = {
+  type: 'object',
+  properties: {
+    kind: { type: 'string', description: 'nat_bypass_reset, reset_refused, reset_no_socket, reset_app_abort, reset_other, reset_received, drop, retrans_burst' },
+    key: { type: 'string' },
+    tsNs: nsString,
+    node: { type: 'string' },
+    netns: { type: 'string' },
+    pod: { type: 'string' },
+    where: { type: 'string' },
+    skState: { type: 'string' },
+    reason: { type: 'integer' },
+    reasonName: { type: 'string' },
+    trigger: {
+      type: ['object', 'null'],
+      properties: { src: endpoint, dst: endpoint, seq: { type: 'integer' }, ack: { type: 'integer' }, flags: { type: 'string' }, len: { type: 'integer' } },
+    },
+    title: { type: 'string' },
+    evidence: { type: 'array', items: { type: 'string' } },
+    fix: { type: ['string', 'null'] },
+  },
+} as const;
+
+const links = { type: 'object', properties: { timeline: { type: 'string' }, path: { type: 'string' }, explain: { type: 'string' } } } as const;
+
+export const explainResponses = {
+  200: {
+    type: 'object',
+    properties: {
+      flow: { ...flowSummary, type: ['object', 'null'] },
+      path: pathResponses[200].properties.path,
+      verdicts: { type: 'array', items: verdict },
+      text: { type: 'array', items: { type: 'string' }, description: 'The explanation, one line per item' },
+      truncated: { type: 'boolean' },
+      links,
+    },
+  },
+  ...errors,
+} as const;
+
+export const INCIDENT_KINDS = ['nat_bypass_reset', 'reset_refused', 'reset_no_socket', 'reset_app_abort', 'reset_other', 'reset_received', 'drop', 'retrans_burst'] as const;
+
+export function incidentsQuerySchema(maxRows: number) {
+  return {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      type: { type: 'string', enum: INCIDENT_KINDS, description: 'Incident kind.' },
+      namespace: { type: 'string', maxLength: 253, pattern: NODE_PATTERN, description: 'Network namespace name where it happened.' },
+      pod: { type: 'string', maxLength: 253, pattern: NODE_PATTERN, description: 'Pod (or namespace name) where it happened.' },
+      service: { type: 'string', maxLength: 45, pattern: '^[0-9A-Fa-f:.]{2,45}$', description: 'Service VIP or any address the flow had.' },
+      node: { type: 'string', maxLength: 253, pattern: NODE_PATTERN, description: 'Node where it happened.' },
+      since: { type: 'string', maxLength: 40, pattern: TIME_PATTERN, description: 'At or after.' },
+      until: { type: 'string', maxLength: 40, pattern: TIME_PATTERN, description: 'At or before.' },
+      limit: { type: 'integer', minimum: 1, maximum: maxRows, default: Math.min(100, maxRows) },
+    },
+  } as const;
+}
+
+export const incidentsResponses = {
+  200: {
+    type: 'object',
+    properties: {
+      incidents: {
+        type: 'array',
+        items: {
+          type: 'object',
+          properties: {
+            flowId: { type: 'string' },
+            ...verdict.properties,
+            time: { type: 'string' },
+            place: { type: 'string' },
+            links,
+          },
+        },
+      },
+      count: { type: 'integer' },
+      truncated: { type: 'boolean' },
     },
   },
   ...errors,

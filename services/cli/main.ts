@@ -14,6 +14,7 @@ import { runCorrelator } from '../correlator/main.js';
 import { loadConfig, optionsTable, type Config } from '../shared/config.js';
 import { describeError, HopError } from '../shared/errors.js';
 import { registerLabCommands } from '../lab/cli.js';
+import { registerForensicsCommands } from './forensics.js';
 import { registerPathCommands } from './path.js';
 import { registerQueryCommands } from './query.js';
 import { replay } from './replay.js';
@@ -113,6 +114,7 @@ program
 
 registerQueryCommands(program, config);
 registerPathCommands(program, config);
+registerForensicsCommands(program, config);
 registerLabCommands(program);
 
 program.parseAsync().catch((err: unknown) => {

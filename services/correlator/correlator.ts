@@ -60,7 +60,7 @@ export interface Correlator {
   stats(): CorrelatorStats;
 }
 
-export function createCorrelator(cfg: Config, kafka: Kafka, writer: RowWriter, log: Logger): Correlator {
+export function createCorrelator(cfg: Config, kafka: Kafka, writer: RowWriter, log: Logger, onWritten?: (events: HopEventRow[]) => void): Correlator {
   const totals: CorrelatorStats = { messages: 0, events: 0, rejectedMessages: 0, rejectedRecords: 0, writes: 0 };
   const abort = new AbortController();
   const consumer: Consumer = kafka.consumer({
@@ -119,6 +119,7 @@ export function createCorrelator(cfg: Config, kafka: Kafka, writer: RowWriter, l
         },
         { what: `write ${events.length} hop events to ${writer.where}`, log, maxDelayMs: cfg.retryMaxMs, signal: abort.signal, retriable: () => !isStale() },
       );
+      onWritten?.(events);
       const next = (BigInt(last) + 1n).toString();
       resolveOffset(last);
       await consumer.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: next }]);

@@ -5,22 +5,32 @@ import { createKafka, ensureTopic } from '../shared/kafka.js';
 import { createLogger } from '../shared/log.js';
 import { retry } from '../shared/retry.js';
 import { clickhouseWriter, createCorrelator, type Correlator } from './correlator.js';
+import { createJudge, type Judge } from './judge.js';
+import { ANOMALY_KINDS } from './verdicts.js';
 
-export async function startCorrelator(cfg: Config, signal?: AbortSignal): Promise<Correlator & { close(): Promise<void> }> {
+export async function startCorrelator(cfg: Config, signal?: AbortSignal): Promise<Correlator & { judge: Judge; close(): Promise<void> }> {
   const log = createLogger('correlator', cfg.logLevel);
   await retry(() => migrate(cfg), { what: `migrate schema on ClickHouse at ${cfg.clickhouseUrl}`, log, maxDelayMs: cfg.retryMaxMs, signal });
   const kafka = createKafka(cfg, 'correlator', log);
   await ensureTopic(cfg, kafka, log, signal);
   const ch = createClickHouse(cfg);
-  const c = createCorrelator(cfg, kafka, clickhouseWriter(cfg, ch), log);
+  const judge = createJudge({ ch, log, settleMs: cfg.judgeSettleMs, lookbackMs: cfg.judgeLookbackMs });
+  const c = createCorrelator(cfg, kafka, clickhouseWriter(cfg, ch), log, (events) => {
+    const anomalous = new Set<number>();
+    for (const e of events) if (ANOMALY_KINDS.has(e.kind)) anomalous.add(e.flow_id);
+    if (anomalous.size) judge.notify(anomalous);
+  });
+  await judge.start();
   await c.start();
-  const timer = setInterval(() => log.info(c.stats(), 'correlator progress'), 10_000);
+  const timer = setInterval(() => log.info({ ...c.stats(), judge: judge.stats() }, 'correlator progress'), 10_000);
   timer.unref();
   return {
     ...c,
+    judge,
     async close() {
       clearInterval(timer);
       await c.stop();
+      await judge.stop();
       await ch.close();
     },
   };

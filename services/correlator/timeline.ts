@@ -68,6 +68,15 @@ export interface TimelineRow {
   isn_s?: number;
 }
 
+/** hop_events columns the timeline reads (TimelineRow). */
+export const EVENT_COLUMNS: readonly (keyof TimelineRow)[] = [
+  'wall_ts_ns', 'agent', 'boot', 'seq', 'node', 'netns_ino', 'netns', 'pod', 'ifindex', 'ifname',
+  'hook', 'kind', 'family', 'proto', 'dir', 'saddr', 'daddr', 'sport', 'dport',
+  'tcp_seq', 'tcp_ack', 'tcp_flags', 'tcp_window', 'payload_len', 'ip_id', 'flags',
+  'ct_id', 'ct_status', 'ct_info', 'reply_saddr', 'reply_daddr', 'reply_sport', 'reply_dport',
+  'reason', 'sk_state', 'isn_c', 'isn_s', 'reason_name', 'location', 'aux0', 'aux1', 'aux2',
+];
+
 export interface Endpoint {
   addr: string;
   port: number;

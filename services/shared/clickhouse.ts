@@ -122,13 +122,40 @@ const REJECTED = `CREATE TABLE IF NOT EXISTS rejected (
 ) ENGINE = ReplacingMergeTree()
 ORDER BY origin`;
 
+/**
+ * Verdicts (services/correlator/verdicts.ts) stored as incidents, one row per
+ * (flow, incident key). Judging a flow again (late events) writes a newer
+ * judged_at_ms, which replaces the row.
+ */
+const INCIDENTS = `CREATE TABLE IF NOT EXISTS incidents (
+  event_date Date,
+  flow_id UInt64,
+  incident_key String,
+  kind String,
+  ts_ns UInt64,
+  node String,
+  netns String,
+  pod String,
+  place String,
+  sk_state String,
+  reason UInt16,
+  reason_name String,
+  trigger String,
+  title String,
+  evidence String,
+  fix String,
+  judged_at_ms UInt64
+) ENGINE = ReplacingMergeTree(judged_at_ms)
+PARTITION BY event_date
+ORDER BY (flow_id, incident_key)`;
+
 const MIGRATIONS_TABLE = `CREATE TABLE IF NOT EXISTS schema_migrations (
   version UInt32,
   applied_at DateTime
 ) ENGINE = ReplacingMergeTree() ORDER BY version`;
 
 /** Ordered, append-only: never edit a migration that has shipped; add one. */
-export const MIGRATIONS: readonly string[] = [HOP_EVENTS, FLOW_PARTS, REJECTED];
+export const MIGRATIONS: readonly string[] = [HOP_EVENTS, FLOW_PARTS, REJECTED, INCIDENTS];
 
 /**
  * Creates the database and applies the migrations not yet recorded. Safe to run

@@ -1,0 +1,31 @@
+/**
+ * One flow in words: its path with the NAT at each step, then every verdict with
+ * its evidence and fix. What `hoptrace explain` prints and the API returns as text.
+ */
+import { describeHop, type FlowPath } from './path.js';
+import type { Verdict } from './verdicts.js';
+
+const fmt = (e: { addr: string; port: number }) => (e.addr.includes(':') ? `[${e.addr}]:${e.port}` : `${e.addr}:${e.port}`);
+
+export function explainText(path: FlowPath, verdicts: readonly Verdict[]): string[] {
+  const lines: string[] = [];
+  if (path.client && path.server) lines.push(`Connection ${fmt(path.client)} -> ${fmt(path.server)} (${path.packets} packets seen).`);
+  const fwd = path.paths.forward;
+  if (fwd.length) {
+    const nodes = [...new Set(fwd.map((h) => h.node))];
+    const nats = fwd.filter((h) => h.nat).map((h) => `${h.nat} on ${h.node}`);
+    const cts = [...new Set(fwd.flatMap((h) => h.conntrack.map((c) => `${c} (conntrack on ${h.node}${h.pod || h.netns ? `/${h.pod || h.netns}` : ''})`)))];
+    lines.push(`Path: ${nodes.join(' -> ')}${nats.length ? `; NAT: ${nats.join('; ')}` : '; no NAT seen'}${cts.length ? `; also ${cts.join('; ')}` : ''}.`);
+    const slow = [...path.segments].sort((a, b) => b.p50Us - a.p50Us)[0];
+    if (slow && slow.p50Us >= 1000) lines.push(`Slowest segment: ${slow.from} -> ${slow.to}, p50 ${(slow.p50Us / 1000).toFixed(1)} ms over ${slow.samples} packets.`);
+  }
+  if (!verdicts.length) lines.push('No reset, drop or retransmission burst on this flow.');
+  for (const v of verdicts) {
+    lines.push('', `${v.kind.toUpperCase().replace(/_/g, ' ')}: ${v.title}`);
+    v.evidence.forEach((e, i) => lines.push(`  ${i + 1}. ${e}`));
+    if (v.fix) lines.push(`  Fix: ${v.fix}`);
+  }
+  lines.push('', 'Hops, client -> server:');
+  fwd.forEach((h, i) => lines.push(`  ${String(i + 1).padStart(2)}. ${describeHop(h)}`));
+  return lines;
+}

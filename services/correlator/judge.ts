@@ -1,0 +1,155 @@
+/**
+ * Turns flows with resets, drops or retransmissions into stored incidents.
+ *
+ * The correlator notifies the judge of flows whose written events include an
+ * anomaly; the judge waits `settleMs` (the flow's other hops, from other nodes, are
+ * usually still in flight), reads the flow's events back from ClickHouse, runs the
+ * pure verdict rules (verdicts.ts) and writes one incident row per verdict. Judging
+ * again later replaces the rows (ReplacingMergeTree on judged_at_ms). At start it
+ * re-judges flows with anomalies in the last `lookbackMs` of event time, so a
+ * crash between the write and the judgement loses nothing. Several correlators
+ * judging the same flow write the same rows.
+ */
+import type { ClickHouseClient } from '../shared/clickhouse.js';
+import { describeError } from '../shared/errors.js';
+import type { Logger } from '../shared/log.js';
+import { uint } from '../shared/sql.js';
+import { eventDate } from './rows.js';
+import { EVENT_COLUMNS, type TimelineRow } from './timeline.js';
+import { ANOMALY_KINDS, judgeFlow, type Verdict } from './verdicts.js';
+
+export interface IncidentRow {
+  event_date: string;
+  flow_id: string;
+  incident_key: string;
+  kind: string;
+  ts_ns: string;
+  node: string;
+  netns: string;
+  pod: string;
+  place: string;
+  sk_state: string;
+  reason: number;
+  reason_name: string;
+  trigger: string;
+  title: string;
+  evidence: string;
+  fix: string;
+  judged_at_ms: number;
+}
+
+export function incidentRow(flowId: string, v: Verdict, judgedAtMs: number): IncidentRow {
+  return {
+    event_date: eventDate(BigInt(v.tsNs)),
+    flow_id: flowId,
+    incident_key: v.key,
+    kind: v.kind,
+    ts_ns: v.tsNs,
+    node: v.node,
+    netns: v.netns,
+    pod: v.pod,
+    place: v.where,
+    sk_state: v.skState,
+    reason: v.reason,
+    reason_name: v.reasonName,
+    trigger: JSON.stringify(v.trigger),
+    title: v.title,
+    evidence: JSON.stringify(v.evidence),
+    fix: v.fix ?? '',
+    judged_at_ms: judgedAtMs,
+  };
+}
+
+export interface JudgeOptions {
+  ch: ClickHouseClient;
+  log: Logger;
+  settleMs: number;
+  lookbackMs: number;
+  /** Most events read per judging round. */
+  maxRows?: number;
+}
+
+export interface Judge {
+  /** Flows whose just-written events include anomalies. */
+  notify(flowIds: Iterable<number>): void;
+  /** Re-judges recent anomalies, then judges notified flows as they settle. */
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  stats(): { judged: number; incidents: number; pending: number; errors: number };
+}
+
+const ANOMALIES = [...ANOMALY_KINDS].join(', ');
+
+export function createJudge(o: JudgeOptions): Judge {
+  const due = new Map<number, number>();
+  const totals = { judged: 0, incidents: 0, errors: 0 };
+  let timer: NodeJS.Timeout | undefined;
+  let running: Promise<void> = Promise.resolve();
+
+  async function judge(ids: number[]) {
+    const rs = await o.ch.query({
+      query: `SELECT toString(flow_id) AS fid, ${EVENT_COLUMNS.join(', ')} FROM hop_events FINAL WHERE flow_id IN (${ids.map(uint).join(', ')}) ORDER BY fid, wall_ts_ns LIMIT ${uint(o.maxRows ?? 1_000_000)}`,
+      format: 'JSONEachRow',
+      clickhouse_settings: { output_format_json_quote_64bit_integers: 1 },
+    });
+    const byFlow = new Map<string, TimelineRow[]>();
+    for (const r of await rs.json<TimelineRow & { fid: string }>()) {
+      let l = byFlow.get(r.fid);
+      if (!l) byFlow.set(r.fid, (l = []));
+      l.push(r);
+    }
+    const now = Date.now();
+    const rows: IncidentRow[] = [];
+    for (const [fid, events] of byFlow) for (const v of judgeFlow(events)) rows.push(incidentRow(fid, v, now));
+    if (rows.length) await o.ch.insert({ table: 'incidents', values: rows, format: 'JSONEachRow' });
+    totals.judged += byFlow.size;
+    totals.incidents += rows.length;
+    if (rows.length) o.log.info({ flows: byFlow.size, incidents: rows.length, kinds: [...new Set(rows.map((r) => r.kind))] }, 'incidents judged');
+  }
+
+  async function round() {
+    const now = Date.now();
+    const ready = [...due].filter(([, t]) => t <= now).map(([id]) => id);
+    if (!ready.length) return;
+    for (const id of ready) due.delete(id);
+    for (let i = 0; i < ready.length; i += 500) {
+      const ids = ready.slice(i, i + 500);
+      try {
+        await judge(ids);
+      } catch (err) {
+        // Put them back: ClickHouse may be away; they are judged when it returns.
+        totals.errors++;
+        for (const id of ids) if (!due.has(id)) due.set(id, Date.now() + o.settleMs);
+        o.log.warn(`judging ${ids.length} flows failed, will retry: ${describeError(err)}`);
+        return;
+      }
+    }
+  }
+
+  return {
+    notify(flowIds) {
+      const at = Date.now() + o.settleMs;
+      for (const id of flowIds) if (!due.has(id)) due.set(id, at);
+    },
+    async start() {
+      const sinceNs = BigInt(Date.now() - o.lookbackMs) * 1_000_000n;
+      try {
+        const rs = await o.ch.query({ query: `SELECT DISTINCT flow_id FROM hop_events WHERE kind IN (${ANOMALIES}) AND wall_ts_ns >= ${uint(sinceNs)}`, format: 'JSONEachRow' });
+        const ids = (await rs.json<{ flow_id: string | number }>()).map((r) => Number(r.flow_id));
+        if (ids.length) o.log.info({ flows: ids.length }, 're-judging recent anomalies');
+        const at = Date.now();
+        for (const id of ids) due.set(id, at);
+      } catch (err) {
+        o.log.warn(`could not list recent anomalies to re-judge: ${describeError(err)}`);
+      }
+      timer = setInterval(() => {
+        running = running.then(round);
+      }, Math.max(100, Math.min(1000, o.settleMs / 2)));
+    },
+    async stop() {
+      if (timer) clearInterval(timer);
+      await running;
+    },
+    stats: () => ({ ...totals, pending: due.size }),
+  };
+}
