@@ -33,8 +33,17 @@ for name in "${names[@]}"; do
         continue
       fi
       nohup node --enable-source-maps "$root/dist/services/cli/main.js" "$name" >>"$var/log/$name.log" 2>&1 &
-      echo $! >"$var/run/$name.pid"
-      echo "$name: started (pid $!, log $var/log/$name.log)"
+      pid=$!
+      echo $pid >"$var/run/$name.pid"
+      # A service that cannot start (port taken, bad option) exits at once: say so, with its last words.
+      sleep 1
+      if ! kill -0 "$pid" 2>/dev/null; then
+        rm -f "$var/run/$name.pid"
+        echo "$name: failed to start; end of $var/log/$name.log:" >&2
+        tail -n 5 "$var/log/$name.log" >&2
+        exit 1
+      fi
+      echo "$name: started (pid $pid, log $var/log/$name.log)"
       ;;
     stop)
       if pid=$(pid_of "$name"); then

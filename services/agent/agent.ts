@@ -95,6 +95,8 @@ export function createAgent(d: AgentDeps): Agent {
   let inFlightBytes = 0;
   let stopping = false;
   const totals: AgentStats = { read: 0, sent: 0, batches: 0, dropped: 0 };
+  /** Latest netns inode -> name map the source gave (owned namespaces: a handful). */
+  let netnsNames: ReadonlyMap<number, string> | undefined;
   const abort = new AbortController();
   let wake: (() => void) | undefined;
   const notify = () => {
@@ -106,7 +108,7 @@ export function createAgent(d: AgentDeps): Agent {
 
   function enqueue(batches: ReadyBatch[]) {
     for (const b of batches) {
-      const meta = { agent: agentName, node: source.node, boot: source.boot, clockOffsetNs: b.clockOffsetNs, ...(source.names ? kernelNames(source.names, b.records, b.count) : {}) };
+      const meta = { agent: agentName, node: source.node, boot: source.boot, clockOffsetNs: b.clockOffsetNs, netnsNames, ...(source.names ? kernelNames(source.names, b.records, b.count) : {}) };
       const value = encodeBatch(meta, b.records, b.seqs, b.count, b.conn);
       queue.push({ partition: b.partition, key: `${agentName}/${b.partition}`, value, records: b.count });
       queuedBytes += b.count * RECORD_SIZE;
@@ -193,6 +195,7 @@ export function createAgent(d: AgentDeps): Agent {
       }, Math.max(5, Math.floor(cfg.lingerMs / 2)));
       try {
         for await (const chunk of source.chunks()) {
+          if (chunk.netnsNames) netnsNames = chunk.netnsNames;
           metrics.recordsRead.inc(chunk.count);
           totals.read += chunk.count;
           add(tracker.process(chunk, Date.now()));

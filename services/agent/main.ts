@@ -5,7 +5,7 @@ import { createKafka, ensureTopic } from '../shared/kafka.js';
 import { createLogger, type Logger } from '../shared/log.js';
 import { createAgent, type Agent } from './agent.js';
 import { createKafkaSink } from './kafka-sink.js';
-import { createAgentMetrics, serveMetrics } from './metrics.js';
+import { createAgentMetrics, serveMetrics, type AgentMetrics } from './metrics.js';
 import { createLiveSource, describeLiveStatus, dropReasonName, kernelSymbol, parseLiveOptions, registerLiveMetrics, resetReasonName, type LiveOptionsInput } from './live/index.js';
 import { openRecording } from './recording-source.js';
 import type { RecordChunk, RecordSource } from './source.js';
@@ -18,8 +18,8 @@ export interface RunningAgent {
 }
 
 /** Starts an agent on `source`; resolves once it is producing. `done` settles when it has flushed. */
-export async function startAgent(cfg: Config, source: RecordSource, log: Logger, opts: { metrics?: boolean; agentName?: string; registry?: ReturnType<typeof createAgentMetrics>['registry'] } = {}): Promise<RunningAgent> {
-  const metrics = createAgentMetrics(opts.registry);
+export async function startAgent(cfg: Config, source: RecordSource, log: Logger, opts: { metrics?: boolean; agentName?: string; agentMetrics?: AgentMetrics } = {}): Promise<RunningAgent> {
+  const metrics = opts.agentMetrics ?? createAgentMetrics();
   let server: Server | undefined;
   if (opts.metrics !== false && cfg.metricsPort > 0) server = await serveMetrics(metrics.registry, '127.0.0.1', cfg.metricsPort);
   const abort = new AbortController();
@@ -27,6 +27,7 @@ export async function startAgent(cfg: Config, source: RecordSource, log: Logger,
   const partitions = await ensureTopic(cfg, kafka, log, abort.signal);
   const sink = await createKafkaSink(cfg, kafka, log, abort.signal);
   const agent = createAgent({ cfg, source, sink, partitions, log, metrics, agent: opts.agentName });
+  log.info({ node: source.node, partitions, kafka: cfg.kafkaBrokers }, 'agent producing');
   const done = agent.run().finally(async () => {
     await sink.close().catch(() => undefined);
     server?.close();
@@ -95,7 +96,7 @@ export async function runLiveAgent(cfg: Config, live: LiveOptionsInput, skewMs: 
   registerLiveMetrics(metrics.registry, liveSource);
   let running: RunningAgent;
   try {
-    running = await startAgent(cfg, source, log, { registry: metrics.registry });
+    running = await startAgent(cfg, source, log, { agentMetrics: metrics });
   } catch (err) {
     await liveSource.stop();
     throw err;

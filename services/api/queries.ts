@@ -50,7 +50,7 @@ export interface FlowSummary {
   flowId: string;
   proto: number;
   protoName: string;
-  /** Canonical first endpoint (smaller address, port). */
+  /** The client endpoint as the flow's earliest node saw it (canonical order when the handshake was not seen). */
   a: Endpoint;
   b: Endpoint;
   /** First and last event, ns since the epoch (decimal strings), and the same as RFC 3339. */

@@ -9,12 +9,18 @@ const fmt = (e: { addr: string; port: number }) => (e.addr.includes(':') ? `[${e
 
 export function explainText(path: FlowPath, verdicts: readonly Verdict[]): string[] {
   const lines: string[] = [];
-  if (path.client && path.server) lines.push(`Connection ${fmt(path.client)} -> ${fmt(path.server)} (${path.packets} packets seen).`);
   const fwd = path.paths.forward;
+  const asSent = fwd[0]?.dst;
+  if (path.client && path.server) {
+    const via = asSent && (asSent.addr !== path.server.addr || asSent.port !== path.server.port) ? `${fmt(asSent)}, served by ${fmt(path.server)}` : fmt(path.server);
+    lines.push(`Connection ${fmt(path.client)} -> ${via} (${path.packets} packets seen).`);
+  }
   if (fwd.length) {
     const nodes = [...new Set(fwd.map((h) => h.node))];
     const nats = fwd.filter((h) => h.nat).map((h) => `${h.nat} on ${h.node}`);
-    const cts = [...new Set(fwd.flatMap((h) => h.conntrack.map((c) => `${c} (conntrack on ${h.node}${h.pod || h.netns ? `/${h.pod || h.netns}` : ''})`)))];
+    // Conntrack NAT the tuples do not show (a REDIRECT inside a pod happens after the device hooks).
+    const seen = new Set(fwd.flatMap((h) => (h.nat ? h.nat.split(', ') : [])));
+    const cts = [...new Set(fwd.flatMap((h) => h.conntrack.filter((c) => !seen.has(c)).map((c) => `${c} (conntrack on ${h.node}${h.pod || h.netns ? `/${h.pod || h.netns}` : ''})`)))];
     lines.push(`Path: ${nodes.join(' -> ')}${nats.length ? `; NAT: ${nats.join('; ')}` : '; no NAT seen'}${cts.length ? `; also ${cts.join('; ')}` : ''}.`);
     const slow = [...path.segments].sort((a, b) => b.p50Us - a.p50Us)[0];
     if (slow && slow.p50Us >= 1000) lines.push(`Slowest segment: ${slow.from} -> ${slow.to}, p50 ${(slow.p50Us / 1000).toFixed(1)} ms over ${slow.samples} packets.`);

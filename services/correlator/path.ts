@@ -17,6 +17,7 @@
  *    as seen there, the NAT between it and the previous hop, and the evidence that
  *    joined it to the flow; each segment gets per-packet latencies and p50/p99.
  */
+import { sentByClient } from '../shared/flowkey.js';
 import { Kind } from '../shared/record.js';
 import { hookName, type TimelineRow } from './timeline.js';
 
@@ -78,7 +79,6 @@ export interface FlowPath {
 
 const SYN = 0x02;
 const ACK = 0x10;
-const HALF = 2 ** 31;
 
 interface Sighting {
   r: TimelineRow;
@@ -93,20 +93,12 @@ interface Instance {
 
 const isnC = (r: TimelineRow) => Number(r.isn_c ?? 0);
 const isnS = (r: TimelineRow) => Number(r.isn_s ?? 0);
-const dist = (a: number, b: number) => (a - b) >>> 0;
 
 /** Forward = sent by the client, from the ISNs when known, else from the tuple orientation. */
 function directionOf(r: TimelineRow, forwardDir: number): Dir {
   const c = isnC(r);
   if (c === 0) return r.dir === forwardDir ? 'forward' : 'reverse';
-  const s = isnS(r);
-  if ((r.tcp_flags & (SYN | ACK)) === SYN) return 'forward';
-  if ((r.tcp_flags & (SYN | ACK)) === (SYN | ACK)) return 'reverse';
-  if (s === 0) return dist(r.tcp_seq, c) < HALF / 2 ? 'forward' : 'reverse';
-  // A client packet's seq is near the client ISN and its ack near the server's.
-  const fwd = Math.min(dist(r.tcp_seq, c), r.tcp_flags & ACK ? dist(r.tcp_ack, s) : HALF);
-  const rev = Math.min(dist(r.tcp_seq, s), r.tcp_flags & ACK ? dist(r.tcp_ack, c) : HALF);
-  return fwd <= rev ? 'forward' : 'reverse';
+  return sentByClient(r.tcp_seq, r.tcp_ack, r.tcp_flags, c, isnS(r)) ? 'forward' : 'reverse';
 }
 
 /** Tuple orientation for flows without ISNs: the SYN's sender is the client. */
@@ -310,10 +302,11 @@ const ep = (addr: string, port: number): Endpoint => ({ addr, port });
 const fmt = (e: Endpoint) => (e.addr.includes(':') ? `[${e.addr}]:${e.port}` : `${e.addr}:${e.port}`);
 const same = (x: Endpoint, y: Endpoint) => x.addr === y.addr && x.port === y.port;
 
-function natBetween(prev: PathHop, cur: Pick<PathHop, 'src' | 'dst'>): string | null {
+/** Translation between two consecutive hops; on replies it is the reverse of the connection's NAT. */
+function natBetween(prev: PathHop, cur: Pick<PathHop, 'src' | 'dst'>, dir: Dir): string | null {
   const parts: string[] = [];
-  if (!same(prev.dst, cur.dst)) parts.push(`DNAT ${fmt(prev.dst)} -> ${fmt(cur.dst)}`);
-  if (!same(prev.src, cur.src)) parts.push(`SNAT ${fmt(prev.src)} -> ${fmt(cur.src)}`);
+  if (!same(prev.dst, cur.dst)) parts.push(`${dir === 'forward' ? 'DNAT' : 'reverse SNAT'} ${fmt(prev.dst)} -> ${fmt(cur.dst)}`);
+  if (!same(prev.src, cur.src)) parts.push(`${dir === 'forward' ? 'SNAT' : 'reverse DNAT'} ${fmt(prev.src)} -> ${fmt(cur.src)}`);
   return parts.length ? parts.join(', ') : null;
 }
 
@@ -378,7 +371,7 @@ export function buildPath(rows: readonly TimelineRow[], offsets?: Map<string, bi
         packets: seenAt.get(s.point) ?? 0,
       };
       const prev = paths[dir].at(-1);
-      if (prev) hop.nat = natBetween(prev, hop);
+      if (prev) hop.nat = natBetween(prev, hop, dir);
       for (const ct of cts) {
         if (ct.node !== r.node || ct.netns_ino !== r.netns_ino) continue;
         const nat = ctNat(ct);

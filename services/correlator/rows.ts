@@ -4,7 +4,7 @@
  * same batch always yields the same rows, which is what makes redelivery harmless.
  */
 import type { DecodedBatch } from '../shared/batch.js';
-import { connFlowId, direction, flowId } from '../shared/flowkey.js';
+import { connFlowId, direction, flowId, sentByClient } from '../shared/flowkey.js';
 import { checkRecord, decodeRecord, Kind, RECORD_SIZE, type CorruptReason } from '../shared/record.js';
 
 export interface HopEventRow {
@@ -108,6 +108,8 @@ export function eventDate(wallNs: bigint): string {
 
 interface Acc {
   row: FlowPartRow;
+  /** a/b set from a packet's direction (client first) rather than canonical order. */
+  oriented: boolean;
   first: bigint;
   last: bigint;
   nodes: Set<string>;
@@ -188,16 +190,26 @@ export function batchToRows(b: DecodedBatch): BatchRows {
       isn_c: isnC,
       isn_s: isnS,
     });
+    // A TCP socket event before the port is bound (connect's first state change) names no flow.
+    if (r.l4proto === 6 && (r.tuple.sport === 0 || r.tuple.dport === 0)) continue;
     let acc = flows.get(fid);
     if (!acc) {
       const [aAddr, aPort, bAddr, bPort] = dir === 0 ? [r.tuple.saddr, r.tuple.sport, r.tuple.daddr, r.tuple.dport] : [r.tuple.daddr, r.tuple.dport, r.tuple.saddr, r.tuple.sport];
       acc = {
         row: { event_date: date, flow_id: fid, part_key: partKey, proto: r.l4proto, a_addr: aAddr, a_port: aPort, b_addr: bAddr, b_port: bPort, first_ts_ns: '', last_ts_ns: '', events: 0, packets: 0, bytes: 0, drops: 0, resets: 0, retrans: 0, nodes: [] },
+        oriented: false,
         first: wall,
         last: wall,
         nodes: new Set(),
       };
       flows.set(fid, acc);
+    }
+    if (!acc.oriented && isnC !== 0 && r.kind === Kind.PACKET) {
+      // Client endpoint first, as this node saw the tuple.
+      const t = r.tuple;
+      const client = sentByClient(r.seq, r.ack, r.tcpFlags, isnC, isnS);
+      Object.assign(acc.row, client ? { a_addr: t.saddr, a_port: t.sport, b_addr: t.daddr, b_port: t.dport } : { a_addr: t.daddr, a_port: t.dport, b_addr: t.saddr, b_port: t.sport });
+      acc.oriented = true;
     }
     const row = acc.row;
     row.events++;

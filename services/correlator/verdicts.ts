@@ -84,8 +84,12 @@ const DROP_MEANING: Readonly<Record<string, string>> = {
   OTHERHOST: 'it was addressed to another host',
 };
 
-/** Drop reasons that are the stack's normal work, not incidents (duplicates, closed sockets after close). */
-const BENIGN_DROPS: ReadonlySet<string> = new Set(['NOT_SPECIFIED', 'TCP_OLD_DATA', 'TCP_OLD_SEQUENCE', 'TCP_ZEROWINDOW', 'TCP_OFOMERGE', 'SOCKET_CLOSE', 'TCP_CLOSE', 'SKB_CONSUMED', 'TCP_OLD_ACK']);
+/**
+ * Drop reasons that are the stack's normal work, not incidents: a closing socket purging
+ * its queues, duplicates and old segments TCP discards by design, and the catch-all
+ * NOT_SPECIFIED that normal teardown produces (seen on every short connection in the lab).
+ */
+const BENIGN_DROPS: ReadonlySet<string> = new Set(['NOT_SPECIFIED', 'QUEUE_PURGE', 'TCP_OLD_DATA', 'TCP_OLD_SEQUENCE', 'TCP_ZEROWINDOW', 'TCP_OFOMERGE', 'SOCKET_CLOSE', 'TCP_CLOSE', 'SKB_CONSUMED', 'TCP_OLD_ACK']);
 
 const STAGES = ['', 'PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING'];
 
@@ -163,7 +167,7 @@ function resetVerdict(rst: TimelineRow, rows: TimelineRow[], path: ReturnType<ty
     const invalidSeen = rows.some((r) => r.node === rst.node && (r.flags & Flag.CT_MISSING) !== 0 && ts(r) >= ts(rst) - 1_000_000_000n);
     const redirect = `${fmt(c.origDst)} -> ${fmt(c.replySrc)}`;
     evidence.push(
-      `connection ${fmt(client)} -> ${fmt(path.server ?? c.origDst)} was established (handshake seen)${path.paths.forward.some((h) => h.nat) ? `, NATed on its way: ${path.paths.forward.filter((h) => h.nat).map((h) => `${h.nat} at ${h.node}`).join('; ')}` : ''}`,
+      `connection ${fmt(client)} -> ${fmt(path.paths.forward[0]?.dst ?? path.server ?? c.origDst)} was established (handshake seen)${path.paths.forward.some((h) => h.nat) ? `, NATed on its way: ${path.paths.forward.filter((h) => h.nat).map((h) => `${h.nat} at ${h.node}`).join('; ')}` : ''}`,
       `conntrack on ${place(c.r)} translates ${redirect} for it (${c.r.ct_status & IPS_DST_NAT ? 'DNAT/REDIRECT' : 'NAT'}), so its packets should reach ${fmt(c.replySrc)}`,
       `at ${place(rst)} a segment ${describe(trigger)} reached ${fmt(local)} untranslated${off !== null && Math.abs(off) > 65535 ? `: its sequence number is ${Math.abs(off)} bytes ${off > 0 ? 'ahead of' : 'behind'} what the client had sent (${want}), far outside the window` : ''}`,
       `conntrack marked it INVALID (out of window, with net.netfilter.nf_conntrack_tcp_be_liberal=0) and NAT skipped it${invalidSeen ? ' (the packets around it carried no conntrack entry)' : ''}`,
@@ -225,7 +229,17 @@ export function judgeFlow(rowsIn: readonly TimelineRow[]): Verdict[] {
   const path = needsPath ? buildPath(rows) : null;
 
   const sent = rows.filter((r) => r.kind === Kind.RST_SENT);
-  for (const r of sent) out.push(resetVerdict(r, rows, path!));
+  // The packet that triggered a reset is usually also freed with a reason: part of that verdict, not a drop of its own.
+  const triggerDrops = new Set<TimelineRow>();
+  for (const r of sent) {
+    const v = resetVerdict(r, rows, path!);
+    const freed = rows.find((d) => d.kind === Kind.DROP && d.node === r.node && v.trigger && d.tcp_seq === v.trigger.seq && d.payload_len === v.trigger.len);
+    if (freed) {
+      triggerDrops.add(freed);
+      v.evidence.push(`the kernel then freed the segment (kfree_skb, reason ${freed.reason_name || freed.reason}${freed.location ? `, in ${freed.location}` : ''})`);
+    }
+    out.push(v);
+  }
 
   // A reset received with no reset sent in the flow came from a peer or middlebox hoptrace does not watch.
   if (!sent.length) {
@@ -249,7 +263,7 @@ export function judgeFlow(rowsIn: readonly TimelineRow[]): Verdict[] {
   // Drops, grouped by place and reason.
   const drops = new Map<string, TimelineRow[]>();
   for (const r of rows) {
-    if (r.kind !== Kind.DROP || BENIGN_DROPS.has(r.reason_name ?? '')) continue;
+    if (r.kind !== Kind.DROP || BENIGN_DROPS.has(r.reason_name ?? '') || triggerDrops.has(r)) continue;
     const k = `${r.node}|${r.netns_ino}|${r.ifname}|${r.reason}|${r.location ?? ''}|${r.aux2 ?? 0}`;
     let l = drops.get(k);
     if (!l) drops.set(k, (l = []));

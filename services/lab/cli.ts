@@ -3,6 +3,7 @@ import { Argument, Command, InvalidArgumentError, Option } from 'commander';
 import { injectOow, type OowResult } from './incidents.js';
 import { applyFix, dropClear, dropRule, FIXES, netem, parseDurationMs, parsePercent, setClockOffset, type DropHook, type Fix } from './knobs.js';
 import { labDown, labStatus, labUp, runRequests, type LabStatus, type RequestResult } from './lab.js';
+import { agentsStatus, labAgentPlans, startAgents, stopAgents } from './agents.js';
 import { LabError } from './errors.js';
 import { statePath } from './paths.js';
 import type { LabState } from './state.js';
@@ -201,6 +202,23 @@ export function registerLabCommands(program: Command): void {
       for (const [node, ms] of Object.entries(offsets)) {
         setClockOffset(node, ms);
         out(`${node}: clock offset ${ms} ms`);
+      }
+    });
+
+  lab
+    .command('agents')
+    .description("start, stop or list one live agent per lab node, scoped to the node's namespaces (needs npm run build)")
+    .argument('<action>', 'start | stop | status')
+    .option('--except <nodes>', 'start no agent on these nodes (comma-separated), e.g. node-lb')
+    .action(async (action: string, o: { except?: string }) => {
+      if (action === 'start') {
+        for (const a of await startAgents(labAgentPlans(o.except?.split(',') ?? []))) out(`${a.node}: agent pid ${a.pid}, log ${a.log}`);
+      } else if (action === 'stop') {
+        out(`stopped: ${(await stopAgents()).join(', ') || 'none running'}`);
+      } else if (action === 'status') {
+        for (const a of agentsStatus()) out(`${a.node}: ${a.pid ? `running (pid ${a.pid})` : 'stopped'}`);
+      } else {
+        throw new LabError('HOP_LAB_BAD_ARGUMENT', `agents: unknown action ${JSON.stringify(action)} (start | stop | status)`);
       }
     });
 }

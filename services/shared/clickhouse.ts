@@ -84,7 +84,8 @@ PARTITION BY event_date
 ORDER BY (flow_id, wall_ts_ns, agent, boot, seq)`;
 
 /**
- * Flow summaries as partial rows, one per (flow, agent batch). A batch always yields
+ * Flow summaries as partial rows, one per (flow, agent batch). a_* is the client
+ * endpoint as that batch's node saw it (the smaller endpoint when no handshake was seen). A batch always yields
  * the same partial rows, so redelivery collapses them; readers sum partials per flow.
  * This keeps the correlator stateless across restarts and rebalances.
  */

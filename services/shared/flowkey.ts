@@ -95,3 +95,21 @@ export function connFlowId(isnC: number, isnS: number): number {
   const lo = fmix(mix(mix(0x85ebca6b, isnC | 0), isnS | 0) ^ 8);
   return hi * 0x1_0000_0000 + lo;
 }
+
+const SYN = 0x02;
+const ACK = 0x10;
+const dist = (a: number, b: number) => (a - b) >>> 0;
+
+/**
+ * Whether a TCP segment of the connection (isnC, isnS) was sent by the client, from
+ * sequence spaces alone (so it holds on every side of a NAT): a client segment's seq
+ * is near the client ISN and its ack near the server's.
+ */
+export function sentByClient(seq: number, ack: number, flags: number, isnC: number, isnS: number): boolean {
+  if ((flags & (SYN | ACK)) === SYN) return true;
+  if ((flags & (SYN | ACK)) === (SYN | ACK)) return false;
+  if (isnS === 0) return dist(seq, isnC) < 2 ** 30;
+  const fwd = Math.min(dist(seq, isnC), flags & ACK ? dist(ack, isnS) : 2 ** 31);
+  const rev = Math.min(dist(seq, isnS), flags & ACK ? dist(ack, isnC) : 2 ** 31);
+  return fwd <= rev;
+}

@@ -33,6 +33,20 @@ describe('batch to rows', () => {
     expect(batchToRows(decodeBatch(b))).toEqual(batchToRows(decodeBatch(b)));
   });
 
+  it('puts the client first in a connection\'s summary, and skips socket events with no port', () => {
+    const recs = [
+      pkt('10.0.0.1', 0, '10.0.0.9', 80, { kind: Kind.SOCK_STATE }),
+      pkt('10.0.0.9', 80, '10.0.0.1', 40000, { tcpFlags: 0x12, seq: 500, ack: 101 }),
+    ];
+    const conn = Buffer.alloc(16);
+    conn.writeUInt32LE(100, 8);
+    conn.writeUInt32LE(500, 12);
+    const rows = batchToRows(decodeBatch(encodeBatch(meta, pack(recs), [0, 1], 2, conn)));
+    expect(rows.events).toHaveLength(2);
+    expect(rows.parts).toHaveLength(1);
+    expect(rows.parts[0]).toMatchObject({ a_addr: '10.0.0.1', a_port: 40000, b_addr: '10.0.0.9', b_port: 80, events: 1 });
+  });
+
   it('sets corrupt records aside with their index', () => {
     const bad = pkt('10.0.0.1', 1, '10.0.0.2', 2);
     bad[25] = 99;
