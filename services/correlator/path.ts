@@ -78,6 +78,10 @@ export interface FlowPath {
 }
 
 const SYN = 0x02;
+/** Sightings of one packet on different nodes lie within this much of each other (clock offsets included). */
+const MATCH_WINDOW_NS = 500_000_000n;
+/** Within a node, consecutive sightings of one packet further apart than this are two copies (a retransmission). */
+const VISIT_GAP_NS = 250_000_000n;
 const ACK = 0x10;
 
 interface Sighting {
@@ -141,23 +145,38 @@ export function packetInstances(rows: readonly TimelineRow[]): Instance[] {
   }
   const out: Instance[] = [];
   for (const { dir, nodes } of byKey.values()) {
-    const visits: Sighting[][][] = [];
-    for (const list of nodes.values()) {
+    // One node's visits: a second sighting at the same hook point, or a long pause, starts another copy of the packet.
+    const visits: { node: string; start: bigint; sightings: Sighting[] }[] = [];
+    for (const [node, list] of nodes) {
       list.sort((a, b) => (a.ts < b.ts ? -1 : a.ts > b.ts ? 1 : 0));
-      const split: Sighting[][] = [[]];
+      let cur: Sighting[] = [];
       let seen = new Set<string>();
       for (const s of list) {
-        if (seen.has(s.point)) {
-          split.push([]);
+        if (seen.has(s.point) || (cur.length && s.ts - cur[cur.length - 1]!.ts > VISIT_GAP_NS)) {
+          visits.push({ node, start: cur[0]!.ts, sightings: cur });
+          cur = [];
           seen = new Set();
         }
         seen.add(s.point);
-        split[split.length - 1]!.push(s);
+        cur.push(s);
       }
-      visits.push(split);
+      visits.push({ node, start: cur[0]!.ts, sightings: cur });
     }
-    const n = Math.max(...visits.map((v) => v.length));
-    for (let i = 0; i < n; i++) out.push({ dir, sightings: visits.flatMap((v) => v[i] ?? []) });
+    // Copies on different nodes are the same instance when close in time (node clocks may
+    // disagree, by much less than MATCH_WINDOW) and each node contributes one visit.
+    visits.sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
+    const open: { start: bigint; nodes: Set<string>; inst: Instance }[] = [];
+    for (const v of visits) {
+      const fit = open.find((o) => !o.nodes.has(v.node) && v.start - o.start <= MATCH_WINDOW_NS);
+      if (fit) {
+        fit.nodes.add(v.node);
+        fit.inst.sightings.push(...v.sightings);
+      } else {
+        const inst = { dir, sightings: [...v.sightings] };
+        open.push({ start: v.start, nodes: new Set([v.node]), inst });
+        out.push(inst);
+      }
+    }
   }
   return out;
 }
@@ -173,7 +192,20 @@ export interface PairStats {
 }
 
 const median = (xs: bigint[]) => [...xs].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0))[xs.length >> 1]!;
-const min = (xs: bigint[]) => xs.reduce((m, x) => (x < m ? x : m));
+/**
+ * The smallest delay that is not an outlier: a packet matched to the wrong copy on the
+ * other node gives a delay off by up to MATCH_WINDOW; samples farther from the median
+ * than 5 MADs (and 1 ms) are set aside before taking the minimum.
+ */
+function robustMin(xs: bigint[]): bigint {
+  const sorted = [...xs].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
+  const med = sorted[sorted.length >> 1]!;
+  const dev = sorted.map((x) => (x > med ? x - med : med - x)).sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
+  const mad = dev[dev.length >> 1]!;
+  const limit = 5n * mad > 1_000_000n ? 5n * mad : 1_000_000n;
+  for (const x of sorted) if (med - x <= limit) return x;
+  return med;
+}
 
 /**
  * Adds one flow's packets to the pair statistics. Which of a pair a flow's forward
@@ -233,8 +265,8 @@ export function estimateOffsets(pairs: Map<string, PairStats>): { offsets: Map<s
   for (const p of pairs.values()) {
     nodes.add(p.a).add(p.b);
     if (!p.ab.length || !p.ba.length) continue;
-    const ab = min(p.ab);
-    const ba = min(p.ba);
+    const ab = robustMin(p.ab);
+    const ba = robustMin(p.ba);
     edges.push({ a: p.a, b: p.b, theta: (ab - ba) / 2n, rtt: ab + ba, n: p.ab.length + p.ba.length });
     leads.set(p.a, (leads.get(p.a) ?? 0) + p.ab.length);
     leads.set(p.b, (leads.get(p.b) ?? 0) + p.ba.length);

@@ -81,15 +81,16 @@ const DROP_MEANING: Readonly<Record<string, string>> = {
   NEIGH_FAILED: 'the next hop did not answer ARP/ND',
   NEIGH_QUEUEFULL: 'too many packets waited for the next hop to resolve',
   TCP_INVALID_SEQUENCE: 'its sequence number was outside the receive window',
-  OTHERHOST: 'it was addressed to another host',
 };
 
 /**
  * Drop reasons that are the stack's normal work, not incidents: a closing socket purging
- * its queues, duplicates and old segments TCP discards by design, and the catch-all
- * NOT_SPECIFIED that normal teardown produces (seen on every short connection in the lab).
+ * its queues, duplicates and old segments TCP discards by design, the catch-all
+ * NOT_SPECIFIED that normal teardown produces (seen on every short connection in the lab),
+ * and frames addressed to another host's MAC that a device in promiscuous mode or a packet
+ * socket also saw (OTHERHOST: the copy meant for this host went on).
  */
-const BENIGN_DROPS: ReadonlySet<string> = new Set(['NOT_SPECIFIED', 'QUEUE_PURGE', 'TCP_OLD_DATA', 'TCP_OLD_SEQUENCE', 'TCP_ZEROWINDOW', 'TCP_OFOMERGE', 'SOCKET_CLOSE', 'TCP_CLOSE', 'SKB_CONSUMED', 'TCP_OLD_ACK']);
+const BENIGN_DROPS: ReadonlySet<string> = new Set(['NOT_SPECIFIED', 'QUEUE_PURGE', 'OTHERHOST', 'TCP_OLD_DATA', 'TCP_OLD_SEQUENCE', 'TCP_ZEROWINDOW', 'TCP_OFOMERGE', 'SOCKET_CLOSE', 'TCP_CLOSE', 'SKB_CONSUMED', 'TCP_OLD_ACK']);
 
 const STAGES = ['', 'PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING'];
 
