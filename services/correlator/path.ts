@@ -136,7 +136,8 @@ export function packetInstances(rows: readonly TimelineRow[]): Instance[] {
   for (const r of dedupe(rows)) {
     if (r.kind !== Kind.PACKET && r.kind !== Kind.DROP) continue;
     const dir = directionOf(r, forwardDir);
-    const key = `${dir}|${r.tcp_seq}|${r.tcp_ack}|${r.payload_len}|${r.tcp_flags}`;
+    // NAT keeps the IP ID: it tells apart packets whose TCP headers repeat (window updates, duplicate ACKs).
+    const key = `${dir}|${r.tcp_seq}|${r.tcp_ack}|${r.payload_len}|${r.tcp_flags}|${r.ip_id}`;
     let k = byKey.get(key);
     if (!k) byKey.set(key, (k = { dir, nodes: new Map() }));
     let list = k.nodes.get(r.node);

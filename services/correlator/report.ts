@@ -1,7 +1,9 @@
 /**
- * Latency report over many flows: pure. Clock offsets are estimated once from every
- * flow's packets pooled (far more samples than one flow has), then each flow's
- * per-packet hop latencies are aggregated by segment.
+ * Latency report over many flows: pure. Node clock offsets drift (NTP slews wall
+ * clocks), so each flow is corrected with offsets estimated from its own packets when
+ * it has enough of them both ways between every pair of its nodes; otherwise with the
+ * offsets estimated from all flows pooled. Per-packet hop latencies are then
+ * aggregated by segment.
  */
 import { collectPairs, estimateOffsets, packetInstances, segmentSamples, summarizeSegments, type ClockOffset, type PairStats, type Segment } from './path.js';
 import type { TimelineRow } from './timeline.js';
@@ -14,13 +16,28 @@ export interface LatencyReport {
   segments: Segment[];
 }
 
+/** Packets each way between two nodes for a flow's own offset estimate to be trusted. */
+const OWN_ESTIMATE_MIN = 3;
+
+function ownOffsets(inst: ReturnType<typeof packetInstances>): Map<string, bigint> | null {
+  const pairs = collectPairs(inst);
+  const nodes = new Set<string>();
+  for (const p of pairs.values()) {
+    nodes.add(p.a).add(p.b);
+    if (p.ab.length < OWN_ESTIMATE_MIN || p.ba.length < OWN_ESTIMATE_MIN) pairs.delete(`${p.a}\u0000${p.b}`);
+  }
+  const { offsets, clock } = estimateOffsets(pairs);
+  // Every node must be placed from one reference (one tree), else fall back to the pooled estimate.
+  return clock.filter((c) => c.from === null).length === 1 && offsets.size === nodes.size ? offsets : null;
+}
+
 export function latencyReport(flows: Iterable<readonly TimelineRow[]>): LatencyReport {
   const all = [...flows].map((rows) => packetInstances(rows));
   const pairs = new Map<string, PairStats>();
   for (const inst of all) collectPairs(inst, pairs);
   const { offsets, clock } = estimateOffsets(pairs);
   const samples: ReturnType<typeof segmentSamples> = new Map();
-  for (const inst of all) segmentSamples(inst, offsets, samples);
+  for (const inst of all) segmentSamples(inst, ownOffsets(inst) ?? offsets, samples);
   return {
     flows: all.length,
     packets: all.reduce((s, i) => s + i.length, 0),

@@ -4,6 +4,10 @@ import { injectOow, type OowResult } from './incidents.js';
 import { applyFix, dropClear, dropRule, FIXES, netem, parseDurationMs, parsePercent, setClockOffset, type DropHook, type Fix } from './knobs.js';
 import { labDown, labStatus, labUp, runRequests, type LabStatus, type RequestResult } from './lab.js';
 import { agentsStatus, labAgentPlans, startAgents, stopAgents } from './agents.js';
+import { checkJoins, recordConnections, waitQuiet } from './check.js';
+import { createClickHouse } from '../shared/clickhouse.js';
+import { loadConfig } from '../shared/config.js';
+import { requireState } from './state.js';
 import { LabError } from './errors.js';
 import { statePath } from './paths.js';
 import type { LabState } from './state.js';
@@ -219,6 +223,37 @@ export function registerLabCommands(program: Command): void {
         for (const a of agentsStatus()) out(`${a.node}: ${a.pid ? `running (pid ${a.pid})` : 'stopped'}`);
       } else {
         throw new LabError('HOP_LAB_BAD_ARGUMENT', `agents: unknown action ${JSON.stringify(action)} (start | stop | status)`);
+      }
+    });
+
+  lab
+    .command('check')
+    .description('run requests through the VIP with agents and correlator running, then count join mistakes against node-lb\'s conntrack table')
+    .argument('[n]', 'requests', '2000')
+    .option('--no-lb-agent', 'the load balancer node runs no agent: expect the path without it')
+    .option('--json', 'print the report as JSON')
+    .action(async (n: string, o: { lbAgent: boolean; json?: boolean }) => {
+      const cfg = loadConfig();
+      const ch = createClickHouse(cfg);
+      try {
+        const state = requireState();
+        const sinceNs = BigInt(Date.now() - 1000) * 1_000_000n;
+        const recording = recordConnections(state);
+        await new Promise((r) => setTimeout(r, 200));
+        const result = await runRequests(Number(n));
+        const connections = await recording.stop();
+        await waitQuiet(ch, sinceNs);
+        const r = await checkJoins(ch, state, connections, { lbAgent: o.lbAgent, sinceNs });
+        if (o.json) return out(JSON.stringify(r, null, 2));
+        out(`${result.ok}/${result.requests} requests ok; ${r.requests} connections in node-lb's conntrack events, ${r.found} found in hoptrace`);
+        out(`join precision ${(r.precision * 100).toFixed(3)}%, recall ${(r.recall * 100).toFixed(3)}% (${r.events.correct} of ${r.events.belonging} events on the right flow, ${r.events.assigned} assigned)`);
+        out(`paths with a wrong hop order or NAT: ${r.pathMistakes}`);
+        for (const m of r.mistakes) out(`  ${m}`);
+        out('slowest segments (p50):');
+        for (const s of [...r.latency.segments].sort((a, b) => b.p50Us - a.p50Us).slice(0, 5)) out(`  ${s.direction} ${s.from} -> ${s.to}: p50 ${(s.p50Us / 1000).toFixed(3)} ms, p99 ${(s.p99Us / 1000).toFixed(3)} ms (${s.samples})`);
+        for (const c of r.latency.clock.filter((x) => x.from)) out(`clock offset ${c.node}: ${(c.offsetUs / 1000).toFixed(3)} ms (vs ${c.from!.peer})`);
+      } finally {
+        await ch.close();
       }
     });
 }

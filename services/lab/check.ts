@@ -1,0 +1,205 @@
+/**
+ * Counts the correlator's join mistakes on lab traffic against ground truth that
+ * does not come from hoptrace: the load balancer's own conntrack events (`conntrack
+ * -E` on node-lb) give, for each connection, its client tuple and the tuple the server
+ * side saw (after DNAT, and SNAT in snat mode).
+ *
+ * An event truly belongs to connection C when its tuple, either way round, is C's
+ * client tuple or C's server-side tuple, and C is the latest connection on that tuple
+ * started before the event. The correlator assigned it to C when its flow id is the
+ * one holding most of C's client-side events. Precision = events assigned to the right
+ * request / events assigned to any request; recall = events assigned to their right
+ * request / events that belong to a request. Each request's path is also checked:
+ * nodes in client -> server order, the right NAT at the step where the tuple changes.
+ */
+import { buildPath, type PathHop } from '../correlator/path.js';
+import { latencyReport, type LatencyReport } from '../correlator/report.js';
+import { EVENT_COLUMNS, type TimelineRow } from '../correlator/timeline.js';
+import type { ClickHouseClient } from '../shared/clickhouse.js';
+import { Kind } from '../shared/record.js';
+import { uint } from '../shared/sql.js';
+import { spawn } from 'node:child_process';
+import type { LabState } from './state.js';
+
+export interface JoinReport {
+  /** Connections in the ground truth. */
+  requests: number;
+  /** Connections whose client-side events were found at all. */
+  found: number;
+  events: { belonging: number; assigned: number; correct: number };
+  precision: number;
+  recall: number;
+  /** Requests whose path or NAT is wrong, with the first few reasons. */
+  pathMistakes: number;
+  mistakes: string[];
+  /** Latency by hop segment over the requests' flows, clocks corrected. */
+  latency: LatencyReport;
+}
+
+const ORDER = ['node-a', 'node-lb', 'node-c'];
+const key = (sa: string, sp: number, da: string, dp: number) => `${sa}:${sp}>${da}:${dp}`;
+/** Node clocks and conntrack's timestamp differ a little: an event may precede its connection's NEW event by this much. */
+const OWNER_SLACK_NS = 50_000_000n;
+
+/** One connection through the VIP, as node-lb's conntrack announced it. */
+export interface CtConnection {
+  tsNs: bigint;
+  client: { addr: string; port: number };
+  /** The tuple the server side sees: after DNAT, and SNAT in snat mode. */
+  serverSide: { src: { addr: string; port: number }; dst: { addr: string; port: number } };
+}
+
+/**
+ * Records every new connection to the VIP from node-lb's conntrack event stream
+ * (`conntrack -E -e NEW`): ground truth that survives client port reuse, which the
+ * conntrack table does not (a reused tuple's entry replaces the old one).
+ */
+export function recordConnections(state: LabState): { stop(): Promise<CtConnection[]> } {
+  const child = spawn('ip', ['netns', 'exec', state.nodes['node-lb']!.netns, 'conntrack', '-E', '-e', 'NEW', '-p', 'tcp', '-o', 'timestamp', '--orig-dst', state.vip.ip], { stdio: ['ignore', 'pipe', 'ignore'] });
+  let text = '';
+  child.stdout.on('data', (d: Buffer) => (text += d.toString()));
+  return {
+    async stop() {
+      // Let the last NEW events reach us before stopping the stream.
+      await new Promise((r) => setTimeout(r, 300));
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('close', r));
+      const out: CtConnection[] = [];
+      for (const line of text.split('\n')) {
+        const ts = /^\[(\d+)\.(\d+)\]/.exec(line);
+        const kv = [...line.matchAll(/\b(src|dst|sport|dport)=(\S+)/g)].map((m) => m[2]!);
+        if (!ts || kv.length < 8) continue;
+        const [os, , osp, , rs, rd, rsp, rdp] = kv as [string, string, string, string, string, string, string, string];
+        out.push({
+          tsNs: BigInt(ts[1]!) * 1_000_000_000n + BigInt(ts[2]!.padEnd(9, '0').slice(0, 9)),
+          client: { addr: os, port: Number(osp) },
+          serverSide: { src: { addr: rd, port: Number(rdp) }, dst: { addr: rs, port: Number(rsp) } },
+        });
+      }
+      return out;
+    },
+  };
+}
+
+type Row = TimelineRow & { fid: string };
+
+export async function checkJoins(ch: ClickHouseClient, state: LabState, connections: readonly CtConnection[], opts: { lbAgent: boolean; sinceNs: bigint }): Promise<JoinReport> {
+  // Each tuple (either way round) -> the connections that used it, oldest first: an event
+  // belongs to the latest one started before it (a reused client port starts a new one).
+  const byTuple = new Map<string, number[]>();
+  connections.forEach((c, i) => {
+    const { src, dst } = c.serverSide;
+    for (const k of new Set([key(c.client.addr, c.client.port, state.vip.ip, state.vip.port), key(state.vip.ip, state.vip.port, c.client.addr, c.client.port), key(src.addr, src.port, dst.addr, dst.port), key(dst.addr, dst.port, src.addr, src.port)])) {
+      const l = byTuple.get(k) ?? [];
+      l.push(i);
+      byTuple.set(k, l);
+    }
+  });
+  const ownerOf = (r: TimelineRow): number | undefined => {
+    const l = byTuple.get(key(r.saddr, r.sport, r.daddr, r.dport));
+    if (!l) return undefined;
+    const t = BigInt(r.wall_ts_ns) + OWNER_SLACK_NS;
+    let owner: number | undefined;
+    for (const i of l) if (connections[i]!.tsNs <= t) owner = i;
+    return owner;
+  };
+  const rs = await ch.query({
+    query: `SELECT toString(flow_id) AS fid, ${EVENT_COLUMNS.join(', ')} FROM hop_events FINAL WHERE kind = ${Kind.PACKET} AND wall_ts_ns >= ${uint(opts.sinceNs)} AND proto = 6`,
+    format: 'JSONEachRow',
+    clickhouse_settings: { output_format_json_quote_64bit_integers: 1 },
+  });
+  const rows = await rs.json<Row>();
+  // Which flow holds each connection's client-side events (the most of them).
+  const clientVotes = new Map<number, Map<string, number>>();
+  const byFlow = new Map<string, Row[]>();
+  for (const r of rows) {
+    let l = byFlow.get(r.fid);
+    if (!l) byFlow.set(r.fid, (l = []));
+    l.push(r);
+    const owner = ownerOf(r);
+    if (owner === undefined || r.node !== 'node-a') continue;
+    const votes = clientVotes.get(owner) ?? new Map<string, number>();
+    votes.set(r.fid, (votes.get(r.fid) ?? 0) + 1);
+    clientVotes.set(owner, votes);
+  }
+  const flowOf = new Map<number, string>();
+  const requestOf = new Map<string, number>();
+  for (const [port, votes] of clientVotes) {
+    const best = [...votes].sort((a, b) => b[1] - a[1])[0]![0];
+    flowOf.set(port, best);
+    requestOf.set(best, port);
+  }
+  let belonging = 0;
+  let assigned = 0;
+  let correct = 0;
+  const mistakes: string[] = [];
+  for (const r of rows) {
+    const owner = ownerOf(r);
+    const as = requestOf.get(r.fid);
+    if (owner !== undefined) belonging++;
+    if (as !== undefined) assigned++;
+    if (owner !== undefined && as === owner) correct++;
+    else if ((owner !== undefined || as !== undefined) && mistakes.length < 5) {
+      mistakes.push(`event ${r.agent}/${r.seq} ${r.node} ${r.ifname} ${r.saddr}:${r.sport}->${r.daddr}:${r.dport} flags ${r.tcp_flags} isn ${r.isn_c}/${r.isn_s}: belongs to connection ${owner ?? '-'}, assigned to ${as ?? '-'} (flow ${r.fid})`);
+    }
+  }
+
+  let pathMistakes = 0;
+  connections.forEach((c, i) => {
+    const fid = flowOf.get(i);
+    const problem = fid ? pathProblem(buildPath(byFlow.get(fid)!).paths.forward, c, state, opts.lbAgent) : 'no events found';
+    if (problem) {
+      pathMistakes++;
+      if (mistakes.length < 10) mistakes.push(`connection from port ${c.client.port}: ${problem}`);
+    }
+  });
+  return {
+    requests: connections.length,
+    found: flowOf.size,
+    events: { belonging, assigned, correct },
+    precision: assigned ? correct / assigned : 0,
+    recall: belonging ? correct / belonging : 0,
+    pathMistakes,
+    mistakes,
+    latency: latencyReport([...flowOf.values()].map((fid) => byFlow.get(fid)!)),
+  };
+}
+
+/** Waits until no new events of the run arrive for `quietMs` (agents and correlator have caught up). */
+export async function waitQuiet(ch: ClickHouseClient, sinceNs: bigint, quietMs = 3_000, timeoutMs = 120_000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  let last = -1;
+  let since = Date.now();
+  for (;;) {
+    const rs = await ch.query({ query: `SELECT count() AS n FROM hop_events WHERE wall_ts_ns >= ${uint(sinceNs)}`, format: 'JSONEachRow' });
+    const n = Number((await rs.json<{ n: string }>())[0]?.n ?? 0);
+    if (n !== last) {
+      last = n;
+      since = Date.now();
+    } else if (n > 0 && Date.now() - since >= quietMs) return n;
+    if (Date.now() > deadline) return n;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+const ep = (e: { addr: string; port: number }) => `${e.addr}:${e.port}`;
+
+/** Why a request's forward path is wrong, or null when it is right. */
+function pathProblem(hops: PathHop[], t: CtConnection, state: LabState, lbAgent: boolean): string | null {
+  if (!hops.length) return 'no forward path';
+  const nodes = [...new Set(hops.map((h) => h.node))];
+  const want = lbAgent ? ORDER : ORDER.filter((n) => n !== 'node-lb');
+  if (nodes.join() !== want.join()) return `nodes ${nodes.join(' -> ')}, expected ${want.join(' -> ')}`;
+  for (let i = 1; i < hops.length; i++) if (ORDER.indexOf(hops[i]!.node) < ORDER.indexOf(hops[i - 1]!.node)) return `hop ${i + 1} on ${hops[i]!.node} after ${hops[i - 1]!.node}`;
+  const first = hops[0]!;
+  if (ep(first.src) !== ep(t.client) || ep(first.dst) !== `${state.vip.ip}:${state.vip.port}`) return `first hop ${ep(first.src)} -> ${ep(first.dst)}`;
+  const last = hops[hops.length - 1]!;
+  if (ep(last.src) !== ep(t.serverSide.src) || ep(last.dst) !== ep(t.serverSide.dst)) return `last hop ${ep(last.src)} -> ${ep(last.dst)}, expected ${ep(t.serverSide.src)} -> ${ep(t.serverSide.dst)}`;
+  const nats = hops.filter((h) => h.nat);
+  const dnat = `DNAT ${state.vip.ip}:${state.vip.port} -> ${ep(t.serverSide.dst)}`;
+  const expected = ep(t.serverSide.src) === ep(t.client) ? dnat : `${dnat}, SNAT ${ep(t.client)} -> ${ep(t.serverSide.src)}`;
+  if (nats.length !== 1 || nats[0]!.nat !== expected) return `NAT ${nats.map((h) => `${h.nat} at ${h.node}`).join('; ') || 'none'}, expected ${expected}`;
+  const at = nats[0]!.node;
+  if (at !== (lbAgent ? 'node-lb' : 'node-c')) return `NAT seen at ${at}`;
+  return null;
+}
