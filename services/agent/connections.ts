@@ -83,6 +83,12 @@ export function createConnTracker(o: ConnTrackerOptions = {}): ConnTracker {
   const maxEntries = o.maxEntries ?? 1_000_000;
   const maxHeld = o.maxHeld ?? 100_000;
   const conns = new Map<number, Entry>();
+  /**
+   * Server ISN by client ISN, for connections answered on this node: a SYN that went
+   * unanswered and was sent again can leave this node on another tuple (a new SNAT
+   * port), and its first, unanswered tuple then joins the answered connection.
+   */
+  const answered = new Map<number, number>();
   const holding = new Set<Entry>();
   let held = 0;
   let watermarkNs = 0n;
@@ -150,6 +156,8 @@ export function createConnTracker(o: ConnTrackerOptions = {}): ConnTracker {
             e.isnS = seq;
           }
           if (e.held) release(e, outs);
+          answered.set(e.isnC, e.isnS);
+          if (answered.size > maxEntries) answered.delete(answered.keys().next().value!);
         }
       }
       // Pass 2: stamp, or hold what precedes the SYN-ACK.
@@ -192,7 +200,10 @@ export function createConnTracker(o: ConnTrackerOptions = {}): ConnTracker {
       const outs: AnnotatedChunk[] = [];
       for (const e of holding) {
         const h = e.held!;
-        if (all || nowMs - h.sinceMs >= holdMs || watermarkNs - h.sinceNs >= holdNs) release(e, outs);
+        if (!(all || nowMs - h.sinceMs >= holdMs || watermarkNs - h.sinceNs >= holdNs)) continue;
+        const isnS = answered.get(e.isnC);
+        if (isnS !== undefined) e.isnS = isnS;
+        release(e, outs);
       }
       return outs;
     },

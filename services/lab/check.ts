@@ -41,13 +41,23 @@ const key = (sa: string, sp: number, da: string, dp: number) => `${sa}:${sp}>${d
 /** Node clocks and conntrack's timestamp differ a little: an event may precede its connection's NEW event by this much. */
 const OWNER_SLACK_NS = 50_000_000n;
 
-/** One connection through the VIP, as node-lb's conntrack announced it. */
+interface Tuple {
+  src: { addr: string; port: number };
+  dst: { addr: string; port: number };
+}
+
+/** One TCP connection through the VIP, as node-lb's conntrack announced it. */
 export interface CtConnection {
   tsNs: bigint;
   client: { addr: string; port: number };
-  /** The tuple the server side sees: after DNAT, and SNAT in snat mode. */
-  serverSide: { src: { addr: string; port: number }; dst: { addr: string; port: number } };
+  /** The tuple the server side sees: after DNAT, and SNAT in snat mode (the last one, when a retransmitted SYN got a new mapping). */
+  serverSide: Tuple;
+  /** Earlier server-side tuples of the same connection: a SYN that went unanswered and was sent again can get a new SNAT port. */
+  earlier: Tuple[];
 }
+
+/** A SYN retransmission comes within this long of the first SYN: the same client tuple again later is a new connection. */
+const SAME_CONNECTION_NS = 5_000_000_000n;
 
 /**
  * Records every new connection to the VIP from node-lb's conntrack event stream
@@ -65,16 +75,24 @@ export function recordConnections(state: LabState): { stop(): Promise<CtConnecti
       child.kill('SIGTERM');
       await new Promise((r) => child.once('close', r));
       const out: CtConnection[] = [];
+      const latest = new Map<string, CtConnection>();
       for (const line of text.split('\n')) {
         const ts = /^\[(\d+)\.(\d+)\]/.exec(line);
         const kv = [...line.matchAll(/\b(src|dst|sport|dport)=(\S+)/g)].map((m) => m[2]!);
         if (!ts || kv.length < 8) continue;
         const [os, , osp, , rs, rd, rsp, rdp] = kv as [string, string, string, string, string, string, string, string];
-        out.push({
-          tsNs: BigInt(ts[1]!) * 1_000_000_000n + BigInt(ts[2]!.padEnd(9, '0').slice(0, 9)),
-          client: { addr: os, port: Number(osp) },
-          serverSide: { src: { addr: rd, port: Number(rdp) }, dst: { addr: rs, port: Number(rsp) } },
-        });
+        const tsNs = BigInt(ts[1]!) * 1_000_000_000n + BigInt(ts[2]!.padEnd(9, '0').slice(0, 9));
+        const serverSide = { src: { addr: rd, port: Number(rdp) }, dst: { addr: rs, port: Number(rsp) } };
+        const prev = latest.get(`${os}:${osp}`);
+        if (prev && tsNs - prev.tsNs < SAME_CONNECTION_NS) {
+          // A retransmitted SYN of the same connection that conntrack mapped anew.
+          prev.earlier.push(prev.serverSide);
+          prev.serverSide = serverSide;
+          continue;
+        }
+        const c = { tsNs, client: { addr: os, port: Number(osp) }, serverSide, earlier: [] };
+        latest.set(`${os}:${osp}`, c);
+        out.push(c);
       }
       return out;
     },
@@ -88,8 +106,9 @@ export async function checkJoins(ch: ClickHouseClient, state: LabState, connecti
   // belongs to the latest one started before it (a reused client port starts a new one).
   const byTuple = new Map<string, number[]>();
   connections.forEach((c, i) => {
-    const { src, dst } = c.serverSide;
-    for (const k of new Set([key(c.client.addr, c.client.port, state.vip.ip, state.vip.port), key(state.vip.ip, state.vip.port, c.client.addr, c.client.port), key(src.addr, src.port, dst.addr, dst.port), key(dst.addr, dst.port, src.addr, src.port)])) {
+    const keys = [key(c.client.addr, c.client.port, state.vip.ip, state.vip.port), key(state.vip.ip, state.vip.port, c.client.addr, c.client.port)];
+    for (const { src, dst } of [c.serverSide, ...c.earlier]) keys.push(key(src.addr, src.port, dst.addr, dst.port), key(dst.addr, dst.port, src.addr, src.port));
+    for (const k of new Set(keys)) {
       const l = byTuple.get(k) ?? [];
       l.push(i);
       byTuple.set(k, l);

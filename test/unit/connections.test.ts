@@ -54,6 +54,15 @@ describe('connection tracker', () => {
     expect(t.stats().releasedUnanswered).toBe(1);
   });
 
+  it('an unanswered SYN joins its connection when the retransmitted SYN left on another tuple (new SNAT port) and was answered', () => {
+    const t = createConnTracker({ holdMs: 100, holdNs: 10n ** 12n });
+    const B = ['10.244.3.2', 8080] as const;
+    t.process(chunk([pkt('10.10.2.1', 23456, ...B, { tcpFlags: SYN, seq: 77 })], 0), 0);
+    const answered = t.process(chunk([pkt('10.10.2.1', 31000, ...B, { tcpFlags: SYN, seq: 77 }), pkt(...B, '10.10.2.1', 31000, { tcpFlags: SYN | ACK, seq: 99, ack: 78 })], 1), 10);
+    expect(ids(answered).map((r) => r.slice(1))).toEqual([[77, 99], [77, 99]]);
+    expect(ids(t.expire(200))).toEqual([[0, 77, 99]]);
+  });
+
   it('records of connections whose handshake was not seen, and non-TCP, pass with no identity', () => {
     const t = createConnTracker();
     const out = t.process(chunk([pkt(...C, ...VIP, { tcpFlags: ACK, seq: 5 }), pkt(...C, ...VIP, { l4proto: 17 })]), 0);
