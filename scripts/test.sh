@@ -14,7 +14,7 @@ bash scripts/setup.sh || { echo "test: setup failed" >&2; exit 1; }
 npm run --silent build || { echo "test: build failed" >&2; exit 1; }
 
 started_infra=0
-if [[ $suites == *integration* ]]; then
+if [[ $suites == *integration* || $suites == *privileged* ]]; then
   if ! bash deploy/local/infra.sh status 2>/dev/null | grep -q '^kafka *running' || ! bash deploy/local/infra.sh status 2>/dev/null | grep -q '^clickhouse *running'; then
     started_infra=1
   fi

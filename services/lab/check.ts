@@ -18,7 +18,9 @@ import { EVENT_COLUMNS, type TimelineRow } from '../correlator/timeline.js';
 import type { ClickHouseClient } from '../shared/clickhouse.js';
 import { Kind } from '../shared/record.js';
 import { uint } from '../shared/sql.js';
-import { spawn } from 'node:child_process';
+import { runRequests, type RequestResult } from './lab.js';
+import { requireState } from './state.js';
+import { nsRun } from './exec.js';
 import type { LabState } from './state.js';
 
 export interface JoinReport {
@@ -56,45 +58,69 @@ export interface CtConnection {
   earlier: Tuple[];
 }
 
-/** A SYN retransmission comes within this long of the first SYN: the same client tuple again later is a new connection. */
+/** A SYN retransmission comes within this long of the first, unanswered SYN. */
 const SAME_CONNECTION_NS = 5_000_000_000n;
 
 /**
- * Records every new connection to the VIP from node-lb's conntrack event stream
- * (`conntrack -E -e NEW`): ground truth that survives client port reuse, which the
- * conntrack table does not (a reused tuple's entry replaces the old one).
+ * Records every connection to the VIP from node-lb's conntrack table, emptied first and
+ * polled while the requests run (`conntrack -L -o id`): ground truth that survives
+ * client port reuse (a reused tuple's entry replaces the old one, so one look at the
+ * end is not enough).
+ * The event stream (`conntrack -E`) would be exact but loses events to ENOBUFS in bursts.
  */
-export function recordConnections(state: LabState): { stop(): Promise<CtConnection[]> } {
-  const child = spawn('ip', ['netns', 'exec', state.nodes['node-lb']!.netns, 'conntrack', '-E', '-e', 'NEW', '-p', 'tcp', '-o', 'timestamp', '--orig-dst', state.vip.ip], { stdio: ['ignore', 'pipe', 'ignore'] });
-  let text = '';
-  child.stdout.on('data', (d: Buffer) => (text += d.toString()));
+export function recordConnections(state: LabState, everyMs = 150): { ready: Promise<void>; stop(): Promise<CtConnection[]> } {
+  const netns = state.nodes['node-lb']!.netns;
+  const seen = new Map<string, { firstNs: bigint; line: string }>();
+  const unreplied = new Set<string>();
+  let stopping = false;
+  const list = async () => (await nsRun(netns, 'conntrack', ['-L', '-p', 'tcp', '--orig-dst', state.vip.ip, '-o', 'id'], { allowFail: true })).stdout.split('\n');
+  const idOf = (line: string) => /\bid=(\d+)/.exec(line)?.[1];
+  let markReady!: () => void;
+  const ready = new Promise<void>((r) => (markReady = r));
+  const poll = async () => {
+    // Entries of earlier runs (TIME_WAIT) would stand for this run's reused ports: start
+    // from an empty table (the lab's load balancer, between runs, has no live connection).
+    await nsRun(netns, 'conntrack', ['-F'], { allowFail: true });
+    markReady();
+    while (!stopping) {
+      const now = BigInt(Date.now()) * 1_000_000n;
+      for (const line of await list()) {
+        const id = idOf(line);
+        if (!id) continue;
+        if (!seen.has(id)) seen.set(id, { firstNs: now, line });
+        if (line.includes('[UNREPLIED]')) unreplied.add(id);
+        else unreplied.delete(id);
+      }
+      await new Promise((r) => setTimeout(r, everyMs));
+    }
+  };
+  const running = poll();
   return {
+    ready,
     async stop() {
-      // Let the last NEW events reach us before stopping the stream.
-      await new Promise((r) => setTimeout(r, 300));
-      child.kill('SIGTERM');
-      await new Promise((r) => child.once('close', r));
-      const out: CtConnection[] = [];
-      const latest = new Map<string, CtConnection>();
-      for (const line of text.split('\n')) {
-        const ts = /^\[(\d+)\.(\d+)\]/.exec(line);
+      stopping = true;
+      await running;
+      const entries = [...seen].sort(([, a], [, b]) => (a.firstNs < b.firstNs ? -1 : a.firstNs > b.firstNs ? 1 : 0));
+      const out: (CtConnection & { unanswered: boolean })[] = [];
+      const latest = new Map<string, CtConnection & { unanswered: boolean }>();
+      for (const [id, { firstNs: tsNs, line }] of entries) {
         const kv = [...line.matchAll(/\b(src|dst|sport|dport)=(\S+)/g)].map((m) => m[2]!);
-        if (!ts || kv.length < 8) continue;
+        if (kv.length < 8) continue;
         const [os, , osp, , rs, rd, rsp, rdp] = kv as [string, string, string, string, string, string, string, string];
-        const tsNs = BigInt(ts[1]!) * 1_000_000_000n + BigInt(ts[2]!.padEnd(9, '0').slice(0, 9));
         const serverSide = { src: { addr: rd, port: Number(rdp) }, dst: { addr: rs, port: Number(rsp) } };
         const prev = latest.get(`${os}:${osp}`);
-        if (prev && tsNs - prev.tsNs < SAME_CONNECTION_NS) {
-          // A retransmitted SYN of the same connection that conntrack mapped anew.
+        if (prev && prev.unanswered && tsNs - prev.tsNs < SAME_CONNECTION_NS) {
+          // A retransmitted SYN of the same connection that conntrack mapped anew (the first mapping never got a reply).
           prev.earlier.push(prev.serverSide);
           prev.serverSide = serverSide;
+          prev.unanswered = unreplied.has(id);
           continue;
         }
-        const c = { tsNs, client: { addr: os, port: Number(osp) }, serverSide, earlier: [] };
+        const c = { tsNs, client: { addr: os, port: Number(osp) }, serverSide, earlier: [], unanswered: unreplied.has(id) };
         latest.set(`${os}:${osp}`, c);
         out.push(c);
       }
-      return out;
+      return out.map(({ unanswered: _, ...c }) => c);
     },
   };
 }
@@ -221,4 +247,45 @@ function pathProblem(hops: PathHop[], t: CtConnection, state: LabState, lbAgent:
   const at = nats[0]!.node;
   if (at !== (lbAgent ? 'node-lb' : 'node-c')) return `NAT seen at ${at}`;
   return null;
+}
+
+/** Requests through the VIP, recorded against node-lb's conntrack, then checked once hoptrace has caught up. */
+export async function runCheck(ch: ClickHouseClient, n: number, opts: { lbAgent: boolean; during?: () => void | Promise<void> }): Promise<{ requests: RequestResult; report: JoinReport }> {
+  const state = requireState();
+  const sinceNs = BigInt(Date.now() - 1000) * 1_000_000n;
+  const recording = recordConnections(state);
+  await recording.ready;
+  const pending = runRequests(n);
+  await opts.during?.();
+  const requests = await pending;
+  const connections = alignToRequests(await recording.stop(), requests);
+  await waitQuiet(ch, sinceNs);
+  return { requests, report: await checkJoins(ch, state, connections, { lbAgent: opts.lbAgent, sinceNs }) };
+}
+
+/**
+ * Polling gives a connection's time only to the poll interval; the client's own start
+ * time of each request (same machine, taken before connect) orders connections on a
+ * reused port exactly. A client port reused while node-lb still held the tuple in
+ * TIME_WAIT reopens the same conntrack entry (same id, same NAT), so one entry can
+ * stand for several requests: each request gets its own connection, with the tuples of
+ * the entry nearest in time and its own start time.
+ */
+function alignToRequests(connections: CtConnection[], requests: RequestResult): CtConnection[] {
+  const byPort = new Map<number, CtConnection[]>();
+  for (const c of connections) {
+    const l = byPort.get(c.client.port) ?? [];
+    l.push(c);
+    byPort.set(c.client.port, l);
+  }
+  const out: CtConnection[] = [];
+  for (const f of requests.flows) {
+    const candidates = byPort.get(f.sport);
+    if (!candidates?.length) continue;
+    const start = BigInt(Math.round(f.startMs * 1e6));
+    const dist = (c: CtConnection) => (c.tsNs > start ? c.tsNs - start : start - c.tsNs);
+    const nearest = candidates.reduce((best, c) => (dist(c) < dist(best) ? c : best));
+    out.push({ ...nearest, tsNs: start - 1_000_000n });
+  }
+  return out.sort((a, b) => (a.tsNs < b.tsNs ? -1 : a.tsNs > b.tsNs ? 1 : 0));
 }

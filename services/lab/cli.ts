@@ -4,7 +4,7 @@ import { injectOow, type OowResult } from './incidents.js';
 import { applyFix, dropClear, dropRule, FIXES, netem, parseDurationMs, parsePercent, setClockOffset, type DropHook, type Fix } from './knobs.js';
 import { labDown, labStatus, labUp, runRequests, type LabStatus, type RequestResult } from './lab.js';
 import { agentsStatus, labAgentPlans, startAgents, stopAgents } from './agents.js';
-import { checkJoins, recordConnections, waitQuiet } from './check.js';
+import { runCheck } from './check.js';
 import { createClickHouse } from '../shared/clickhouse.js';
 import { loadConfig } from '../shared/config.js';
 import { requireState } from './state.js';
@@ -236,14 +236,7 @@ export function registerLabCommands(program: Command): void {
       const cfg = loadConfig();
       const ch = createClickHouse(cfg);
       try {
-        const state = requireState();
-        const sinceNs = BigInt(Date.now() - 1000) * 1_000_000n;
-        const recording = recordConnections(state);
-        await new Promise((r) => setTimeout(r, 200));
-        const result = await runRequests(Number(n));
-        const connections = await recording.stop();
-        await waitQuiet(ch, sinceNs);
-        const r = await checkJoins(ch, state, connections, { lbAgent: o.lbAgent, sinceNs });
+        const { requests: result, report: r } = await runCheck(ch, Number(n), { lbAgent: o.lbAgent });
         if (o.json) return out(JSON.stringify(r, null, 2));
         out(`${result.ok}/${result.requests} requests ok; ${r.requests} connections in node-lb's conntrack events, ${r.found} found in hoptrace`);
         out(`join precision ${(r.precision * 100).toFixed(3)}%, recall ${(r.recall * 100).toFixed(3)}% (${r.events.correct} of ${r.events.belonging} events on the right flow, ${r.events.assigned} assigned)`);
