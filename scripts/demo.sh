@@ -1,22 +1,35 @@
 #!/usr/bin/env bash
-# The main job, from a clean clone: install what is missing, build, start Kafka,
-# ClickHouse, the correlator and the API, replay a three-node recording through an
-# agent per node, and print one flow's cross-node timeline. Leaves everything up
-# for exploring; `npm run demo -- stop` stops it all.
+# The main job, from a clean clone, as root: install what is missing, build, start
+# Kafka, ClickHouse, the correlator and the API, build the namespace lab (client node,
+# load balancer with a VIP, server node with a sidecar REDIRECT), one live eBPF agent
+# per node, run normal traffic, then reproduce three incidents and print what
+# hoptrace concluded. Leaves everything up for exploring; `npm run demo -- stop`
+# stops it all. `npm run demo -- replay` is the no-root variant: a recorded
+# three-node capture replayed through the same pipeline.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 var=${HOPTRACE_VAR:-$root/var}
 ht() { node --enable-source-maps "$root/dist/services/cli/main.js" "$@"; }
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+api="http://${HOPTRACE_API_HOST:-127.0.0.1}:${HOPTRACE_API_PORT:-8080}"
 
-if [[ ${1:-} == stop ]]; then
-  bash scripts/services.sh stop correlator api
-  bash deploy/local/infra.sh down
-  exit 0
-fi
+case ${1:-lab} in
+  stop)
+    ht lab agents stop 2>/dev/null || true
+    ht lab down 2>/dev/null || true
+    bash scripts/services.sh stop correlator api
+    bash deploy/local/infra.sh down
+    exit 0
+    ;;
+  lab | replay) ;;
+  *)
+    echo "usage: $0 [lab | replay | stop]" >&2
+    exit 2
+    ;;
+esac
 
-say "setup (idempotent: Debian packages, npm packages, Kafka jars)"
+say "setup (idempotent: Debian packages, npm packages, Kafka jars) and build"
 bash scripts/setup.sh
 npm run --silent build
 
@@ -26,40 +39,53 @@ bash deploy/local/infra.sh up
 say "correlator and API"
 bash scripts/services.sh start correlator api
 
-events=${HOPTRACE_DEMO_EVENTS:-60000}
-rec="$var/demo/recording-$events"
-if [[ ! -f $rec/node-c.hoprec ]]; then
-  say "generating a three-node recording ($events events, fixed seed)"
-  ht generate --out "$rec" --events "$events" --seed 7
+if [[ ${1:-lab} == replay ]]; then
+  events=${HOPTRACE_DEMO_EVENTS:-60000}
+  rec="$var/demo/recording-$events"
+  [[ -f $rec/node-c.hoprec ]] || ht generate --out "$rec" --events "$events" --seed 7
+  say "replaying a three-node recording: one agent per node -> Kafka"
+  ht replay "$rec"/node-a.hoprec "$rec"/node-b.hoprec "$rec"/node-c.hoprec
+  sleep 3
+  ht flows --limit 5
+  flow=$(ht flows --limit 1 --json | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>process.stdout.write(JSON.parse(s).flows[0].flowId))')
+  say "one flow's path (hoptrace path $flow)"
+  ht path "$flow"
+  printf '\nAPI: %s   Stop everything: npm run demo -- stop\n' "$api"
+  exit 0
 fi
 
-say "replaying it: one agent per node -> Kafka"
-ht replay "$rec"/node-a.hoprec "$rec"/node-b.hoprec "$rec"/node-c.hoprec
+[[ $(id -u) == 0 ]] || { echo "demo: the lab and live capture need root (try: npm run demo -- replay)" >&2; exit 1; }
+say "the lab: node-a (client pod) -> node-lb (VIP 10.96.0.10:80, DNAT) -> node-c (server pod, sidecar REDIRECT :8080 -> :15006)"
+ht lab up
+ht lab agents start
+start=$(date +%s%3N)
 
-say "waiting for the correlator to store every event in ClickHouse"
-ch="http://127.0.0.1:${HOPTRACE_CLICKHOUSE_HTTP_PORT:-18123}/"
-db=${HOPTRACE_CLICKHOUSE_DB:-hoptrace}
-for i in $(seq 120); do
-  n=$(curl -fsS --data-binary "SELECT uniqExact(agent, boot, seq) FROM $db.hop_events FINAL" "$ch" 2>/dev/null || echo 0)
-  printf '\r  %s / %s events stored' "$n" "$events"
-  [[ $n == "$events" ]] && break
-  sleep 1
-done
-echo
-[[ $n == "$events" ]] || { echo "demo: only $n of $events events stored; see $var/log/correlator.log" >&2; exit 1; }
+say "normal traffic: 500 HTTP requests through the VIP"
+ht lab requests 500
 
-say "recent flows (hoptrace flows)"
-ht flows --limit 5
-flow=$(ht flows --limit 1 --json | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const j=JSON.parse(s);process.stdout.write(String((j.flows??j)[0].flowId))})')
+say "incident 1: one TCP segment far outside the window, on an established connection (the seed's reset)"
+ht lab inject-oow | head -3
 
-say "one flow's cross-node timeline (hoptrace timeline $flow)"
-ht timeline "$flow"
+say "incident 2: an iptables DROP on the load balancer's FORWARD chain for the backend"
+ht lab drop node-lb | tail -1
+ht lab requests 3 --timeout-ms 1500 | head -1 || true
+ht lab drop node-lb --clear | tail -1
 
-api="http://${HOPTRACE_API_HOST:-127.0.0.1}:${HOPTRACE_API_PORT:-8080}"
-say "done"
+say "incident 3: 20 ms of delay on the load balancer -> server link"
+ht lab netem lb-c --delay 20ms | tail -1
+ht lab requests 100 | head -1
+ht lab netem lb-c --clear | tail -1
+
+say "waiting for the last hops to arrive and the flows to be judged"
+sleep 8
+
+say "what hoptrace found (hoptrace report --since ${start})"
+ht report --since "$start" --service 10.96.0.10 --slow-ms 2
+
 cat <<MSG
-API:       $api   (try: curl '$api/api/v1/flows?limit=5')
-CLI:       bin/hoptrace flows --help ; bin/hoptrace timeline <flowId>
-Logs:      $var/log/
-Stop all:  npm run demo -- stop
+
+Explore: bin/hoptrace incidents | explain <flow> | path <flow> | timeline <flow> | latency --since 10m
+API:     $api   (e.g. curl '$api/api/v1/incidents?since=15m')
+Logs:    $var/log/  (agents: agent-node-*.log)
+Stop:    npm run demo -- stop
 MSG

@@ -16,6 +16,7 @@ import { describeError, HopError } from '../shared/errors.js';
 import { registerLabCommands } from '../lab/cli.js';
 import { registerForensicsCommands } from './forensics.js';
 import { registerPathCommands } from './path.js';
+import { registerReportCommand } from './report.js';
 import { registerQueryCommands } from './query.js';
 import { replay } from './replay.js';
 
@@ -115,6 +116,7 @@ program
 registerQueryCommands(program, config);
 registerPathCommands(program, config);
 registerForensicsCommands(program, config);
+registerReportCommand(program, config);
 registerLabCommands(program);
 
 program.parseAsync().catch((err: unknown) => {

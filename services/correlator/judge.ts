@@ -16,7 +16,7 @@ import type { Logger } from '../shared/log.js';
 import { uint } from '../shared/sql.js';
 import { eventDate } from './rows.js';
 import { EVENT_COLUMNS, type TimelineRow } from './timeline.js';
-import { ANOMALY_KINDS, judgeFlow, type Verdict } from './verdicts.js';
+import { ANOMALY_SQL, judgeFlow, type Verdict } from './verdicts.js';
 
 export interface IncidentRow {
   event_date: string;
@@ -78,10 +78,10 @@ export interface Judge {
   stats(): { judged: number; incidents: number; pending: number; errors: number };
 }
 
-const ANOMALIES = [...ANOMALY_KINDS].join(', ');
 
 export function createJudge(o: JudgeOptions): Judge {
   const due = new Map<number, number>();
+  const backlog: number[] = [];
   const totals = { judged: 0, incidents: 0, errors: 0 };
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> = Promise.resolve();
@@ -109,7 +109,9 @@ export function createJudge(o: JudgeOptions): Judge {
 
   async function round() {
     const now = Date.now();
-    const ready = [...due].filter(([, t]) => t <= now).map(([id]) => id);
+    // Flows notified live first; the start-up backlog when nothing live is due.
+    let ready = [...due].filter(([, t]) => t <= now).map(([id]) => id);
+    if (!ready.length) ready = backlog.splice(0, 500).filter((id) => !due.has(id));
     if (!ready.length) return;
     for (const id of ready) due.delete(id);
     for (let i = 0; i < ready.length; i += 500) {
@@ -134,11 +136,10 @@ export function createJudge(o: JudgeOptions): Judge {
     async start() {
       const sinceNs = BigInt(Date.now() - o.lookbackMs) * 1_000_000n;
       try {
-        const rs = await o.ch.query({ query: `SELECT DISTINCT flow_id FROM hop_events WHERE kind IN (${ANOMALIES}) AND wall_ts_ns >= ${uint(sinceNs)}`, format: 'JSONEachRow' });
+        const rs = await o.ch.query({ query: `SELECT DISTINCT flow_id FROM hop_events WHERE ${ANOMALY_SQL} AND wall_ts_ns >= ${uint(sinceNs)}`, format: 'JSONEachRow' });
         const ids = (await rs.json<{ flow_id: string | number }>()).map((r) => Number(r.flow_id));
         if (ids.length) o.log.info({ flows: ids.length }, 're-judging recent anomalies');
-        const at = Date.now();
-        for (const id of ids) due.set(id, at);
+        backlog.push(...ids);
       } catch (err) {
         o.log.warn(`could not list recent anomalies to re-judge: ${describeError(err)}`);
       }
@@ -150,6 +151,6 @@ export function createJudge(o: JudgeOptions): Judge {
       if (timer) clearInterval(timer);
       await running;
     },
-    stats: () => ({ ...totals, pending: due.size }),
+    stats: () => ({ ...totals, pending: due.size + backlog.length }),
   };
 }

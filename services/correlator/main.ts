@@ -6,7 +6,7 @@ import { createLogger } from '../shared/log.js';
 import { retry } from '../shared/retry.js';
 import { clickhouseWriter, createCorrelator, type Correlator } from './correlator.js';
 import { createJudge, type Judge } from './judge.js';
-import { ANOMALY_KINDS } from './verdicts.js';
+import { isAnomaly } from './verdicts.js';
 
 export async function startCorrelator(cfg: Config, signal?: AbortSignal): Promise<Correlator & { judge: Judge; close(): Promise<void> }> {
   const log = createLogger('correlator', cfg.logLevel);
@@ -17,7 +17,7 @@ export async function startCorrelator(cfg: Config, signal?: AbortSignal): Promis
   const judge = createJudge({ ch, log, settleMs: cfg.judgeSettleMs, lookbackMs: cfg.judgeLookbackMs });
   const c = createCorrelator(cfg, kafka, clickhouseWriter(cfg, ch), log, (events) => {
     const anomalous = new Set<number>();
-    for (const e of events) if (ANOMALY_KINDS.has(e.kind)) anomalous.add(e.flow_id);
+    for (const e of events) if (isAnomaly(e)) anomalous.add(e.flow_id);
     if (anomalous.size) judge.notify(anomalous);
   });
   await judge.start();

@@ -327,8 +327,13 @@ export function summarizeSegments(samples: ReturnType<typeof segmentSamples>): S
   });
 }
 
+/**
+ * An instance's sightings in corrected time order. A drop that the packet outlived (a
+ * clone freed, e.g. a packet socket's copy of a frame) is not a hop: only a final drop is.
+ */
 function correctedOrder(inst: Instance, offsets: Map<string, bigint>) {
-  return inst.sightings.map((s, i) => ({ s, i, t: s.ts - (offsets.get(s.r.node) ?? 0n) })).sort((x, y) => (x.t < y.t ? -1 : x.t > y.t ? 1 : x.i - y.i));
+  const ordered = inst.sightings.map((s, i) => ({ s, i, t: s.ts - (offsets.get(s.r.node) ?? 0n) })).sort((x, y) => (x.t < y.t ? -1 : x.t > y.t ? 1 : x.i - y.i));
+  return ordered.filter((o, k) => o.s.r.kind !== Kind.DROP || k === ordered.length - 1);
 }
 
 const ep = (addr: string, port: number): Endpoint => ({ addr, port });

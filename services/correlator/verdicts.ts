@@ -87,10 +87,11 @@ const DROP_MEANING: Readonly<Record<string, string>> = {
  * Drop reasons that are the stack's normal work, not incidents: a closing socket purging
  * its queues, duplicates and old segments TCP discards by design, the catch-all
  * NOT_SPECIFIED that normal teardown produces (seen on every short connection in the lab),
- * and frames addressed to another host's MAC that a device in promiscuous mode or a packet
- * socket also saw (OTHERHOST: the copy meant for this host went on).
+ * frames addressed to another host's MAC that a device in promiscuous mode or a packet
+ * socket also saw (OTHERHOST: the copy meant for this host went on), and segments a
+ * TIME_WAIT socket refuses by timestamp (TCP_RFC7323_TW_PAWS, as designed).
  */
-const BENIGN_DROPS: ReadonlySet<string> = new Set(['NOT_SPECIFIED', 'QUEUE_PURGE', 'OTHERHOST', 'TCP_OLD_DATA', 'TCP_OLD_SEQUENCE', 'TCP_ZEROWINDOW', 'TCP_OFOMERGE', 'SOCKET_CLOSE', 'TCP_CLOSE', 'SKB_CONSUMED', 'TCP_OLD_ACK']);
+const BENIGN_DROPS: ReadonlySet<string> = new Set(['NOT_SPECIFIED', 'QUEUE_PURGE', 'OTHERHOST', 'TCP_RFC7323_TW_PAWS', 'TCP_OLD_DATA', 'TCP_OLD_SEQUENCE', 'TCP_ZEROWINDOW', 'TCP_OFOMERGE', 'SOCKET_CLOSE', 'TCP_CLOSE', 'SKB_CONSUMED', 'TCP_OLD_ACK']);
 
 const STAGES = ['', 'PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING'];
 
@@ -147,7 +148,7 @@ function handshakeDone(rows: TimelineRow[], before: bigint): boolean {
   return rows.some((r) => r.kind === Kind.PACKET && (r.tcp_flags & (SYN | ACK)) === (SYN | ACK) && ts(r) < before);
 }
 
-function resetVerdict(rst: TimelineRow, rows: TimelineRow[], path: ReturnType<typeof buildPath>): Verdict {
+function resetVerdict(rst: TimelineRow, rows: TimelineRow[], path: ReturnType<typeof buildPath>): Verdict | null {
   // tcp_send_reset records the tuple local -> remote; the packet that triggered it came the other way.
   const local = src(rst);
   const remote = dst(rst);
@@ -185,6 +186,10 @@ function resetVerdict(rst: TimelineRow, rows: TimelineRow[], path: ReturnType<ty
   }
 
   if (rst.sk_state === TcpState.UNSPECIFIED || reasonName === 'NO_SOCKET') {
+    // A late segment after this side had closed (its FIN went out) finding no socket is
+    // ordinary teardown, not an incident.
+    const FIN = 0x01;
+    if (rows.some((r) => r.kind === Kind.PACKET && r.tcp_flags & FIN && same(src(r), local) && ts(r) < ts(rst))) return null;
     const syn = (rst.tcp_flags & (SYN | ACK)) === SYN;
     if (syn || !established) {
       return {
@@ -234,6 +239,7 @@ export function judgeFlow(rowsIn: readonly TimelineRow[]): Verdict[] {
   const triggerDrops = new Set<TimelineRow>();
   for (const r of sent) {
     const v = resetVerdict(r, rows, path!);
+    if (!v) continue;
     const freed = rows.find((d) => d.kind === Kind.DROP && d.node === r.node && v.trigger && d.tcp_seq === v.trigger.seq && d.payload_len === v.trigger.len);
     if (freed) {
       triggerDrops.add(freed);
@@ -311,5 +317,11 @@ export function judgeFlow(rowsIn: readonly TimelineRow[]): Verdict[] {
   return out;
 }
 
-/** Flows worth judging: they have a reset, a drop or retransmissions. */
-export const ANOMALY_KINDS: ReadonlySet<number> = new Set([Kind.RST_SENT, Kind.RST_RECV, Kind.DROP, Kind.RETRANS]);
+/** Flows worth judging: they have a reset, a drop that is not the stack's normal work, or retransmissions. */
+export function isAnomaly(r: { kind: number; reason_name?: string }): boolean {
+  if (r.kind === Kind.DROP) return !BENIGN_DROPS.has(r.reason_name ?? '');
+  return r.kind === Kind.RST_SENT || r.kind === Kind.RST_RECV || r.kind === Kind.RETRANS;
+}
+
+/** The same test in SQL, over hop_events columns. */
+export const ANOMALY_SQL = `(kind IN (${Kind.RST_SENT}, ${Kind.RST_RECV}, ${Kind.RETRANS}) OR (kind = ${Kind.DROP} AND reason_name NOT IN (${[...BENIGN_DROPS].map((n) => `'${n}'`).join(', ')})))`;

@@ -59,7 +59,8 @@ describe('verdicts', () => {
   });
 
   const rst = (o: Partial<TimelineRow>) => {
-    const rows = flowRows();
+    // The connection before its FIN exchange: a reset then is not teardown.
+    const rows = flowRows().filter((r) => !(r.tcp_flags & 0x01) && !(r.tcp_seq === 1_000_102 && r.tcp_ack === 7_000_502));
     const last = rows.filter((r) => r.kind === Kind.PACKET).at(-1)!;
     return [...rows, { ...last, seq: 9999, node: 'node-c', agent: 'node-c', netns: 'pod-server', kind: Kind.RST_SENT, hook: Hook.TCP_SEND_RESET, saddr: POD.addr, sport: POD.port, daddr: C.addr, dport: C.port, wall_ts_ns: (BigInt(last.wall_ts_ns) + 1000n).toString(), ...o }];
   };
@@ -81,6 +82,13 @@ describe('verdicts', () => {
     const v = judgeFlow([...rows, { ...syn, seq: 500, kind: Kind.RST_SENT, hook: Hook.TCP_SEND_RESET, node: 'node-c', saddr: POD.addr, sport: POD.port, daddr: C.addr, dport: C.port, sk_state: 0, reason_name: 'NO_SOCKET' }]);
     expect(v.map((x) => x.kind)).toEqual(['reset_refused']);
     expect(v[0]!.title).toMatch(/nothing listens on 10\.10\.3\.2:8080/);
+  });
+
+  it('a late segment finding no socket after this side closed is teardown, not an incident', () => {
+    const rows = flowRows();
+    const last = rows.filter((r) => r.kind === Kind.PACKET).at(-1)!;
+    const late = { ...last, seq: 4242, node: 'node-c', kind: Kind.RST_SENT, hook: Hook.TCP_SEND_RESET, saddr: POD.addr, sport: POD.port, daddr: C.addr, dport: C.port, sk_state: 0, reason_name: 'NO_SOCKET', wall_ts_ns: (BigInt(last.wall_ts_ns) + 1000n).toString() };
+    expect(judgeFlow([...rows, late])).toEqual([]);
   });
 
   it('a reset received that no watched node sent', () => {
