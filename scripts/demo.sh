@@ -73,14 +73,16 @@ ht lab drop node-lb --clear | tail -1
 
 say "incident 3: 20 ms of delay on the load balancer -> server link"
 ht lab netem lb-c --delay 20ms | tail -1
+slow_from=$(date +%s%3N)
 ht lab requests 100 | head -1
+slow_to=$(date +%s%3N)
 ht lab netem lb-c --clear | tail -1
 
 say "waiting for the last hops to arrive and the flows to be judged"
 sleep 8
 
-say "what hoptrace found (hoptrace report --since ${start})"
-ht report --since "$start" --service 10.96.0.10 --slow-ms 2
+say "what hoptrace found (hoptrace report --since ${start}; slow hops while the delay was on)"
+ht report --since "$start" --service 10.96.0.10 --slow-ms 2 --latency-since "$slow_from" --latency-until "$slow_to"
 
 cat <<MSG
 

@@ -57,15 +57,17 @@ export function registerReportCommand(program: Command, loadCfg: () => Config): 
     .option('--until <time>', 'to')
     .option('--slow-ms <ms>', 'segments slower than this at p50 are listed', '1')
     .option('--service <ip>', 'latency over flows to this service VIP (or any address they had) only')
+    .option('--latency-since <time>', 'latency over this window instead (default: --since)')
+    .option('--latency-until <time>', 'end of that window (default: --until)')
     .option('--api <url>', 'API base URL (default: http://HOPTRACE_API_HOST:HOPTRACE_API_PORT)')
-    .action(async (o: { since: string; until?: string; slowMs: string; service?: string; api?: string }) => {
+    .action(async (o: { since: string; until?: string; slowMs: string; service?: string; latencySince?: string; latencyUntil?: string; api?: string }) => {
       const base = o.api ?? defaultApiUrl(loadCfg());
       const { incidents } = await apiGet<{ incidents: Incident[] }>(base, '/api/v1/incidents', { since: o.since, until: o.until, limit: '1000' });
       const explains = new Map<string, string[]>();
       const firsts = new Map<string, Incident>();
       for (const i of incidents) if (i.kind !== 'drop') firsts.set(i.kind, i);
       for (const i of firsts.values()) explains.set(i.flowId, (await apiGet<{ text: string[] }>(base, `/api/v1/flows/${i.flowId}/explain`)).text);
-      const latency = await apiGet<LatencyReport>(base, '/api/v1/reports/latency', { since: o.since, until: o.until, service: o.service });
+      const latency = await apiGet<LatencyReport>(base, '/api/v1/reports/latency', { since: o.latencySince ?? o.since, until: o.latencyUntil ?? o.until, service: o.service });
       process.stdout.write(formatReport(incidents, explains, latency, Number(o.slowMs) * 1000));
     });
 }
