@@ -127,10 +127,15 @@ export const app: FastifyPluginAsync<AppDeps> = async (f, deps) => {
     return out;
   }
 
-  function flowIdOf(raw: string): bigint {
+  /** A flow's summary and its first apiMaxRows events; 404 when it has neither. */
+  async function loadFlow(raw: string) {
     const id = BigInt(raw);
     if (id >= UINT64_LIMIT) throw bad('params/flowId', 'must be below 2^64');
-    return id;
+    const limit = cfg.apiMaxRows;
+    const [flow, rows] = await Promise.all([store.getFlow(id), store.flowEvents(id, limit + 1)]);
+    if (!flow && rows.length === 0) throw new HopError('HOP_NOT_FOUND', `flow ${id} not found`);
+    const truncated = rows.length > limit;
+    return { id, flow, events: truncated ? rows.slice(0, limit) : rows, truncated };
   }
 
   // Before ajv: it strips unknown properties instead of rejecting them (a typo such as
@@ -208,12 +213,8 @@ export const app: FastifyPluginAsync<AppDeps> = async (f, deps) => {
     '/api/v1/flows/:flowId/timeline',
     { schema: { params: timelineParamsSchema, response: timelineResponses } },
     async (req) => {
-      const id = flowIdOf(req.params.flowId);
-      const limit = cfg.apiMaxRows;
-      const [flow, rows] = await Promise.all([store.getFlow(id), store.flowEvents(id, limit + 1)]);
-      if (!flow && rows.length === 0) throw new HopError('HOP_NOT_FOUND', `flow ${id} not found`);
-      const truncated = rows.length > limit;
-      return { flow, timeline: buildTimeline(truncated ? rows.slice(0, limit) : rows), truncated, eventLimit: limit };
+      const { flow, events, truncated } = await loadFlow(req.params.flowId);
+      return { flow, timeline: buildTimeline(events), truncated, eventLimit: cfg.apiMaxRows };
     },
   );
 
@@ -221,12 +222,8 @@ export const app: FastifyPluginAsync<AppDeps> = async (f, deps) => {
     '/api/v1/flows/:flowId/path',
     { schema: { params: timelineParamsSchema, response: pathResponses } },
     async (req) => {
-      const id = flowIdOf(req.params.flowId);
-      const limit = cfg.apiMaxRows;
-      const [flow, rows] = await Promise.all([store.getFlow(id), store.flowEvents(id, limit + 1)]);
-      if (!flow && rows.length === 0) throw new HopError('HOP_NOT_FOUND', `flow ${id} not found`);
-      const truncated = rows.length > limit;
-      return { flow, path: buildPath(truncated ? rows.slice(0, limit) : rows), truncated };
+      const { flow, events, truncated } = await loadFlow(req.params.flowId);
+      return { flow, path: buildPath(events), truncated };
     },
   );
 
@@ -234,12 +231,7 @@ export const app: FastifyPluginAsync<AppDeps> = async (f, deps) => {
     '/api/v1/flows/:flowId/explain',
     { schema: { params: timelineParamsSchema, response: explainResponses } },
     async (req) => {
-      const id = flowIdOf(req.params.flowId);
-      const limit = cfg.apiMaxRows;
-      const [flow, rows] = await Promise.all([store.getFlow(id), store.flowEvents(id, limit + 1)]);
-      if (!flow && rows.length === 0) throw new HopError('HOP_NOT_FOUND', `flow ${id} not found`);
-      const truncated = rows.length > limit;
-      const events = truncated ? rows.slice(0, limit) : rows;
+      const { id, flow, events, truncated } = await loadFlow(req.params.flowId);
       const path = buildPath(events);
       const verdicts = judgeFlow(events);
       return { flow, path, verdicts, text: explainText(path, verdicts), truncated, links: flowLinks(id.toString()) };
