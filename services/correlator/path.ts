@@ -21,6 +21,16 @@ import { sentByClient } from '../shared/flowkey.js';
 import { Kind } from '../shared/record.js';
 import { hookName, type TimelineRow } from './timeline.js';
 
+/**
+ * Drop reasons that are the stack's normal work, not incidents: a closing socket purging
+ * its queues, duplicates and old segments TCP discards by design, the catch-all
+ * NOT_SPECIFIED that normal teardown produces (seen on every short connection in the lab),
+ * frames addressed to another host's MAC that a device in promiscuous mode or a packet
+ * socket also saw (OTHERHOST: the copy meant for this host went on), and segments a
+ * TIME_WAIT socket refuses by timestamp (TCP_RFC7323_TW_PAWS, as designed).
+ */
+export const BENIGN_DROPS: ReadonlySet<string> = new Set(['NOT_SPECIFIED', 'QUEUE_PURGE', 'OTHERHOST', 'TCP_RFC7323_TW_PAWS', 'TCP_OLD_DATA', 'TCP_OLD_SEQUENCE', 'TCP_ZEROWINDOW', 'TCP_OFOMERGE', 'SOCKET_CLOSE', 'TCP_CLOSE', 'SKB_CONSUMED', 'TCP_OLD_ACK']);
+
 export type Dir = 'forward' | 'reverse';
 
 export interface Endpoint {
@@ -134,7 +144,8 @@ export function packetInstances(rows: readonly TimelineRow[]): Instance[] {
   // key -> node -> sightings in time order (one node's clock orders its own sightings).
   const byKey = new Map<string, { dir: Dir; nodes: Map<string, Sighting[]> }>();
   for (const r of dedupe(rows)) {
-    if (r.kind !== Kind.PACKET && r.kind !== Kind.DROP) continue;
+    // A benign drop (a socket purging its queue at close...) ends no path: not a hop.
+    if (r.kind !== Kind.PACKET && (r.kind !== Kind.DROP || BENIGN_DROPS.has(r.reason_name ?? ''))) continue;
     const dir = directionOf(r, forwardDir);
     // NAT keeps the IP ID: it tells apart packets whose TCP headers repeat (window updates, duplicate ACKs).
     const key = `${dir}|${r.tcp_seq}|${r.tcp_ack}|${r.payload_len}|${r.tcp_flags}|${r.ip_id}`;

@@ -8,7 +8,7 @@
  * a person can check, and a fix where one is known.
  */
 import { Flag, Kind, TcpState } from '../shared/record.js';
-import { buildPath, labelOf, packetInstances, type Endpoint } from './path.js';
+import { BENIGN_DROPS, buildPath, labelOf, packetInstances, type Endpoint } from './path.js';
 import { tcpFlagNames, tcpStateName, type TimelineRow } from './timeline.js';
 
 export type VerdictKind = 'nat_bypass_reset' | 'reset_no_socket' | 'reset_refused' | 'reset_app_abort' | 'reset_other' | 'reset_received' | 'drop' | 'retrans_burst';
@@ -82,16 +82,6 @@ const DROP_MEANING: Readonly<Record<string, string>> = {
   NEIGH_QUEUEFULL: 'too many packets waited for the next hop to resolve',
   TCP_INVALID_SEQUENCE: 'its sequence number was outside the receive window',
 };
-
-/**
- * Drop reasons that are the stack's normal work, not incidents: a closing socket purging
- * its queues, duplicates and old segments TCP discards by design, the catch-all
- * NOT_SPECIFIED that normal teardown produces (seen on every short connection in the lab),
- * frames addressed to another host's MAC that a device in promiscuous mode or a packet
- * socket also saw (OTHERHOST: the copy meant for this host went on), and segments a
- * TIME_WAIT socket refuses by timestamp (TCP_RFC7323_TW_PAWS, as designed).
- */
-const BENIGN_DROPS: ReadonlySet<string> = new Set(['NOT_SPECIFIED', 'QUEUE_PURGE', 'OTHERHOST', 'TCP_RFC7323_TW_PAWS', 'TCP_OLD_DATA', 'TCP_OLD_SEQUENCE', 'TCP_ZEROWINDOW', 'TCP_OFOMERGE', 'SOCKET_CLOSE', 'TCP_CLOSE', 'SKB_CONSUMED', 'TCP_OLD_ACK']);
 
 const STAGES = ['', 'PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING'];
 
