@@ -53,6 +53,23 @@ describe('verdicts', () => {
     expect(n!.fix).toMatch(/nf_conntrack_tcp_be_liberal=1/);
   });
 
+  it('NAT bypass reset at the load balancer: a listener on the VIP answers a segment DNAT skipped', () => {
+    const rows = flowRows();
+    const last = rows.filter((r) => r.kind === Kind.PACKET).at(-1)!;
+    const t = BigInt(last.wall_ts_ns) + 1_000_000n;
+    const lb = { ...last, node: 'node-lb', agent: 'node-lb', netns: 'node-lb', netns_ino: 3, ifname: 'to-a', ifindex: 3 };
+    const seq = (1_000_102 + 0x40000000) >>> 0;
+    const v = judgeFlow([
+      ...rows,
+      { ...lb, seq: 20_000, wall_ts_ns: t.toString(), kind: Kind.PACKET, hook: Hook.NETIF_RECEIVE, saddr: C.addr, sport: C.port, daddr: '10.96.0.10', dport: 80, tcp_seq: seq, tcp_ack: 7_000_502, tcp_flags: 0x18, payload_len: 4 },
+      { ...lb, seq: 20_001, wall_ts_ns: (t + 10_000n).toString(), kind: Kind.RST_SENT, hook: Hook.TCP_SEND_RESET, saddr: '10.96.0.10', sport: 80, daddr: C.addr, dport: C.port, tcp_seq: seq, tcp_ack: 7_000_502, tcp_flags: 0x18, payload_len: 4, sk_state: TcpState.LISTEN, reason_name: 'TCP_FLAGS' },
+    ]);
+    expect(v.map((x) => x.kind)).toEqual(['nat_bypass_reset']);
+    expect(v[0]).toMatchObject({ node: 'node-lb', skState: 'LISTEN' });
+    expect(v[0]!.title).toContain('skipped 10.96.0.10:80 -> 10.10.3.2:8080');
+    expect(v[0]!.fix).toMatch(/in node-lb\/node-lb/);
+  });
+
   it('is stable: judging again gives the same keys', () => {
     const rows = natBypass(flowRows());
     expect(judgeFlow(rows).map((v) => v.key)).toEqual(judgeFlow([...rows].reverse()).map((v) => v.key));
