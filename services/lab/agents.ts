@@ -26,7 +26,12 @@ export interface AgentPlan {
   node: string;
   netns: string[];
   clockSkewMs: number;
+  /** Prometheus /metrics on 127.0.0.1:metricsPort. */
+  metricsPort: number;
 }
+
+/** Agents' /metrics ports: node-a, node-lb, node-c in order from here. */
+const METRICS_BASE_PORT = 9464;
 
 export function agentPlans(state: LabState, except: readonly string[] = []): AgentPlan[] {
   return Object.entries(state.nodes)
@@ -35,7 +40,7 @@ export function agentPlans(state: LabState, except: readonly string[] = []): Age
       const wires = Object.values(state.links)
         .filter((l) => l.wire && state.namespaces[l.from.netns]?.node === node && ORDER.indexOf(node) < ORDER.indexOf(state.namespaces[l.to.netns]?.node ?? ''))
         .map((l) => l.wire!.netns);
-      return { node, netns: [...n.namespaces, ...new Set(wires)], clockSkewMs: n.clockOffsetMs };
+      return { node, netns: [...n.namespaces, ...new Set(wires)], clockSkewMs: n.clockOffsetMs, metricsPort: METRICS_BASE_PORT + Math.max(0, ORDER.indexOf(node)) };
     });
 }
 
@@ -55,16 +60,16 @@ function alive(node: string): number | null {
 }
 
 /** Starts the agents that are not running; resolves once each has attached (its log says so) or fails naming the log. */
-export async function startAgents(plans: readonly AgentPlan[], env: NodeJS.ProcessEnv = process.env, timeoutMs = 20_000): Promise<{ node: string; pid: number; log: string }[]> {
+export async function startAgents(plans: readonly AgentPlan[], env: NodeJS.ProcessEnv = process.env, timeoutMs = 20_000): Promise<{ node: string; pid: number; log: string; metrics: string }[]> {
   if (!existsSync(cli)) throw new LabError('HOP_LAB_BAD_ARGUMENT', `agents need the build: run npm run build first (${cli} is missing)`);
   mkdirSync(runDir, { recursive: true });
   mkdirSync(logDir, { recursive: true });
-  const out: { node: string; pid: number; log: string }[] = [];
+  const out: { node: string; pid: number; log: string; metrics: string }[] = [];
   for (const p of plans) {
     const log = join(logDir, `agent-${p.node}.log`);
     const running = alive(p.node);
     if (running) {
-      out.push({ node: p.node, pid: running, log });
+      out.push({ node: p.node, pid: running, log, metrics: `http://127.0.0.1:${p.metricsPort}/metrics` });
       continue;
     }
     writeFileSync(log, '');
@@ -72,11 +77,11 @@ export async function startAgents(plans: readonly AgentPlan[], env: NodeJS.Proce
     const child = spawn(process.execPath, ['--enable-source-maps', cli, 'agent', '--live', '--node', p.node, '--netns', p.netns.join(','), '--clock-skew-ms', String(p.clockSkewMs)], {
       detached: true,
       stdio: ['ignore', fd, fd],
-      env: { ...env, HOPTRACE_AGENT_NAME: p.node, HOPTRACE_METRICS_PORT: '0' },
+      env: { ...env, HOPTRACE_AGENT_NAME: p.node, HOPTRACE_METRICS_PORT: String(p.metricsPort) },
     });
     child.unref();
     writeFileSync(pidFile(p.node), String(child.pid));
-    out.push({ node: p.node, pid: child.pid!, log });
+    out.push({ node: p.node, pid: child.pid!, log, metrics: `http://127.0.0.1:${p.metricsPort}/metrics` });
   }
   // Ready once the agent has attached its programs and its producer is up.
   const deadline = Date.now() + timeoutMs;

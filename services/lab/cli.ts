@@ -216,7 +216,7 @@ export function registerLabCommands(program: Command): void {
     .option('--except <nodes>', 'start no agent on these nodes (comma-separated), e.g. node-lb')
     .action(async (action: string, o: { except?: string }) => {
       if (action === 'start') {
-        for (const a of await startAgents(labAgentPlans(o.except?.split(',') ?? []))) out(`${a.node}: agent pid ${a.pid}, log ${a.log}`);
+        for (const a of await startAgents(labAgentPlans(o.except?.split(',') ?? []))) out(`${a.node}: agent pid ${a.pid}, log ${a.log}, metrics ${a.metrics}`);
       } else if (action === 'stop') {
         out(`stopped: ${(await stopAgents()).join(', ') || 'none running'}`);
       } else if (action === 'status') {
