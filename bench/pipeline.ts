@@ -1,7 +1,7 @@
 /**
  * Throughput of the agent and the correlator on replayed events, per core.
  *
- *   npm run build && node dist/bench/pipeline.js [--events 1000000] [--runs 3]
+ *   npm run build && node dist/bench/pipeline.js [--events 1000000] [--runs 3] [--formats JSONEachRow,TabSeparated,RowBinary]
  *
  * Needs the local Kafka and ClickHouse (bash deploy/local/infra.sh up). Each run uses a
  * topic and database of its own. "Per core" divides events by the CPU seconds the
@@ -29,6 +29,11 @@ const arg = (name: string, def: number) => {
 };
 const EVENTS = arg('events', 1_000_000);
 const RUNS = arg('runs', 3);
+/** Insert formats the correlator stage is run with (--formats RowBinary,JSONEachRow). */
+const FORMATS = (() => {
+  const i = process.argv.indexOf('--formats');
+  return i > 0 ? process.argv[i + 1]!.split(',') : ['JSONEachRow', 'TabSeparated', 'RowBinary'];
+})();
 
 interface Sample {
   events: number;
@@ -80,14 +85,18 @@ async function dropDb(cfg: Config) {
   await ch.close();
 }
 
+/** ClickHouse server CPU seconds; its pid file is under var/run of this checkout or of HOPTRACE_INFRA_DIR (the checkout that started it). */
 function clickhouseCpuS(): number {
-  try {
-    const pid = readFileSync(join(process.cwd(), 'var/run/clickhouse.pid'), 'utf8').trim();
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return (Number(f[11]) + Number(f[12])) / 100;
-  } catch {
-    return NaN;
+  for (const dir of [process.cwd(), process.env.HOPTRACE_INFRA_DIR ?? '']) {
+    try {
+      const pid = readFileSync(join(dir, 'var/run/clickhouse.pid'), 'utf8').trim();
+      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      return (Number(f[11]) + Number(f[12])) / 100;
+    } catch {
+      /* next */
+    }
   }
+  return NaN;
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -107,10 +116,14 @@ async function main() {
     const cfg = isolated();
     add('agent: recording -> batches (null sink)', await measure(() => agentToNull(gen.files, cfg)));
     add('agent: recording -> Kafka', await measure(() => agentToKafka(gen.files, cfg)));
-    const ch0 = clickhouseCpuS();
-    const s = await measure(() => correlatorDrain(cfg, gen.events));
-    add('correlator: Kafka -> ClickHouse', s, clickhouseCpuS() - ch0);
-    await dropDb(cfg);
+    // The same topic drained once per insert format, each by a group and into a database of its own.
+    for (const format of FORMATS) {
+      const fcfg = loadConfig({ ...cfg, insertFormat: format, groupId: `${cfg.groupId}-${format}`, clickhouseDatabase: `${cfg.clickhouseDatabase}_${format}` });
+      const ch0 = clickhouseCpuS();
+      const s = await measure(() => correlatorDrain(fcfg, gen.events));
+      add(`correlator: Kafka -> ClickHouse, ${format}`, s, clickhouseCpuS() - ch0);
+      await dropDb(fcfg);
+    }
     console.error(`run ${run + 1}/${RUNS} done`);
   }
   const fmt = (n: number) => (Number.isNaN(n) ? '-' : Math.round(n).toLocaleString('en-US'));
@@ -118,6 +131,17 @@ async function main() {
   console.log('| stage | events/s per core (node CPU) | events/s wall | events/s per core incl. ClickHouse CPU |');
   console.log('|---|---:|---:|---:|');
   for (const [name, r] of Object.entries(rows)) console.log(`| ${name} | ${fmt(median(r.perCore))} | ${fmt(median(r.wall))} | ${fmt(median(r.extra))} |`);
+  const base = rows['correlator: Kafka -> ClickHouse, JSONEachRow'];
+  if (base) {
+    // Ratios within each run (same recording, same topic, same machine state), then the median.
+    console.log('\n| insert format | per core (node CPU) vs JSONEachRow | per core incl. ClickHouse vs JSONEachRow | wall vs JSONEachRow |');
+    console.log('|---|---:|---:|---:|');
+    for (const format of FORMATS) {
+      const r = rows[`correlator: Kafka -> ClickHouse, ${format}`]!;
+      const ratio = (k: 'perCore' | 'extra' | 'wall') => median(r[k].map((x, i) => x / base[k][i]!)).toFixed(2);
+      console.log(`| ${format} | ${ratio('perCore')}x | ${ratio('extra')}x | ${ratio('wall')}x |`);
+    }
+  }
 }
 
 main().then(

@@ -7,6 +7,7 @@
  * once. A ClickHouse outage stalls the partition (heartbeats continue) rather than
  * skipping anything.
  */
+import { Readable } from 'node:stream';
 import type { Consumer, EachBatchPayload, Kafka, KafkaMessage } from 'kafkajs';
 import { decodeBatch } from '../shared/batch.js';
 import type { ClickHouseClient } from '../shared/clickhouse.js';
@@ -16,6 +17,7 @@ import { kafkaWhere } from '../shared/kafka.js';
 import type { Logger } from '../shared/log.js';
 import { RECORD_SIZE } from '../shared/record.js';
 import { retry } from '../shared/retry.js';
+import { flowPartEncoder, hopEventEncoder, type InsertFormat, rejectedEncoder, type TableEncoder } from './encode.js';
 import { batchToRows, type FlowPartRow, type HopEventRow } from './rows.js';
 
 export interface RejectedRow {
@@ -31,14 +33,31 @@ export interface RowWriter {
   readonly where: string;
 }
 
-export function clickhouseWriter(cfg: Config, ch: ClickHouseClient): RowWriter {
+/**
+ * Inserts rows into ClickHouse. RowBinary (the default) sends fixed-width binary the
+ * server copies into columns; TabSeparated and JSONEachRow are kept for comparison
+ * (bench/pipeline.ts) and as fallbacks. All three store the same values.
+ */
+export function clickhouseWriter(cfg: Config, ch: ClickHouseClient, format: InsertFormat = cfg.insertFormat as InsertFormat): RowWriter {
+  async function insert<R>(table: string, rows: R[], enc: TableEncoder<R>) {
+    if (!rows.length) return;
+    if (format === 'JSONEachRow') {
+      await ch.insert({ table, values: rows, format: 'JSONEachRow' });
+    } else if (format === 'TabSeparated') {
+      await ch.insert({ table, values: Readable.from([enc.TabSeparated(rows)], { objectMode: false }), format: 'TabSeparated', columns: enc.columns as [string, ...string[]] });
+    } else {
+      // The client has no RowBinary insert; exec sends the query in the URL and the bytes as the body.
+      const r = await ch.exec({ query: `INSERT INTO ${table} (${enc.columns.join(', ')}) FORMAT RowBinary`, values: Readable.from([enc.RowBinary(rows)], { objectMode: false }) });
+      for await (const _ of r.stream) void _;
+    }
+  }
   return {
     where: `ClickHouse at ${cfg.clickhouseUrl} database ${cfg.clickhouseDatabase}`,
     async write(events, parts, rejected) {
       try {
-        if (events.length) await ch.insert({ table: 'hop_events', values: events, format: 'JSONEachRow' });
-        if (parts.length) await ch.insert({ table: 'flow_parts', values: parts, format: 'JSONEachRow' });
-        if (rejected.length) await ch.insert({ table: 'rejected', values: rejected, format: 'JSONEachRow' });
+        await insert('hop_events', events, hopEventEncoder);
+        await insert('flow_parts', parts, flowPartEncoder);
+        await insert('rejected', rejected, rejectedEncoder);
       } catch (err) {
         throw new HopError('HOP_CLICKHOUSE_UNREACHABLE', `insert into ClickHouse at ${cfg.clickhouseUrl} failed`, true, { cause: err });
       }

@@ -1,0 +1,297 @@
+/**
+ * Row encoders for ClickHouse inserts in formats cheaper than JSONEachRow.
+ *
+ * Each table's columns are listed once with their ClickHouse type; from that list a
+ * specialised encoder is generated per format (one straight-line function per table,
+ * no per-field dispatch). Inserts name their columns, so the encoders do not depend on
+ * the table's column order.
+ *
+ * - RowBinary: little-endian fixed-width integers, Date as UInt16 days, String as
+ *   LEB128 length + UTF-8 bytes, Array as LEB128 count + elements. Nothing to escape,
+ *   nothing for ClickHouse to parse as text.
+ * - TabSeparated: text, strings escaped (\\ \t \n \r \0 and, inside arrays, \'),
+ *   arrays as ['a','b'].
+ *
+ * Both produce exactly the values JSONEachRow would have stored for the same rows.
+ */
+import type { RejectedRow } from './correlator.js';
+import type { FlowPartRow, HopEventRow } from './rows.js';
+
+export type InsertFormat = 'JSONEachRow' | 'TabSeparated' | 'RowBinary';
+export const INSERT_FORMATS: readonly InsertFormat[] = ['JSONEachRow', 'TabSeparated', 'RowBinary'];
+
+type ColType = 'Date' | 'UInt8' | 'UInt16' | 'UInt32' | 'UInt64' | 'String' | 'Array(String)';
+type Columns<R> = readonly (readonly [keyof R & string, ColType])[];
+
+export const HOP_EVENT_COLUMNS = [
+  ['event_date', 'Date'], ['flow_id', 'UInt64'], ['wall_ts_ns', 'UInt64'], ['kernel_ts_ns', 'UInt64'],
+  ['agent', 'String'], ['boot', 'UInt64'], ['seq', 'UInt64'], ['node', 'String'], ['netns_ino', 'UInt32'],
+  ['netns', 'String'], ['pod', 'String'], ['ifindex', 'UInt32'], ['ifname', 'String'], ['hook', 'UInt8'],
+  ['kind', 'UInt8'], ['family', 'UInt8'], ['proto', 'UInt8'], ['dir', 'UInt8'], ['saddr', 'String'],
+  ['daddr', 'String'], ['sport', 'UInt16'], ['dport', 'UInt16'], ['tcp_seq', 'UInt32'], ['tcp_ack', 'UInt32'],
+  ['tcp_flags', 'UInt8'], ['tcp_window', 'UInt16'], ['payload_len', 'UInt16'], ['ip_id', 'UInt16'],
+  ['flags', 'UInt16'], ['ct_id', 'UInt32'], ['ct_status', 'UInt32'], ['ct_info', 'UInt8'],
+  ['reply_saddr', 'String'], ['reply_daddr', 'String'], ['reply_sport', 'UInt16'], ['reply_dport', 'UInt16'],
+  ['reason', 'UInt16'], ['reason_name', 'String'], ['location', 'String'], ['sk_state', 'UInt8'],
+  ['skb_id', 'UInt64'], ['mark', 'UInt32'], ['aux0', 'UInt32'], ['aux1', 'UInt32'], ['aux2', 'UInt32'],
+  ['isn_c', 'UInt32'], ['isn_s', 'UInt32'],
+] as const satisfies Columns<HopEventRow>;
+
+export const FLOW_PART_COLUMNS = [
+  ['event_date', 'Date'], ['flow_id', 'UInt64'], ['part_key', 'String'], ['proto', 'UInt8'], ['a_addr', 'String'],
+  ['a_port', 'UInt16'], ['b_addr', 'String'], ['b_port', 'UInt16'], ['first_ts_ns', 'UInt64'], ['last_ts_ns', 'UInt64'],
+  ['events', 'UInt64'], ['packets', 'UInt64'], ['bytes', 'UInt64'], ['drops', 'UInt64'], ['resets', 'UInt64'],
+  ['retrans', 'UInt64'], ['nodes', 'Array(String)'],
+] as const satisfies Columns<FlowPartRow>;
+
+export const REJECTED_COLUMNS = [
+  ['received_date', 'Date'], ['origin', 'String'], ['reason', 'String'], ['payload', 'String'],
+] as const satisfies Columns<RejectedRow>;
+
+export const columnNames = (cols: Columns<unknown>) => cols.map(([n]) => n);
+
+// ---------------------------------------------------------------- RowBinary
+
+/** A growable byte buffer with the few writes RowBinary needs. */
+export class BinWriter {
+  buf: Buffer;
+  pos = 0;
+  constructor(size = 1 << 20) {
+    this.buf = Buffer.allocUnsafe(size);
+  }
+  ensure(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.pos + n) size *= 2;
+    const next = Buffer.allocUnsafe(size);
+    this.buf.copy(next, 0, 0, this.pos);
+    this.buf = next;
+  }
+  u8(v: number): void {
+    this.buf[this.pos++] = v;
+  }
+  u16(v: number): void {
+    const b = this.buf;
+    const p = this.pos;
+    b[p] = v;
+    b[p + 1] = v >>> 8;
+    this.pos = p + 2;
+  }
+  u32(v: number): void {
+    const b = this.buf;
+    const p = this.pos;
+    b[p] = v;
+    b[p + 1] = v >>> 8;
+    b[p + 2] = v >>> 16;
+    b[p + 3] = v >>> 24;
+    this.pos = p + 4;
+  }
+  /** UInt64 from a safe integer or a decimal string (timestamps, skb ids). */
+  u64(v: number | string): void {
+    if (typeof v === 'string') {
+      // Decimal digits into two 32-bit halves, no BigInt: hi * 2^32 + lo.
+      const n = v.length;
+      if (n === 0 || n > 20) throw new RangeError(`not a UInt64: ${v}`);
+      let lo = 0;
+      let hi = 0;
+      for (let i = 0; i < n; i++) {
+        const d = v.charCodeAt(i) - 48;
+        if (d < 0 || d > 9) throw new RangeError(`not a UInt64: ${v}`);
+        lo = lo * 10 + d;
+        const carry = Math.floor(lo / 0x1_0000_0000);
+        lo -= carry * 0x1_0000_0000;
+        hi = hi * 10 + carry;
+        if (hi > 0xffff_ffff) throw new RangeError(`not a UInt64: ${v}`);
+      }
+      this.u32(lo);
+      this.u32(hi);
+      return;
+    }
+    if (!(v >= 0 && v <= Number.MAX_SAFE_INTEGER) || v % 1 !== 0) throw new RangeError(`not a UInt64: ${v}`);
+    this.u32(v >>> 0);
+    this.u32(Math.floor(v / 0x1_0000_0000));
+  }
+  /** Text already known to be ASCII-safe or any string (UTF-8), no length prefix (TabSeparated). */
+  text(s: string): void {
+    const n = s.length;
+    this.ensure(n * 3 + 1);
+    const b = this.buf;
+    let p = this.pos;
+    for (let i = 0; i < n; i++) {
+      const c = s.charCodeAt(i);
+      if (c >= 0x80) {
+        this.pos += this.buf.write(s, this.pos, 'utf8');
+        return;
+      }
+      b[p++] = c;
+    }
+    this.pos = p;
+  }
+  varint(n: number): void {
+    while (n >= 0x80) {
+      this.buf[this.pos++] = (n & 0x7f) | 0x80;
+      n = Math.floor(n / 128);
+    }
+    this.buf[this.pos++] = n;
+  }
+  /** String: LEB128 byte length, UTF-8 bytes (what JSON text decodes to). */
+  str(s: string): void {
+    const n = s.length;
+    if (n < 128) {
+      // Fast path: ASCII, one length byte.
+      const b = this.buf;
+      const start = this.pos + 1;
+      let p = start;
+      let i = 0;
+      for (; i < n; i++) {
+        const c = s.charCodeAt(i);
+        if (c >= 0x80) break;
+        b[p++] = c;
+      }
+      if (i === n) {
+        b[this.pos] = n;
+        this.pos = p;
+        return;
+      }
+    }
+    const len = Buffer.byteLength(s, 'utf8');
+    this.varint(len);
+    this.ensure(len);
+    this.pos += this.buf.write(s, this.pos, 'utf8');
+  }
+  take(): Buffer {
+    return this.buf.subarray(0, this.pos);
+  }
+}
+
+const LAST_TEXT_DAY = 49_672; // 2105-12-31
+const dayNumbers = new Map<string, number>();
+/** Days since 1970-01-01 of a 'YYYY-MM-DD' date (ClickHouse Date in RowBinary). */
+export function dayNumber(date: string): number {
+  let d = dayNumbers.get(date);
+  if (d === undefined) {
+    const ms = Date.parse(`${date}T00:00:00Z`);
+    if (!/^\d{4}-\d{2}-\d{2}$/.test(date) || Number.isNaN(ms)) throw new RangeError(`not a Date: ${date}`);
+    d = ms / 86_400_000;
+    // ClickHouse 18.16 parses a text Date outside 1970-01-01..2105-12-31 as 0000-00-00 (day 0);
+    // RowBinary would wrap instead, so clamp the same way to store what JSONEachRow stored.
+    if (d < 0 || d > LAST_TEXT_DAY) d = 0;
+    if (dayNumbers.size > 4096) dayNumbers.clear();
+    dayNumbers.set(date, d);
+  }
+  return d;
+}
+
+/** Upper bound of the bytes one row needs besides its strings. */
+const FIXED: Record<ColType, number> = { Date: 2, UInt8: 1, UInt16: 2, UInt32: 4, UInt64: 8, String: 0, 'Array(String)': 0 };
+
+function binaryEncoder<R>(cols: Columns<R>): (rows: readonly R[], w?: BinWriter) => Buffer {
+  const lines = cols.map(([name, type]) => {
+    const v = `r[${JSON.stringify(name)}]`;
+    switch (type) {
+      case 'Date':
+        return `w.u16(dayNumber(${v}));`;
+      case 'UInt8':
+        return `w.u8(${v});`;
+      case 'UInt16':
+        return `w.u16(${v});`;
+      case 'UInt32':
+        return `w.u32(${v});`;
+      case 'UInt64':
+        return `w.u64(${v});`;
+      case 'String':
+        return `w.ensure(${v}.length * 3 + 10); w.str(${v});`;
+      case 'Array(String)':
+        return `{ const a = ${v}; w.ensure(10); w.varint(a.length); for (const s of a) { w.ensure(s.length * 3 + 10); w.str(s); } }`;
+    }
+  });
+  const fixed = cols.reduce((s, [, t]) => s + FIXED[t], 0);
+  const body = `return function encode(rows, w) {
+    w = w || new BinWriter(Math.max(1024, rows.length * ${fixed + 64}));
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[i];
+      w.ensure(${fixed});
+      ${lines.join('\n      ')}
+    }
+    return w.take();
+  };`;
+  return new Function('BinWriter', 'dayNumber', body)(BinWriter, dayNumber);
+}
+
+// ---------------------------------------------------------------- TabSeparated
+
+const TSV_SPECIAL = /[\\\t\n\r\0]/;
+const TSV_ESCAPES: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r', '\0': '\\0', "'": "\\'" };
+/** A String field in TabSeparated: backslash escapes. */
+export function tsvString(s: string): string {
+  return TSV_SPECIAL.test(s) ? s.replace(/[\\\t\n\r\0]/g, (c) => TSV_ESCAPES[c]!) : s;
+}
+/** An Array(String) field in TabSeparated: ['a','b'] with quoted, escaped elements. */
+export function tsvStringArray(a: readonly string[]): string {
+  return `[${a.map((s) => `'${s.replace(/[\\\t\n\r\0']/g, (c) => TSV_ESCAPES[c]!)}'`).join(',')}]`;
+}
+
+const DIGITS = /^\d{1,20}$/;
+function checkUInt(v: number | string, max: number): string {
+  // Everything written as text must be a plain decimal integer in range: no exponent, sign or fraction.
+  if (typeof v === 'string') {
+    if (!DIGITS.test(v) || (v.length === 20 && BigInt(v) > 0xffff_ffff_ffff_ffffn)) throw new RangeError(`not a UInt64: ${v}`);
+    return v;
+  }
+  if (!Number.isInteger(v) || v < 0 || v > max) throw new RangeError(`not an unsigned integer <= ${max}: ${v}`);
+  return String(v);
+}
+
+function tsvEncoder<R>(cols: Columns<R>): (rows: readonly R[]) => Buffer {
+  const MAX: Record<string, number> = { UInt8: 0xff, UInt16: 0xffff, UInt32: 0xffff_ffff, UInt64: Number.MAX_SAFE_INTEGER };
+  const fields = cols.map(([name, type], i) => {
+    const v = `r[${JSON.stringify(name)}]`;
+    const sep = i === cols.length - 1 ? 10 : 9;
+    let text: string;
+    switch (type) {
+      case 'Date':
+        text = `(DATE.test(${v}) ? ${v} : bad(${v}))`;
+        break;
+      case 'String':
+        text = `tsvString(${v})`;
+        break;
+      case 'Array(String)':
+        text = `tsvStringArray(${v})`;
+        break;
+      case 'UInt64':
+        text = `(typeof ${v} === 'number' ? checkUInt(${v}, ${MAX[type]}) : (${v}.length < 20 && DIGITS.test(${v}) ? ${v} : checkUInt(${v}, 0)))`;
+        break;
+      default:
+        text = `((${v} >>> 0) === ${v} && ${v} <= ${MAX[type]} ? '' + ${v} : checkUInt(${v}, ${MAX[type]}))`;
+    }
+    return `w.text(${text}); w.u8(${sep});`;
+  });
+  const body = `const DATE = /^\\d{4}-\\d{2}-\\d{2}$/;
+  const DIGITS = /^\\d{1,20}$/;
+  const bad = (v) => { throw new RangeError('not a Date: ' + v); };
+  return function encode(rows) {
+    const w = new BinWriter(Math.max(1024, rows.length * 300));
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[i];
+      ${fields.join('\n      ')}
+    }
+    return w.take();
+  };`;
+  return new Function('BinWriter', 'tsvString', 'tsvStringArray', 'checkUInt', body)(BinWriter, tsvString, tsvStringArray, checkUInt);
+}
+
+// ---------------------------------------------------------------- per table
+
+export interface TableEncoder<R> {
+  columns: string[];
+  RowBinary: (rows: readonly R[]) => Buffer;
+  TabSeparated: (rows: readonly R[]) => Buffer;
+}
+
+function tableEncoder<R>(cols: Columns<R>): TableEncoder<R> {
+  return { columns: columnNames(cols as Columns<unknown>), RowBinary: binaryEncoder(cols), TabSeparated: tsvEncoder(cols) };
+}
+
+export const hopEventEncoder = tableEncoder<HopEventRow>(HOP_EVENT_COLUMNS);
+export const flowPartEncoder = tableEncoder<FlowPartRow>(FLOW_PART_COLUMNS);
+export const rejectedEncoder = tableEncoder<RejectedRow>(REJECTED_COLUMNS);
