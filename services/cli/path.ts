@@ -45,7 +45,7 @@ export function formatPath(r: PathResponse): string {
   return out.join('');
 }
 
-export function formatReport(r: LatencyReport & { truncated: boolean }): string {
+export function formatLatency(r: LatencyReport & { truncated: boolean }): string {
   return `${r.flows} flows, ${r.packets} packets\n${segmentTable(r.segments)}${clockLines(r.clock)}${r.truncated ? '(more events matched than the API reads at once: partial report)\n' : ''}`;
 }
 
@@ -83,6 +83,6 @@ export function registerPathCommands(program: Command, loadCfg: () => Config): v
         until: o.until,
         maxFlows: o.maxFlows,
       });
-      process.stdout.write(o.json ? `${JSON.stringify(r, null, 2)}\n` : formatReport(r));
+      process.stdout.write(o.json ? `${JSON.stringify(r, null, 2)}\n` : formatLatency(r));
     });
 }
