@@ -34,12 +34,12 @@ export interface RowWriter {
 }
 
 /**
- * Inserts rows into ClickHouse. RowBinary (the default) sends fixed-width binary the
- * server copies into columns; TabSeparated and JSONEachRow are kept for comparison
- * (bench/pipeline.ts) and as fallbacks. All three store the same values.
+ * Inserts rows into ClickHouse. JSONEachRow is the default; RowBinary sends fixed-width
+ * binary the server copies into columns at half the CPU, and TabSeparated sits between
+ * (bench/pipeline.ts compares them). All three store the same values.
  */
-export function clickhouseWriter(cfg: Config, ch: ClickHouseClient, format: InsertFormat = cfg.insertFormat as InsertFormat): RowWriter {
-  async function insert<R>(table: string, rows: R[], enc: TableEncoder<R>) {
+export function clickhouseWriter(cfg: Config, ch: ClickHouseClient, format: InsertFormat = cfg.insertFormat as InsertFormat, log?: Logger): RowWriter {
+  async function insert<R>(table: string, rows: R[], enc: TableEncoder<R>, format: InsertFormat) {
     if (!rows.length) return;
     if (format === 'JSONEachRow') {
       await ch.insert({ table, values: rows, format: 'JSONEachRow' });
@@ -54,10 +54,21 @@ export function clickhouseWriter(cfg: Config, ch: ClickHouseClient, format: Inse
   return {
     where: `ClickHouse at ${cfg.clickhouseUrl} database ${cfg.clickhouseDatabase}`,
     async write(events, parts, rejected) {
+      const all = async (f: InsertFormat) => {
+        await insert('hop_events', events, hopEventEncoder, f);
+        await insert('flow_parts', parts, flowPartEncoder, f);
+        await insert('rejected', rejected, rejectedEncoder, f);
+      };
       try {
-        await insert('hop_events', events, hopEventEncoder);
-        await insert('flow_parts', parts, flowPartEncoder);
-        await insert('rejected', rejected, rejectedEncoder);
+        try {
+          await all(format);
+        } catch (err) {
+          // ClickHouse refusing the data (a server error, not a lost connection) in a binary
+          // or text format must not stall the partition forever: write it as JSONEachRow.
+          if (format === 'JSONEachRow' || !/^Code: \d+/.test(describeError(err))) throw err;
+          log?.error(`ClickHouse refused a ${format} insert (${describeError(err).split('\n')[0]}); writing it as JSONEachRow`);
+          await all('JSONEachRow');
+        }
       } catch (err) {
         throw new HopError('HOP_CLICKHOUSE_UNREACHABLE', `insert into ClickHouse at ${cfg.clickhouseUrl} failed`, true, { cause: err });
       }

@@ -15,7 +15,7 @@ export async function startCorrelator(cfg: Config, signal?: AbortSignal): Promis
   await ensureTopic(cfg, kafka, log, signal);
   const ch = createClickHouse(cfg);
   const judge = createJudge({ ch, log, settleMs: cfg.judgeSettleMs, lookbackMs: cfg.judgeLookbackMs });
-  const c = createCorrelator(cfg, kafka, clickhouseWriter(cfg, ch), log, (events) => {
+  const c = createCorrelator(cfg, kafka, clickhouseWriter(cfg, ch, undefined, log), log, (events) => {
     const anomalous = new Set<number>();
     for (const e of events) if (isAnomaly(e)) anomalous.add(e.flow_id);
     if (anomalous.size) judge.notify(anomalous);

@@ -82,7 +82,9 @@ export function recordConnections(state: LabState, everyMs = 150): { ready: Prom
     // from an empty table (the lab's load balancer, between runs, has no live connection).
     await nsRun(netns, 'conntrack', ['-F'], { allowFail: true });
     markReady();
-    while (!stopping) {
+    // One more look after stop(): connections made since the last poll are still in the table.
+    for (let last = false; !last; ) {
+      last = stopping;
       const now = BigInt(Date.now()) * 1_000_000n;
       for (const line of await list()) {
         const id = idOf(line);
@@ -91,7 +93,7 @@ export function recordConnections(state: LabState, everyMs = 150): { ready: Prom
         if (line.includes('[UNREPLIED]')) unreplied.add(id);
         else unreplied.delete(id);
       }
-      await new Promise((r) => setTimeout(r, everyMs));
+      if (!stopping) await new Promise((r) => setTimeout(r, everyMs));
     }
   };
   const running = poll();
@@ -278,14 +280,24 @@ function alignToRequests(connections: CtConnection[], requests: RequestResult): 
     l.push(c);
     byPort.set(c.client.port, l);
   }
-  const out: CtConnection[] = [];
+  const reqByPort = new Map<number, bigint[]>();
   for (const f of requests.flows) {
-    const candidates = byPort.get(f.sport);
-    if (!candidates?.length) continue;
-    const start = BigInt(Math.round(f.startMs * 1e6));
-    const dist = (c: CtConnection) => (c.tsNs > start ? c.tsNs - start : start - c.tsNs);
-    const nearest = candidates.reduce((best, c) => (dist(c) < dist(best) ? c : best));
-    out.push({ ...nearest, tsNs: start - 1_000_000n });
+    const l = reqByPort.get(f.sport) ?? [];
+    l.push(BigInt(Math.round(f.startMs * 1e6)));
+    reqByPort.set(f.sport, l);
+  }
+  const out: CtConnection[] = [];
+  for (const [port, starts] of reqByPort) {
+    const entries = byPort.get(port);
+    if (!entries?.length) continue;
+    starts.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    // As many entries as requests on the port: pair them in order (poll times are too coarse to
+    // pick by nearness); fewer (a reopened entry): each request takes the nearest one.
+    starts.forEach((start, k) => {
+      const dist = (c: CtConnection) => (c.tsNs > start ? c.tsNs - start : start - c.tsNs);
+      const entry = entries.length === starts.length ? entries[k]! : entries.reduce((best, c) => (dist(c) < dist(best) ? c : best));
+      out.push({ ...entry, tsNs: start - 1_000_000n });
+    });
   }
   return out.sort((a, b) => (a.tsNs < b.tsNs ? -1 : a.tsNs > b.tsNs ? 1 : 0));
 }
