@@ -11,6 +11,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'vitest';
+import { processEnv } from '../../services/shared/config.js';
 import { checkCapabilities, probeBpfSyscall } from '../../services/agent/live/privileges.js';
 import { openKernelBtf, VMLINUX_BTF } from '../../services/agent/live/btf.js';
 import { OBJECTS } from '../../services/agent/live/kernel-abi.js';
@@ -110,8 +111,8 @@ export function describePrivileged(name: string, fn: () => void): void {
     return;
   }
   const msg = `privileged suite "${name}" cannot run on this machine; missing:\n  - ${missing.join('\n  - ')}`;
-  // The one env read of the suite: the explicit permission to skip.
-  if (process.env.HOPTRACE_ALLOW_SKIP_PRIVILEGED === '1') {
+  // The explicit permission to skip (HOPTRACE_ALLOW_SKIP_PRIVILEGED=1), read by the config module.
+  if (processEnv.allowSkipPrivileged) {
     console.warn(`${msg}\nSKIPPED because HOPTRACE_ALLOW_SKIP_PRIVILEGED=1`);
     describe.skip(name, fn);
     return;
