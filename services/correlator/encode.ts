@@ -186,6 +186,10 @@ export function dayNumber(date: string): number {
 const FIXED: Record<ColType, number> = { Date: 2, UInt8: 1, UInt16: 2, UInt32: 4, UInt64: 8, String: 0, 'Array(String)': 0 };
 
 function binaryEncoder<R>(cols: Columns<R>): (rows: readonly R[], w?: BinWriter) => Buffer {
+  // Fixed-width writes do not check the buffer's end (a Buffer silently drops writes past
+  // it): the row reserves room for all of them, and each string reserves room for itself
+  // plus all of them again, since it eats into what the row reserved.
+  const fixed = cols.reduce((s, [, t]) => s + FIXED[t], 0);
   const lines = cols.map(([name, type]) => {
     const v = `r[${JSON.stringify(name)}]`;
     switch (type) {
@@ -200,12 +204,11 @@ function binaryEncoder<R>(cols: Columns<R>): (rows: readonly R[], w?: BinWriter)
       case 'UInt64':
         return `w.u64(${v});`;
       case 'String':
-        return `w.ensure(${v}.length * 3 + 10); w.str(${v});`;
+        return `w.ensure(${v}.length * 3 + ${fixed + 10}); w.str(${v});`;
       case 'Array(String)':
-        return `{ const a = ${v}; w.ensure(10); w.varint(a.length); for (const s of a) { w.ensure(s.length * 3 + 10); w.str(s); } }`;
+        return `{ const a = ${v}; w.ensure(${fixed + 10}); w.varint(a.length); for (const s of a) { w.ensure(s.length * 3 + ${fixed + 10}); w.str(s); } }`;
     }
   });
-  const fixed = cols.reduce((s, [, t]) => s + FIXED[t], 0);
   const body = `return function encode(rows, w) {
     w = w || new BinWriter(Math.max(1024, rows.length * ${fixed + 64}));
     for (let i = 0; i < rows.length; i++) {
