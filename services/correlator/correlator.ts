@@ -34,8 +34,8 @@ export interface RowWriter {
 }
 
 /**
- * Inserts rows into ClickHouse. JSONEachRow is the default; RowBinary sends fixed-width
- * binary the server copies into columns at half the CPU, and TabSeparated sits between
+ * Inserts rows into ClickHouse. RowBinary (the default) sends fixed-width binary the
+ * server copies into columns, at half JSONEachRow's CPU; TabSeparated sits between
  * (bench/pipeline.ts compares them). All three store the same values.
  */
 export function clickhouseWriter(cfg: Config, ch: ClickHouseClient, format: InsertFormat = cfg.insertFormat as InsertFormat, log?: Logger): RowWriter {
