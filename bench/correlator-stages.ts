@@ -8,11 +8,12 @@
  * Prints ns per event per stage (median of runs) and, with --insert, node and
  * ClickHouse CPU per event for each format.
  */
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { pino } from 'pino';
+import { clickhouseCpuS, median } from './common.js';
 import { createAgent, type OutMessage } from '../services/agent/agent.js';
 import { generateRecording } from '../services/agent/generate.js';
 import { createAgentMetrics } from '../services/agent/metrics.js';
@@ -32,7 +33,6 @@ const arg = (name: string, def: number) => {
 const EVENTS = arg('events', 300_000);
 const RUNS = arg('runs', 3);
 const INSERT = process.argv.includes('--insert');
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 function cpuNs(fn: () => void): number {
   const c0 = process.cpuUsage();
@@ -41,18 +41,6 @@ function cpuNs(fn: () => void): number {
   return (c.user + c.system) * 1000;
 }
 
-export function clickhouseCpuS(): number {
-  for (const dir of [process.cwd(), process.env.HOPTRACE_INFRA_DIR ?? '']) {
-    try {
-      const pid = readFileSync(join(dir, 'var/run/clickhouse.pid'), 'utf8').trim();
-      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-      return (Number(f[11]) + Number(f[12])) / 100;
-    } catch {
-      /* next */
-    }
-  }
-  return NaN;
-}
 
 async function main() {
   const dir = mkdtempSync(join(tmpdir(), 'hopstages-'));

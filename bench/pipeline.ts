@@ -8,11 +8,12 @@
  * measured process used (process.cpuUsage), so the figure is comparable across a busy
  * 2-core machine; wall-clock rates are shown beside it. Medians of the runs.
  */
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { pino } from 'pino';
+import { clickhouseCpuS, median } from './common.js';
 import { createAgent, type OutMessage } from '../services/agent/agent.js';
 import { generateRecording } from '../services/agent/generate.js';
 import { startAgent } from '../services/agent/main.js';
@@ -85,21 +86,7 @@ async function dropDb(cfg: Config) {
   await ch.close();
 }
 
-/** ClickHouse server CPU seconds; its pid file is under var/run of this checkout or of HOPTRACE_INFRA_DIR (the checkout that started it). */
-function clickhouseCpuS(): number {
-  for (const dir of [process.cwd(), process.env.HOPTRACE_INFRA_DIR ?? '']) {
-    try {
-      const pid = readFileSync(join(dir, 'var/run/clickhouse.pid'), 'utf8').trim();
-      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-      return (Number(f[11]) + Number(f[12])) / 100;
-    } catch {
-      /* next */
-    }
-  }
-  return NaN;
-}
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function main() {
   const dir = mkdtempSync(join(tmpdir(), 'hopbench-'));

@@ -2,10 +2,9 @@
  * One flow in words: its path with the NAT at each step, then every verdict with
  * its evidence and fix. What `hoptrace explain` prints and the API returns as text.
  */
-import { describeHop, type FlowPath } from './path.js';
+import { describeHop, fmt, type FlowPath } from './path.js';
 import type { Verdict } from './verdicts.js';
 
-const fmt = (e: { addr: string; port: number }) => (e.addr.includes(':') ? `[${e.addr}]:${e.port}` : `${e.addr}:${e.port}`);
 
 export function explainText(path: FlowPath, verdicts: readonly Verdict[]): string[] {
   const lines: string[] = [];

@@ -348,8 +348,9 @@ function correctedOrder(inst: Instance, offsets: Map<string, bigint>) {
 }
 
 const ep = (addr: string, port: number): Endpoint => ({ addr, port });
-const fmt = (e: Endpoint) => (e.addr.includes(':') ? `[${e.addr}]:${e.port}` : `${e.addr}:${e.port}`);
-const same = (x: Endpoint, y: Endpoint) => x.addr === y.addr && x.port === y.port;
+/** `addr:port`, IPv6 in brackets. */
+export const fmt = (e: Endpoint) => (e.addr.includes(':') ? `[${e.addr}]:${e.port}` : `${e.addr}:${e.port}`);
+export const same = (x: Endpoint, y: Endpoint) => x.addr === y.addr && x.port === y.port;
 
 /** Translation between two consecutive hops; on replies it is the reverse of the connection's NAT. */
 function natBetween(prev: PathHop, cur: Pick<PathHop, 'src' | 'dst'>, dir: Dir): string | null {

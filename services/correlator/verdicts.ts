@@ -8,7 +8,7 @@
  * a person can check, and a fix where one is known.
  */
 import { Flag, Kind, TcpState } from '../shared/record.js';
-import { BENIGN_DROPS, buildPath, labelOf, packetInstances, type Endpoint } from './path.js';
+import { BENIGN_DROPS, buildPath, fmt, labelOf, packetInstances, same, type Endpoint } from './path.js';
 import { tcpFlagNames, tcpStateName, type TimelineRow } from './timeline.js';
 
 export type VerdictKind = 'nat_bypass_reset' | 'reset_no_socket' | 'reset_refused' | 'reset_app_abort' | 'reset_other' | 'reset_received' | 'drop' | 'retrans_burst';
@@ -50,8 +50,6 @@ const IPS_DST_NAT = 1 << 5;
 /** Retransmissions of one flow that make a burst worth a verdict. */
 export const RETRANS_BURST = 3;
 
-const fmt = (e: Endpoint) => (e.addr.includes(':') ? `[${e.addr}]:${e.port}` : `${e.addr}:${e.port}`);
-const same = (x: Endpoint, y: Endpoint) => x.addr === y.addr && x.port === y.port;
 const src = (r: TimelineRow): Endpoint => ({ addr: r.saddr, port: r.sport });
 const dst = (r: TimelineRow): Endpoint => ({ addr: r.daddr, port: r.dport });
 const idOf = (r: TimelineRow) => `${r.agent}/${r.boot}/${r.seq}`;

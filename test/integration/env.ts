@@ -1,6 +1,8 @@
 /** Shared helpers for integration tests against the real Kafka and ClickHouse started by the test command. */
 import { randomBytes } from 'node:crypto';
 import { pino } from 'pino';
+import { startAgent } from '../../services/agent/main.js';
+import { openRecording } from '../../services/agent/recording-source.js';
 import { createClickHouse } from '../../services/shared/clickhouse.js';
 import { loadConfig, type Config } from '../../services/shared/config.js';
 
@@ -44,4 +46,11 @@ export async function waitFor<T>(check: () => Promise<T>, timeoutMs: number, eve
 export async function countEvents(cfg: Config): Promise<{ rows: number; distinct: number }> {
   const [r] = await query<{ rows: string; distinct: string }>(cfg, 'SELECT count() AS rows, uniqExact(agent, boot, seq) AS distinct FROM hop_events FINAL');
   return { rows: Number(r?.rows ?? 0), distinct: Number(r?.distinct ?? 0) };
+}
+
+/** One agent per recording file (one per node), producing to the config's topic. */
+export async function replayFiles(cfg: Config, files: readonly string[], log = quietLog) {
+  const agents = [];
+  for (const file of files) agents.push(await startAgent(cfg, await openRecording({ file }), log, { metrics: false }));
+  return agents;
 }

@@ -9,12 +9,10 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { generateRecording } from '../../services/agent/generate.js';
-import { startAgent } from '../../services/agent/main.js';
-import { openRecording } from '../../services/agent/recording-source.js';
 import { startCorrelator } from '../../services/correlator/main.js';
 import { loadConfig, type Config } from '../../services/shared/config.js';
 import { createKafka, ensureTopic } from '../../services/shared/kafka.js';
-import { countEvents, dropDatabase, isolatedConfig, quietLog, waitFor } from './env.js';
+import { countEvents, dropDatabase, isolatedConfig, replayFiles, waitFor } from './env.js';
 
 const root = join(__dirname, '../..');
 const cli = join(root, 'dist/services/cli/main.js');
@@ -38,12 +36,6 @@ function spawnCorrelator(cfg: Config): ChildProcess & { output: () => string } {
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
   return Object.assign(child, { output: () => out });
-}
-
-async function replay(cfg: Config, files: string[], log = quietLog) {
-  const agents = [];
-  for (const file of files) agents.push(await startAgent(cfg, await openRecording({ file }), log, { metrics: false }));
-  return agents;
 }
 
 /** A TCP forwarder to ClickHouse that a test can cut and restore. */
@@ -94,7 +86,7 @@ describe('faults', () => {
     const gen = await generateRecording({ outDir: mkdtempSync(join(tmpdir(), 'hopkill-')), events: 200_000, seed: 21 });
     const first = spawnCorrelator(cfg);
     cleanups.push(async () => first.kill('SIGKILL'));
-    const agents = await replay(cfg, gen.files);
+    const agents = await replayFiles(cfg, gen.files);
     // Kill once part of the stream is stored, not all of it.
     const partial = await waitFor(async () => {
       const c = await countEvents(cfg);
@@ -128,7 +120,7 @@ describe('faults', () => {
     expect(sawError, child.output()).toBe(true);
     await proxy.restore();
     const gen = await generateRecording({ outDir: mkdtempSync(join(tmpdir(), 'hopch-')), events: 60_000, seed: 5 });
-    const agents = await replay(base, gen.files);
+    const agents = await replayFiles(base, gen.files);
     await waitFor(async () => (await countEvents(base)).distinct > 5_000 || undefined, 60_000);
     proxy.cut();
     const sawInsertError = await waitFor(async () => /insert into ClickHouse at .* failed/.test(child.output()), 30_000);
@@ -160,7 +152,7 @@ describe('faults', () => {
     const correlator = await startCorrelator(cfg);
     cleanups.push(() => correlator.close());
     const gen = await generateRecording({ outDir: mkdtempSync(join(tmpdir(), 'hopkafka-')), events: 100_000, seed: 8 });
-    const agents = await replay(cfg, gen.files);
+    const agents = await replayFiles(cfg, gen.files);
     await waitFor(async () => (await countEvents(cfg)).distinct > 5_000 || undefined, 60_000);
     process.kill(pid, 'SIGSTOP');
     cleanups.push(async () => process.kill(pid, 'SIGCONT'));

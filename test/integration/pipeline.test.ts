@@ -5,14 +5,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateRecording, type GenerateResult } from '../../services/agent/generate.js';
-import { startAgent } from '../../services/agent/main.js';
-import { openRecording } from '../../services/agent/recording-source.js';
 import { startCorrelator } from '../../services/correlator/main.js';
 import type { Config } from '../../services/shared/config.js';
 import { flowId } from '../../services/shared/flowkey.js';
 import { checkRecord, decodeRecord, RECORD_SIZE, type Tuple } from '../../services/shared/record.js';
 import { decodeHeader, HEADER_SIZE } from '../../services/shared/recording.js';
-import { countEvents, dropDatabase, isolatedConfig, query, quietLog, waitFor } from './env.js';
+import { countEvents, dropDatabase, isolatedConfig, query, replayFiles, waitFor } from './env.js';
 
 type Truth = Map<number, { tuple: Tuple; events: { node: string; seq: number; wall: bigint }[] }>;
 
@@ -38,8 +36,7 @@ function truth(files: string[]) {
 }
 
 async function replayAll(cfg: Config, files: string[]) {
-  const agents = [];
-  for (const file of files) agents.push(await startAgent(cfg, await openRecording({ file }), quietLog, { metrics: false }));
+  const agents = await replayFiles(cfg, files);
   await Promise.all(agents.map((a) => a.done));
   return agents.map((a) => a.agent.stats());
 }

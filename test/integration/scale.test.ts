@@ -5,10 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { generateRecording } from '../../services/agent/generate.js';
-import { startAgent } from '../../services/agent/main.js';
-import { openRecording } from '../../services/agent/recording-source.js';
 import { startCorrelator } from '../../services/correlator/main.js';
-import { countEvents, dropDatabase, isolatedConfig, query, quietLog, waitFor } from './env.js';
+import { countEvents, dropDatabase, isolatedConfig, query, replayFiles, waitFor } from './env.js';
 
 const EVENTS = 1_000_000;
 
@@ -21,8 +19,7 @@ describe('scale', () => {
     expect(gen.flows).toBeGreaterThanOrEqual(10_000);
     const correlator = await startCorrelator(cfg);
     try {
-      const agents = [];
-      for (const file of gen.files) agents.push(await startAgent(cfg, await openRecording({ file }), quietLog, { metrics: false }));
+      const agents = await replayFiles(cfg, gen.files);
       await Promise.all(agents.map((a) => a.done));
       expect(agents.reduce((s, a) => s + a.agent.stats().sent, 0)).toBe(EVENTS);
       const done = await waitFor(async () => {
