@@ -16,6 +16,9 @@ import { buildPath, type PathHop } from '../correlator/path.js';
 import { latencyReport, type LatencyReport } from '../correlator/report.js';
 import { EVENT_COLUMNS, type TimelineRow } from '../correlator/timeline.js';
 import type { ClickHouseClient } from '../shared/clickhouse.js';
+import type { Config } from '../shared/config.js';
+import { consumerLag, createKafka } from '../shared/kafka.js';
+import { createLogger } from '../shared/log.js';
 import { Kind } from '../shared/record.js';
 import { uint } from '../shared/sql.js';
 import { runRequests, type RequestResult } from './lab.js';
@@ -212,8 +215,13 @@ export async function checkJoins(ch: ClickHouseClient, state: LabState, connecti
   };
 }
 
-/** Waits until no new events of the run arrive for `quietMs` (agents and correlator have caught up). */
-export async function waitQuiet(ch: ClickHouseClient, sinceNs: bigint, quietMs = 3_000, timeoutMs = 120_000): Promise<number> {
+/**
+ * Waits until no new events of the run arrive for `quietMs` (the agents have flushed)
+ * and the correlator group has no lag. A quiet table alone is not enough: after a
+ * correlator is killed, its partitions wait for its Kafka session to expire (30 s)
+ * while the others have long gone quiet.
+ */
+export async function waitQuiet(ch: ClickHouseClient, sinceNs: bigint, lag: () => Promise<number>, quietMs = 3_000, timeoutMs = 120_000): Promise<number> {
   const deadline = Date.now() + timeoutMs;
   let last = -1;
   let since = Date.now();
@@ -223,7 +231,7 @@ export async function waitQuiet(ch: ClickHouseClient, sinceNs: bigint, quietMs =
     if (n !== last) {
       last = n;
       since = Date.now();
-    } else if (n > 0 && Date.now() - since >= quietMs) return n;
+    } else if (n > 0 && Date.now() - since >= quietMs && (await lag()) === 0) return n;
     if (Date.now() > deadline) return n;
     await new Promise((r) => setTimeout(r, 500));
   }
@@ -252,7 +260,7 @@ function pathProblem(hops: PathHop[], t: CtConnection, state: LabState, lbAgent:
 }
 
 /** Requests through the VIP, recorded against node-lb's conntrack, then checked once hoptrace has caught up. */
-export async function runCheck(ch: ClickHouseClient, n: number, opts: { lbAgent: boolean; during?: () => void | Promise<void> }): Promise<{ requests: RequestResult; report: JoinReport }> {
+export async function runCheck(cfg: Config, ch: ClickHouseClient, n: number, opts: { lbAgent: boolean; during?: () => void | Promise<void> }): Promise<{ requests: RequestResult; report: JoinReport }> {
   const state = requireState();
   const sinceNs = BigInt(Date.now() - 1000) * 1_000_000n;
   const recording = recordConnections(state);
@@ -261,7 +269,8 @@ export async function runCheck(ch: ClickHouseClient, n: number, opts: { lbAgent:
   await opts.during?.();
   const requests = await pending;
   const connections = alignToRequests(await recording.stop(), requests);
-  await waitQuiet(ch, sinceNs);
+  const kafka = createKafka(cfg, 'lab-check', createLogger('lab-check', cfg.logLevel));
+  await waitQuiet(ch, sinceNs, () => consumerLag(cfg, kafka));
   return { requests, report: await checkJoins(ch, state, connections, { lbAgent: opts.lbAgent, sinceNs }) };
 }
 

@@ -236,7 +236,7 @@ export function registerLabCommands(program: Command): void {
       const cfg = loadConfig();
       const ch = createClickHouse(cfg);
       try {
-        const { requests: result, report: r } = await runCheck(ch, Number(n), { lbAgent: o.lbAgent });
+        const { requests: result, report: r } = await runCheck(cfg, ch, Number(n), { lbAgent: o.lbAgent });
         if (o.json) return out(JSON.stringify(r, null, 2));
         out(`${result.ok}/${result.requests} requests ok; ${r.requests} connections in node-lb's conntrack events, ${r.found} found in hoptrace`);
         out(`join precision ${(r.precision * 100).toFixed(3)}%, recall ${(r.recall * 100).toFixed(3)}% (${r.events.correct} of ${r.events.belonging} events on the right flow, ${r.events.assigned} assigned)`);

@@ -58,3 +58,23 @@ export async function ensureTopic(cfg: Config, kafka: Kafka, log: Logger, signal
     { what: `set up topic ${cfg.hopsTopic} on ${kafkaWhere(cfg)}`, log, maxDelayMs: cfg.retryMaxMs, signal },
   );
 }
+
+/**
+ * Messages on the hops topic the correlator group has not committed yet (committed
+ * only after the ClickHouse write, so 0 means everything produced so far is stored).
+ * A partition the group never committed counts from its low watermark.
+ */
+export async function consumerLag(cfg: Config, kafka: Kafka): Promise<number> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const [ends, [committed]] = await Promise.all([admin.fetchTopicOffsets(cfg.hopsTopic), admin.fetchOffsets({ groupId: cfg.groupId, topics: [cfg.hopsTopic] })]);
+    const at = new Map((committed?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]));
+    return ends.reduce((lag, p) => {
+      const c = at.get(p.partition) ?? -1;
+      return lag + Number(p.high) - (c < 0 ? Number(p.low) : c);
+    }, 0);
+  } finally {
+    await admin.disconnect().catch(() => undefined);
+  }
+}

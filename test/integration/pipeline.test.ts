@@ -8,9 +8,10 @@ import { generateRecording, type GenerateResult } from '../../services/agent/gen
 import { startCorrelator } from '../../services/correlator/main.js';
 import type { Config } from '../../services/shared/config.js';
 import { flowId } from '../../services/shared/flowkey.js';
+import { consumerLag, createKafka } from '../../services/shared/kafka.js';
 import { checkRecord, decodeRecord, RECORD_SIZE, type Tuple } from '../../services/shared/record.js';
 import { decodeHeader, HEADER_SIZE } from '../../services/shared/recording.js';
-import { countEvents, dropDatabase, isolatedConfig, query, replayFiles, waitFor } from './env.js';
+import { countEvents, dropDatabase, isolatedConfig, query, quietLog, replayFiles, waitFor } from './env.js';
 
 type Truth = Map<number, { tuple: Tuple; events: { node: string; seq: number; wall: bigint }[] }>;
 
@@ -83,6 +84,10 @@ describe('pipeline on real Kafka and ClickHouse', () => {
     await checkSampledTimelines(cfg, flows, 25);
     const summaries = await query<{ n: string }>(cfg, 'SELECT uniqExact(flow_id) AS n FROM flow_parts FINAL');
     expect(Number(summaries[0]!.n)).toBe(flows.size);
+    // Lag, as the lab check waits on it: every message for a group that never consumed, none once committed.
+    const kafka = createKafka(cfg, 'test', quietLog);
+    expect(await consumerLag({ ...cfg, groupId: `${cfg.groupId}-idle` }, kafka)).toBe(stats.reduce((s, a) => s + a.batches, 0));
+    expect(await waitFor(async () => (await consumerLag(cfg, kafka)) === 0, 30_000)).toBe(true);
   });
 
   it('a second delivery of the same recording changes nothing visible', async () => {

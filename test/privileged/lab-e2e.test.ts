@@ -58,7 +58,7 @@ describePrivileged('lab end to end', () => {
 
   it('2,000 requests client -> VIP (DNAT): every hop joined, in order, right NAT', async () => {
     await agents(cfg);
-    const { requests, report } = await runCheck(ch, 2000, { lbAgent: true });
+    const { requests, report } = await runCheck(cfg, ch, 2000, { lbAgent: true });
     // The lab's client may lose a request or two to its own timeout on a loaded machine; the joins are what is measured.
     expect(requests.ok, JSON.stringify(requests.errors)).toBeGreaterThanOrEqual(1990);
     // A port reused within one conntrack poll leaves a request out of the ground truth (check.ts): a few, not more.
@@ -71,7 +71,7 @@ describePrivileged('lab end to end', () => {
   it('with SNAT and the load balancer running no agent, client and server sides still join', async () => {
     await labUp({ snat: true });
     await agents(cfg, ['node-lb']);
-    const { report } = await runCheck(ch, 2000, { lbAgent: false });
+    const { report } = await runCheck(cfg, ch, 2000, { lbAgent: false });
     expect(report.precision, pct(report.precision)).toBeGreaterThanOrEqual(0.999);
     expect(report.recall, pct(report.recall)).toBeGreaterThanOrEqual(0.999);
     expect(report.pathMistakes, report.mistakes.join('\n')).toBeLessThanOrEqual(2);
@@ -82,7 +82,7 @@ describePrivileged('lab end to end', () => {
     await agents(cfg);
     await netem('lb-c', { delayMs: 20 });
     try {
-      const { report } = await runCheck(ch, 300, { lbAgent: true });
+      const { report } = await runCheck(cfg, ch, 300, { lbAgent: true });
       const slow = report.latency.segments.filter((s) => s.samples >= 20 && s.p50Us > 2_000);
       expect(slow.map((s) => `${s.direction} ${s.from} -> ${s.to}`)).toEqual([expect.stringMatching(/^forward node-lb\/hopt-lab-wire-lb-c .* -> node-lb\/hopt-lab-wire-lb-c /)]);
       expect(Math.abs(slow[0]!.p50Us - 20_000), `p50 ${slow[0]!.p50Us} us`).toBeLessThanOrEqual(2_000);
@@ -92,11 +92,11 @@ describePrivileged('lab end to end', () => {
   });
 
   it('+50 ms clock offset on the server node: per-hop latencies within 1 ms of the unskewed run', async () => {
-    const base = (await runCheck(ch, 1000, { lbAgent: true })).report;
+    const base = (await runCheck(cfg, ch, 1000, { lbAgent: true })).report;
     setClockOffset('node-c', 50);
     try {
       await agents(cfg);
-      const skewed = (await runCheck(ch, 1000, { lbAgent: true })).report;
+      const skewed = (await runCheck(cfg, ch, 1000, { lbAgent: true })).report;
       expect(skewed.pathMistakes, skewed.mistakes.join('\n')).toBeLessThanOrEqual(1);
       const before = new Map(base.latency.segments.map((s) => [`${s.direction}|${s.from}|${s.to}`, s]));
       let compared = 0;
@@ -124,7 +124,7 @@ describePrivileged('lab end to end', () => {
       extra.push(a, b);
       const two_ch = createClickHouse(two);
       try {
-        const { report } = await runCheck(two_ch, 2000, {
+        const { report } = await runCheck(two, two_ch, 2000, {
           lbAgent: true,
           during: async () => {
             await new Promise((r) => setTimeout(r, 1500));
