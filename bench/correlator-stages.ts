@@ -1,7 +1,8 @@
 /**
  * Where the correlator's CPU goes, stage by stage, without Kafka: agent batches are
  * built in memory from a generated recording, then decoded, turned into rows, encoded
- * in each insert format and (with --insert) inserted into ClickHouse.
+ * in each insert format (RowBinary also straight from the records, as the correlator
+ * does) and (with --insert) inserted into ClickHouse through the correlator's writer.
  *
  *   npm run build && node dist/bench/correlator-stages.js [--events 300000] [--runs 3] [--insert]
  *
@@ -19,7 +20,8 @@ import { generateRecording } from '../services/agent/generate.js';
 import { createAgentMetrics } from '../services/agent/metrics.js';
 import { openRecording } from '../services/agent/recording-source.js';
 import { clickhouseWriter } from '../services/correlator/correlator.js';
-import { flowPartEncoder, hopEventEncoder, INSERT_FORMATS } from '../services/correlator/encode.js';
+import { encodeEvents } from '../services/correlator/binary-rows.js';
+import { BinWriter, flowPartEncoder, hopEventEncoder, INSERT_FORMATS } from '../services/correlator/encode.js';
 import { batchToRows, type FlowPartRow, type HopEventRow } from '../services/correlator/rows.js';
 import { decodeBatch, type DecodedBatch } from '../services/shared/batch.js';
 import { createClickHouse, migrate } from '../services/shared/clickhouse.js';
@@ -78,7 +80,13 @@ async function main() {
       encoded.JSONEachRow = events.map((e) => JSON.stringify(e) + '\n').join('') + parts.map((e) => JSON.stringify(e) + '\n').join('');
     });
     t['encode TabSeparated'] = cpuNs(() => void (encoded.TabSeparated = Buffer.concat([hopEventEncoder.TabSeparated(events), flowPartEncoder.TabSeparated(parts)])));
-    t['encode RowBinary'] = cpuNs(() => void (encoded.RowBinary = Buffer.concat([hopEventEncoder.RowBinary(events), flowPartEncoder.RowBinary(parts)])));
+    t['encode RowBinary from row objects'] = cpuNs(() => void (encoded.RowBinary = Buffer.concat([hopEventEncoder.RowBinary(events), flowPartEncoder.RowBinary(parts)])));
+    t['RowBinary straight from records (encodeEvents + flow parts), what the correlator runs'] = cpuNs(() => {
+      const w = new BinWriter();
+      const p: FlowPartRow[] = [];
+      for (const b of decoded) for (const x of encodeEvents(b, w, new Set()).parts.rows()) p.push(x);
+      encoded.direct = Buffer.concat([w.take(), flowPartEncoder.RowBinary(p)]);
+    });
     if (!warm) for (const [k, v] of Object.entries(t)) add(k, v);
   }
   console.log(`\n${n.toLocaleString('en-US')} events (${parts.length.toLocaleString('en-US')} flow parts), CPU ns per event, median of ${RUNS} runs, node ${process.version}\n`);
@@ -97,6 +105,13 @@ async function main() {
   const ch = createClickHouse(icfg);
   const res: Record<string, { node: number[]; ch: number[]; wall: number[] }> = {};
   const CHUNK = 100_000;
+  const chunks: DecodedBatch[][] = [[]];
+  let inChunk = 0;
+  for (const b of decoded) {
+    if (inChunk >= CHUNK) chunks.push([]), (inChunk = 0);
+    chunks[chunks.length - 1]!.push(b);
+    inChunk += b.count;
+  }
   try {
     for (let run = 0; run < RUNS + 1; run++) {
       for (const format of INSERT_FORMATS) {
@@ -104,7 +119,7 @@ async function main() {
         const c0 = process.cpuUsage();
         const ch0 = clickhouseCpuS();
         const t0 = process.hrtime.bigint();
-        for (let i = 0; i < events.length; i += CHUNK) await w.write(events.slice(i, i + CHUNK), i === 0 ? parts : [], []);
+        for (const chunk of chunks) await w.write(chunk, []);
         const wall = Number(process.hrtime.bigint() - t0);
         const c = process.cpuUsage(c0);
         const chS = clickhouseCpuS() - ch0;
@@ -121,7 +136,7 @@ async function main() {
     await ch.close();
   }
   console.log(`\nInsert of the same rows (${CHUNK.toLocaleString('en-US')} per insert), ns per event, median of ${RUNS} runs (ClickHouse CPU from /proc, 10 ms ticks)\n`);
-  console.log('| format | node CPU (encode + HTTP) | ClickHouse CPU | node + ClickHouse | wall | events/s per core (node + ClickHouse) |');
+  console.log('| format | node CPU (rows + encode + HTTP) | ClickHouse CPU | node + ClickHouse | wall | events/s per core (node + ClickHouse) |');
   console.log('|---|---:|---:|---:|---:|---:|');
   for (const [f, r] of Object.entries(res)) {
     const tot = median(r.node.map((x, i) => x + r.ch[i]!));

@@ -9,7 +9,7 @@
  */
 import { Readable } from 'node:stream';
 import type { Consumer, EachBatchPayload, Kafka, KafkaMessage } from 'kafkajs';
-import { decodeBatch } from '../shared/batch.js';
+import { decodeBatch, type DecodedBatch } from '../shared/batch.js';
 import type { ClickHouseClient } from '../shared/clickhouse.js';
 import type { Config } from '../shared/config.js';
 import { describeError, HopError } from '../shared/errors.js';
@@ -17,8 +17,10 @@ import { kafkaWhere } from '../shared/kafka.js';
 import type { Logger } from '../shared/log.js';
 import { RECORD_SIZE } from '../shared/record.js';
 import { retry } from '../shared/retry.js';
-import { flowPartEncoder, hopEventEncoder, type InsertFormat, rejectedEncoder, type TableEncoder } from './encode.js';
-import { batchToRows, type FlowPartRow, type HopEventRow } from './rows.js';
+import { encodeEvents } from './binary-rows.js';
+import { BinWriter, flowPartEncoder, hopEventEncoder, type InsertFormat, rejectedEncoder, type TableEncoder } from './encode.js';
+import { badRecords, batchToRows, type FlowPartRow, type HopEventRow } from './rows.js';
+import { isAnomaly } from './verdicts.js';
 
 export interface RejectedRow {
   received_date: string;
@@ -29,45 +31,85 @@ export interface RejectedRow {
 
 /** Where rows go: ClickHouse in production; tests may inject another. */
 export interface RowWriter {
-  write(events: HopEventRow[], parts: FlowPartRow[], rejected: RejectedRow[]): Promise<void>;
+  /**
+   * Writes the valid records of these batches as hop_events rows, their per-batch
+   * flow_parts, and the rejected rows. Resolves with the flows worth judging.
+   */
+  write(batches: readonly DecodedBatch[], rejected: RejectedRow[]): Promise<Set<number>>;
   readonly where: string;
 }
 
 /**
- * Inserts rows into ClickHouse. RowBinary (the default) sends fixed-width binary the
- * server copies into columns, at half JSONEachRow's CPU; TabSeparated sits between
- * (bench/pipeline.ts compares them). All three store the same values.
+ * Inserts rows into ClickHouse. RowBinary (the default) is encoded straight from the
+ * records (binary-rows.ts): no row objects, and binary columns the server copies
+ * rather than parses. JSONEachRow and TabSeparated go through row objects
+ * (bench/pipeline.ts compares the three). All three store the same values.
  */
 export function clickhouseWriter(cfg: Config, ch: ClickHouseClient, format: InsertFormat = cfg.insertFormat as InsertFormat, log?: Logger): RowWriter {
   async function insert<R>(table: string, rows: R[], enc: TableEncoder<R>, format: InsertFormat) {
     if (!rows.length) return;
-    if (format === 'JSONEachRow') {
-      await ch.insert({ table, values: rows, format: 'JSONEachRow' });
-    } else if (format === 'TabSeparated') {
-      await ch.insert({ table, values: Readable.from([enc.TabSeparated(rows)], { objectMode: false }), format: 'TabSeparated', columns: enc.columns as [string, ...string[]] });
-    } else {
-      // The client has no RowBinary insert; exec sends the query in the URL and the bytes as the body.
-      const r = await ch.exec({ query: `INSERT INTO ${table} (${enc.columns.join(', ')}) FORMAT RowBinary`, values: Readable.from([enc.RowBinary(rows)], { objectMode: false }) });
-      for await (const _ of r.stream) void _;
+    if (format === 'JSONEachRow') await ch.insert({ table, values: rows, format: 'JSONEachRow' });
+    else if (format === 'TabSeparated') await ch.insert({ table, values: Readable.from([enc.TabSeparated(rows)], { objectMode: false }), format: 'TabSeparated', columns: enc.columns as [string, ...string[]] });
+    else await insertBinary(table, enc.columns, enc.RowBinary(rows));
+  }
+  async function insertBinary(table: string, columns: string[], bytes: Buffer) {
+    // The client has no RowBinary insert; exec sends the query in the URL and the bytes as the body.
+    const r = await ch.exec({ query: `INSERT INTO ${table} (${columns.join(', ')}) FORMAT RowBinary`, values: Readable.from([bytes], { objectMode: false }) });
+    for await (const _ of r.stream) void _;
+  }
+  async function viaObjects(batches: readonly DecodedBatch[], f: InsertFormat): Promise<Set<number>> {
+    const events: HopEventRow[] = [];
+    const parts: FlowPartRow[] = [];
+    for (const b of batches) {
+      const r = batchToRows(b);
+      for (const e of r.events) events.push(e);
+      for (const p of r.parts) parts.push(p);
     }
+    await insert('hop_events', events, hopEventEncoder, f);
+    await insert('flow_parts', parts, flowPartEncoder, f);
+    return new Set(events.filter(isAnomaly).map((e) => e.flow_id));
+  }
+  // Output buffers kept between inserts (one per insert in flight): a fresh multi-MiB buffer per insert costs more in page faults than the encoding.
+  const spare: BinWriter[] = [];
+  async function direct(batches: readonly DecodedBatch[]): Promise<Set<number>> {
+    const w = spare.pop() ?? new BinWriter(1 << 22);
+    w.pos = 0;
+    try {
+      return await directInto(w, batches);
+    } finally {
+      spare.push(w);
+    }
+  }
+  async function directInto(w: BinWriter, batches: readonly DecodedBatch[]): Promise<Set<number>> {
+    const parts: FlowPartRow[] = [];
+    const anomalous = new Set<number>();
+    let events = 0;
+    for (const b of batches) {
+      const e = encodeEvents(b, w, anomalous);
+      events += e.events;
+      for (const p of e.parts.rows()) parts.push(p);
+    }
+    if (events) await insertBinary('hop_events', hopEventEncoder.columns, w.take());
+    await insert('flow_parts', parts, flowPartEncoder, 'RowBinary');
+    return anomalous;
   }
   return {
     where: `ClickHouse at ${cfg.clickhouseUrl} database ${cfg.clickhouseDatabase}`,
-    async write(events, parts, rejected) {
+    async write(batches, rejected) {
       const all = async (f: InsertFormat) => {
-        await insert('hop_events', events, hopEventEncoder, f);
-        await insert('flow_parts', parts, flowPartEncoder, f);
+        const anomalous = f === 'RowBinary' ? await direct(batches) : await viaObjects(batches, f);
         await insert('rejected', rejected, rejectedEncoder, f);
+        return anomalous;
       };
       try {
         try {
-          await all(format);
+          return await all(format);
         } catch (err) {
           // ClickHouse refusing the data (a server error, not a lost connection) in a binary
           // or text format must not stall the partition forever: write it as JSONEachRow.
           if (format === 'JSONEachRow' || !/^Code: \d+/.test(describeError(err))) throw err;
           log?.error(`ClickHouse refused a ${format} insert (${describeError(err).split('\n')[0]}); writing it as JSONEachRow`);
-          await all('JSONEachRow');
+          return await all('JSONEachRow');
         }
       } catch (err) {
         throw new HopError('HOP_CLICKHOUSE_UNREACHABLE', `insert into ClickHouse at ${cfg.clickhouseUrl} failed`, true, { cause: err });
@@ -90,7 +132,7 @@ export interface Correlator {
   stats(): CorrelatorStats;
 }
 
-export function createCorrelator(cfg: Config, kafka: Kafka, writer: RowWriter, log: Logger, onWritten?: (events: HopEventRow[]) => void): Correlator {
+export function createCorrelator(cfg: Config, kafka: Kafka, writer: RowWriter, log: Logger, onWritten?: (anomalousFlows: Set<number>) => void): Correlator {
   const totals: CorrelatorStats = { messages: 0, events: 0, rejectedMessages: 0, rejectedRecords: 0, writes: 0 };
   const abort = new AbortController();
   const consumer: Consumer = kafka.consumer({
@@ -110,56 +152,57 @@ export function createCorrelator(cfg: Config, kafka: Kafka, writer: RowWriter, l
     },
   });
 
-  function convert(topic: string, partition: number, m: KafkaMessage) {
+  /** A Kafka message as a decoded batch and its rejected rows (corrupt records, or the whole message when undecodable). */
+  function convert(topic: string, partition: number, m: KafkaMessage): { batch: DecodedBatch | null; events: number; rejected: RejectedRow[] } {
     const origin = `${topic}/${partition}/${m.offset}`;
     const today = new Date().toISOString().slice(0, 10);
     try {
       if (!m.value) throw new HopError('HOP_BATCH_INVALID', 'message has no value');
       const batch = decodeBatch(m.value);
-      const rows = batchToRows(batch);
-      const rejected = rows.bad.map((b) => ({
+      const bad = badRecords(batch);
+      const rejected = bad.map((b) => ({
         received_date: today,
         origin: `${origin}#${b.index}`,
         reason: b.reason,
         payload: batch.records.subarray(b.index * RECORD_SIZE, (b.index + 1) * RECORD_SIZE).toString('base64'),
       }));
-      if (rejected.length) log.warn({ origin, count: rejected.length, reasons: [...new Set(rows.bad.map((b) => b.reason))] }, 'corrupt records in batch kept in table rejected');
-      return { events: rows.events, parts: rows.parts, rejected };
+      if (rejected.length) log.warn({ origin, count: rejected.length, reasons: [...new Set(bad.map((b) => b.reason))] }, 'corrupt records in batch kept in table rejected');
+      return { batch, events: batch.count - bad.length, rejected };
     } catch (err) {
       log.warn({ origin }, `undecodable message kept in table rejected: ${describeError(err)}`);
       totals.rejectedMessages++;
-      return { events: [], parts: [], rejected: [{ received_date: today, origin, reason: describeError(err), payload: (m.value ?? Buffer.alloc(0)).toString('base64') }] };
+      return { batch: null, events: 0, rejected: [{ received_date: today, origin, reason: describeError(err), payload: (m.value ?? Buffer.alloc(0)).toString('base64') }] };
     }
   }
 
   async function eachBatch({ batch, heartbeat, isRunning, isStale, resolveOffset }: EachBatchPayload) {
-    let events: HopEventRow[] = [];
-    let parts: FlowPartRow[] = [];
+    let batches: DecodedBatch[] = [];
     let rejected: RejectedRow[] = [];
+    let events = 0;
     let last: string | undefined;
     let count = 0;
 
     const flush = async () => {
       if (last === undefined) return;
-      await retry(
+      const anomalous = await retry(
         async () => {
           if (isStale()) throw new HopError('HOP_BATCH_INVALID', 'partition reassigned before the write');
           await heartbeat().catch(() => undefined);
-          await writer.write(events, parts, rejected);
+          return writer.write(batches, rejected);
         },
-        { what: `write ${events.length} hop events to ${writer.where}`, log, maxDelayMs: cfg.retryMaxMs, signal: abort.signal, retriable: () => !isStale() },
+        { what: `write ${events} hop events to ${writer.where}`, log, maxDelayMs: cfg.retryMaxMs, signal: abort.signal, retriable: () => !isStale() },
       );
-      onWritten?.(events);
+      if (anomalous.size) onWritten?.(anomalous);
       const next = (BigInt(last) + 1n).toString();
       resolveOffset(last);
       await consumer.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: next }]);
       totals.writes++;
       totals.messages += count;
-      totals.events += events.length;
+      totals.events += events;
       totals.rejectedRecords += rejected.length;
-      events = [];
-      parts = [];
+      batches = [];
       rejected = [];
+      events = 0;
       last = undefined;
       count = 0;
     };
@@ -167,13 +210,13 @@ export function createCorrelator(cfg: Config, kafka: Kafka, writer: RowWriter, l
     try {
       for (const m of batch.messages) {
         if (!isRunning() || isStale()) break;
-        const rows = convert(batch.topic, batch.partition, m);
-        for (const e of rows.events) events.push(e);
-        for (const p of rows.parts) parts.push(p);
-        for (const r of rows.rejected) rejected.push(r);
+        const c = convert(batch.topic, batch.partition, m);
+        if (c.batch) batches.push(c.batch);
+        for (const r of c.rejected) rejected.push(r);
+        events += c.events;
         last = m.offset;
         count++;
-        if (events.length >= cfg.insertRows) await flush();
+        if (events >= cfg.insertRows) await flush();
       }
       if (isRunning() && !isStale()) await flush();
     } catch (err) {

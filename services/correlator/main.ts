@@ -6,7 +6,6 @@ import { createLogger } from '../shared/log.js';
 import { retry } from '../shared/retry.js';
 import { clickhouseWriter, createCorrelator, type Correlator } from './correlator.js';
 import { createJudge, type Judge } from './judge.js';
-import { isAnomaly } from './verdicts.js';
 
 export async function startCorrelator(cfg: Config, signal?: AbortSignal): Promise<Correlator & { judge: Judge; close(): Promise<void> }> {
   const log = createLogger('correlator', cfg.logLevel);
@@ -15,11 +14,7 @@ export async function startCorrelator(cfg: Config, signal?: AbortSignal): Promis
   await ensureTopic(cfg, kafka, log, signal);
   const ch = createClickHouse(cfg);
   const judge = createJudge({ ch, log, settleMs: cfg.judgeSettleMs, lookbackMs: cfg.judgeLookbackMs });
-  const c = createCorrelator(cfg, kafka, clickhouseWriter(cfg, ch, undefined, log), log, (events) => {
-    const anomalous = new Set<number>();
-    for (const e of events) if (isAnomaly(e)) anomalous.add(e.flow_id);
-    if (anomalous.size) judge.notify(anomalous);
-  });
+  const c = createCorrelator(cfg, kafka, clickhouseWriter(cfg, ch, undefined, log), log, (anomalous) => judge.notify(anomalous));
   await judge.start();
   await c.start();
   const timer = setInterval(() => log.info({ ...c.stats(), judge: judge.stats() }, 'correlator progress'), 10_000);

@@ -5,7 +5,7 @@
  */
 import type { DecodedBatch } from '../shared/batch.js';
 import { connFlowId, direction, flowId, sentByClient } from '../shared/flowkey.js';
-import { checkRecord, decodeRecord, Kind, RECORD_SIZE, type CorruptReason } from '../shared/record.js';
+import { checkRecord, decodeRecord, formatAddr, Kind, RECORD_SIZE, type CorruptReason } from '../shared/record.js';
 
 export interface HopEventRow {
   event_date: string;
@@ -82,7 +82,7 @@ export interface FlowPartRow {
 
 export interface BadRecord {
   index: number;
-  reason: CorruptReason;
+  reason: CorruptReason | 'wall_time_out_of_range';
 }
 
 export interface BatchRows {
@@ -106,26 +106,112 @@ export function eventDate(wallNs: bigint): string {
   return s;
 }
 
+/** Wall time (ns since the epoch) as two 32-bit halves, so the hot path needs no BigInt. */
+export const wallBig = (hi: number, lo: number) => (BigInt(hi) << 32n) | BigInt(lo);
+
 interface Acc {
   row: FlowPartRow;
   /** a/b set from a packet's direction (client first) rather than canonical order. */
   oriented: boolean;
-  first: bigint;
-  last: bigint;
-  nodes: Set<string>;
+  firstHi: number;
+  firstLo: number;
+  lastHi: number;
+  lastLo: number;
 }
 
-function reasonName(b: DecodedBatch, kind: number, reason: number): string {
-  if (kind === Kind.DROP) return b.dropReasonNames?.get(reason) ?? '';
-  if (kind === Kind.RST_SENT) return b.resetReasonNames?.get(reason) ?? '';
-  return '';
+/**
+ * The flow_parts rows of one batch: per flow, its counters and time span. Kept per
+ * batch (part_key names the batch) so a redelivered batch replaces, not adds.
+ */
+export class FlowParts {
+  private readonly flows = new Map<number, Acc>();
+  constructor(private readonly b: DecodedBatch) {}
+
+  /** Counts the valid record at `off` into flow `fid`; wall time as hi/lo halves. */
+  add(off: number, fid: number, dir: 0 | 1, wallHi: number, wallLo: number, isnC: number, isnS: number): void {
+    const buf = this.b.records;
+    const proto = buf[off + 28]!;
+    const sport = buf.readUInt16LE(off + 80);
+    const dport = buf.readUInt16LE(off + 82);
+    // A TCP socket event before the port is bound (connect's first state change) names no flow.
+    if (proto === 6 && (sport === 0 || dport === 0)) return;
+    const kind = buf[off + 25]!;
+    let acc = this.flows.get(fid);
+    if (!acc) {
+      const s = formatAddr(buf, off + 48, buf[off + 27]!);
+      const d = formatAddr(buf, off + 64, buf[off + 27]!);
+      const [aAddr, aPort, bAddr, bPort] = dir === 0 ? [s, sport, d, dport] : [d, dport, s, sport];
+      acc = {
+        row: { event_date: '', flow_id: fid, part_key: `${this.b.agent}:${this.b.boot}:${this.b.firstSeq}`, proto, a_addr: aAddr, a_port: aPort, b_addr: bAddr, b_port: bPort, first_ts_ns: '', last_ts_ns: '', events: 0, packets: 0, bytes: 0, drops: 0, resets: 0, retrans: 0, nodes: [this.b.node] },
+        oriented: false,
+        firstHi: wallHi,
+        firstLo: wallLo,
+        lastHi: wallHi,
+        lastLo: wallLo,
+      };
+      this.flows.set(fid, acc);
+    }
+    const row = acc.row;
+    if (!acc.oriented && isnC !== 0 && kind === Kind.PACKET) {
+      // Client endpoint first, as this node saw the tuple.
+      const client = sentByClient(buf.readUInt32LE(off + 84), buf.readUInt32LE(off + 88), buf[off + 29]!, isnC, isnS);
+      const s = formatAddr(buf, off + 48, buf[off + 27]!);
+      const d = formatAddr(buf, off + 64, buf[off + 27]!);
+      Object.assign(row, client ? { a_addr: s, a_port: sport, b_addr: d, b_port: dport } : { a_addr: d, a_port: dport, b_addr: s, b_port: sport });
+      acc.oriented = true;
+    }
+    row.events++;
+    if (wallHi < acc.firstHi || (wallHi === acc.firstHi && wallLo < acc.firstLo)) {
+      acc.firstHi = wallHi;
+      acc.firstLo = wallLo;
+    }
+    if (wallHi > acc.lastHi || (wallHi === acc.lastHi && wallLo > acc.lastLo)) {
+      acc.lastHi = wallHi;
+      acc.lastLo = wallLo;
+    }
+    switch (kind) {
+      case Kind.PACKET:
+        row.packets++;
+        row.bytes += buf.readUInt16LE(off + 44);
+        break;
+      case Kind.DROP:
+        row.drops++;
+        break;
+      case Kind.RST_SENT:
+      case Kind.RST_RECV:
+        row.resets++;
+        break;
+      case Kind.RETRANS:
+        row.retrans++;
+        break;
+    }
+  }
+
+  rows(): FlowPartRow[] {
+    const out: FlowPartRow[] = [];
+    for (const acc of this.flows.values()) {
+      const first = wallBig(acc.firstHi, acc.firstLo);
+      acc.row.event_date = eventDate(first);
+      acc.row.first_ts_ns = first.toString();
+      acc.row.last_ts_ns = wallBig(acc.lastHi, acc.lastLo).toString();
+      out.push(acc.row);
+    }
+    return out;
+  }
 }
 
-export function batchToRows(b: DecodedBatch): BatchRows {
-  const events: HopEventRow[] = [];
+/** The batch's clock offset as [hi (signed), lo] 32-bit halves: offset = hi * 2^32 + lo. */
+export function offsetHalves(b: DecodedBatch): [number, number] {
+  return [Number(b.clockOffsetNs >> 32n), Number(b.clockOffsetNs & 0xffff_ffffn)];
+}
+
+/**
+ * Records the correlator cannot store, with why: corrupt ones (checkRecord) and those
+ * whose wall time (kernel time + the batch's clock offset) falls outside UInt64.
+ */
+export function badRecords(b: DecodedBatch): BadRecord[] {
   const bad: BadRecord[] = [];
-  const flows = new Map<number, Acc>();
-  const partKey = `${b.agent}:${b.boot}:${b.firstSeq}`;
+  const [offHi, offLo] = offsetHalves(b);
   for (let i = 0; i < b.count; i++) {
     const off = i * RECORD_SIZE;
     const reason = checkRecord(b.records, off);
@@ -133,18 +219,42 @@ export function batchToRows(b: DecodedBatch): BatchRows {
       bad.push({ index: i, reason });
       continue;
     }
+    const hi = b.records.readUInt32LE(off + 4) + offHi + (b.records.readUInt32LE(off) + offLo >= 0x1_0000_0000 ? 1 : 0);
+    if (hi < 0 || hi > 0xffff_ffff) bad.push({ index: i, reason: 'wall_time_out_of_range' });
+  }
+  return bad;
+}
+
+/** Record i's flow: its connection (ISN pair) when known, else its 5-tuple. */
+export function recordFlowId(b: DecodedBatch, i: number, isnC: number, isnS: number): number {
+  return isnC !== 0 ? connFlowId(isnC, isnS) : flowId(b.records, i * RECORD_SIZE);
+}
+
+export function reasonName(b: DecodedBatch, kind: number, reason: number): string {
+  if (kind === Kind.DROP) return b.dropReasonNames?.get(reason) ?? '';
+  if (kind === Kind.RST_SENT) return b.resetReasonNames?.get(reason) ?? '';
+  return '';
+}
+
+/** Row objects for a batch: for the text formats, the JSONEachRow fallback and tests (RowBinary goes through binary-rows.ts). */
+export function batchToRows(b: DecodedBatch): BatchRows {
+  const events: HopEventRow[] = [];
+  const bad = badRecords(b);
+  const skip = new Set(bad.map((x) => x.index));
+  const parts = new FlowParts(b);
+  for (let i = 0; i < b.count; i++) {
+    if (skip.has(i)) continue;
+    const off = i * RECORD_SIZE;
     const r = decodeRecord(b.records, off);
     const isnC = b.isnC(i);
     const isnS = b.isnS(i);
-    const fid = isnC !== 0 ? connFlowId(isnC, isnS) : flowId(b.records, off);
+    const fid = recordFlowId(b, i, isnC, isnS);
     const dir = direction(b.records, off);
     const wall = r.tsNs + b.clockOffsetNs;
-    const wallStr = wall.toString();
-    const date = eventDate(wall);
     events.push({
-      event_date: date,
+      event_date: eventDate(wall),
       flow_id: fid,
-      wall_ts_ns: wallStr,
+      wall_ts_ns: wall.toString(),
       kernel_ts_ns: r.tsNs.toString(),
       agent: b.agent,
       boot: b.boot,
@@ -190,58 +300,7 @@ export function batchToRows(b: DecodedBatch): BatchRows {
       isn_c: isnC,
       isn_s: isnS,
     });
-    // A TCP socket event before the port is bound (connect's first state change) names no flow.
-    if (r.l4proto === 6 && (r.tuple.sport === 0 || r.tuple.dport === 0)) continue;
-    let acc = flows.get(fid);
-    if (!acc) {
-      const [aAddr, aPort, bAddr, bPort] = dir === 0 ? [r.tuple.saddr, r.tuple.sport, r.tuple.daddr, r.tuple.dport] : [r.tuple.daddr, r.tuple.dport, r.tuple.saddr, r.tuple.sport];
-      acc = {
-        row: { event_date: date, flow_id: fid, part_key: partKey, proto: r.l4proto, a_addr: aAddr, a_port: aPort, b_addr: bAddr, b_port: bPort, first_ts_ns: '', last_ts_ns: '', events: 0, packets: 0, bytes: 0, drops: 0, resets: 0, retrans: 0, nodes: [] },
-        oriented: false,
-        first: wall,
-        last: wall,
-        nodes: new Set(),
-      };
-      flows.set(fid, acc);
-    }
-    if (!acc.oriented && isnC !== 0 && r.kind === Kind.PACKET) {
-      // Client endpoint first, as this node saw the tuple.
-      const t = r.tuple;
-      const client = sentByClient(r.seq, r.ack, r.tcpFlags, isnC, isnS);
-      Object.assign(acc.row, client ? { a_addr: t.saddr, a_port: t.sport, b_addr: t.daddr, b_port: t.dport } : { a_addr: t.daddr, a_port: t.dport, b_addr: t.saddr, b_port: t.sport });
-      acc.oriented = true;
-    }
-    const row = acc.row;
-    row.events++;
-    if (wall < acc.first) {
-      acc.first = wall;
-      row.event_date = date;
-    }
-    if (wall > acc.last) acc.last = wall;
-    acc.nodes.add(b.node);
-    switch (r.kind) {
-      case Kind.PACKET:
-        row.packets++;
-        row.bytes += r.payloadLen;
-        break;
-      case Kind.DROP:
-        row.drops++;
-        break;
-      case Kind.RST_SENT:
-      case Kind.RST_RECV:
-        row.resets++;
-        break;
-      case Kind.RETRANS:
-        row.retrans++;
-        break;
-    }
+    parts.add(off, fid, dir, Number(wall >> 32n), Number(wall & 0xffff_ffffn), isnC, isnS);
   }
-  const parts: FlowPartRow[] = [];
-  for (const acc of flows.values()) {
-    acc.row.first_ts_ns = acc.first.toString();
-    acc.row.last_ts_ns = acc.last.toString();
-    acc.row.nodes = [...acc.nodes].sort();
-    parts.push(acc.row);
-  }
-  return { events, parts, bad };
+  return { events, parts: parts.rows(), bad };
 }

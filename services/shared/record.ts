@@ -166,7 +166,8 @@ export function checkRecord(buf: Buffer, off: number): CorruptReason | null {
   return null;
 }
 
-function addr(buf: Buffer, off: number, family: number): string {
+/** The text of the 16-byte address field at `off` (IPv4 in its first 4 bytes for AF_INET). */
+export function formatAddr(buf: Buffer, off: number, family: number): string {
   if (family === AF_INET) return `${buf[off]}.${buf[off + 1]}.${buf[off + 2]}.${buf[off + 3]}`;
   const groups: string[] = [];
   for (let i = 0; i < 16; i += 2) groups.push(buf.readUInt16BE(off + i).toString(16));
@@ -196,8 +197,8 @@ function compressIPv6(groups: string[]): string {
 
 function tuple(buf: Buffer, off: number, family: number): Tuple {
   return {
-    saddr: addr(buf, off, family),
-    daddr: addr(buf, off + 16, family),
+    saddr: formatAddr(buf, off, family),
+    daddr: formatAddr(buf, off + 16, family),
     sport: buf.readUInt16LE(off + 32),
     dport: buf.readUInt16LE(off + 34),
   };

@@ -1,0 +1,220 @@
+/**
+ * hop_events rows in RowBinary straight from a batch's 128-byte records: the insert
+ * path's hot loop. No row object, string or BigInt per event; fields are copied or
+ * converted from the record bytes into the output buffer, and addresses are written
+ * as text digit by digit. The bytes are exactly what encode.ts's generic RowBinary
+ * encoder writes for batchToRows()'s objects (test/unit/binary-rows.test.ts holds the
+ * two together), in HOP_EVENT_COLUMNS order.
+ *
+ * It also fills the batch's flow_parts accumulator and notes the flows worth judging,
+ * so a batch is walked once.
+ */
+import type { DecodedBatch } from '../shared/batch.js';
+import { direction } from '../shared/flowkey.js';
+import { AF_INET, checkRecord, formatAddr, Kind, RECORD_SIZE } from '../shared/record.js';
+import { BinWriter } from './encode.js';
+import { FlowParts, offsetHalves, reasonName, recordFlowId, wallBig } from './rows.js';
+import { isAnomaly } from './verdicts.js';
+
+const TWO32 = 0x1_0000_0000;
+const NS_PER_DAY = 86_400_000_000_000;
+const DAY = BigInt(NS_PER_DAY);
+/** Last day a ClickHouse 18.16 Date holds (2105-12-31); later days are stored as 0, as the text formats do. */
+const LAST_DAY = 49_672;
+
+/** A string as RowBinary (LEB128 length + UTF-8), encoded once per batch and copied per row. */
+function strBytes(s: string): Buffer {
+  const w = new BinWriter(s.length * 3 + 10);
+  w.str(s);
+  return Buffer.from(w.take());
+}
+
+const EMPTY = strBytes('');
+
+/** Day number of wall time hi * 2^32 + lo, exact (the double is off by < 512 ns; near midnight BigInt decides). */
+function dayOf(hi: number, lo: number): number {
+  const approx = hi * TWO32 + lo;
+  const day = Math.floor(approx / NS_PER_DAY);
+  const rem = approx - day * NS_PER_DAY;
+  const d = rem > 1_000 && rem < NS_PER_DAY - 1_000 ? day : Number(wallBig(hi, lo) / DAY);
+  return d > LAST_DAY ? 0 : d;
+}
+
+export interface EncodedEvents {
+  /** Events written (valid records). */
+  events: number;
+  parts: FlowParts;
+}
+
+/**
+ * Appends the batch's valid records to `w` as hop_events RowBinary rows, counts them
+ * into a FlowParts for the batch, and adds the flows worth judging to `anomalous`.
+ * Records badRecords() names are skipped: the caller keeps those in `rejected`.
+ */
+export function encodeEvents(b: DecodedBatch, w: BinWriter, anomalous: Set<number>): EncodedEvents {
+  const buf = b.records;
+  const parts = new FlowParts(b);
+  const agent = strBytes(b.agent);
+  const node = strBytes(b.node);
+  const netns = new Map<number, Buffer>();
+  const [offHi, offLo] = offsetHalves(b);
+  const boot = b.boot;
+  let events = 0;
+  for (let i = 0; i < b.count; i++) {
+    const off = i * RECORD_SIZE;
+    if (checkRecord(buf, off) !== null) continue;
+    let lo = buf.readUInt32LE(off) + offLo;
+    let hi = buf.readUInt32LE(off + 4) + offHi;
+    if (lo >= TWO32) {
+      lo -= TWO32;
+      hi++;
+    }
+    if (hi < 0 || hi >= TWO32) continue;
+    const isnC = b.isnC(i);
+    const isnS = b.isnS(i);
+    const fid = recordFlowId(b, i, isnC, isnS);
+    const dir = direction(buf, off);
+    const kind = buf[off + 25]!;
+    const family = buf[off + 27]!;
+    const isCt = kind === Kind.CT;
+    const ino = buf.readUInt32LE(off + 16);
+    let ns = netns.get(ino);
+    if (ns === undefined) {
+      ns = strBytes(b.netnsNames?.get(ino) ?? '');
+      netns.set(ino, ns);
+    }
+    // Room for everything but the two names below: fixed fields, names, ifname (<= 32), 4 addresses (<= 40 each).
+    w.ensure(400 + agent.length + node.length + ns.length);
+    let o = w.buf;
+    let p = w.pos;
+    p = u16(o, p, dayOf(hi, lo));
+    p = u32(o, p, fid >>> 0);
+    p = u32(o, p, Math.floor(fid / TWO32));
+    p = u32(o, p, lo);
+    p = u32(o, p, hi);
+    p = copy(o, p, buf, off, 8); // kernel_ts_ns
+    p = copy(o, p, agent, 0, agent.length);
+    p = u32(o, p, boot >>> 0);
+    p = u32(o, p, Math.floor(boot / TWO32));
+    const seq = b.seqOf(i);
+    p = u32(o, p, seq >>> 0);
+    p = u32(o, p, Math.floor(seq / TWO32));
+    p = copy(o, p, node, 0, node.length);
+    p = copy(o, p, buf, off + 16, 4); // netns_ino
+    p = copy(o, p, ns, 0, ns.length);
+    o[p++] = 0; // pod: not known yet
+    p = copy(o, p, buf, off + 20, 4); // ifindex
+    if (isCt) o[p++] = 0;
+    else p = ifname(o, p, buf, off + 96);
+    o[p++] = buf[off + 26]!; // hook
+    o[p++] = kind;
+    o[p++] = family;
+    o[p++] = buf[off + 28]!; // proto
+    o[p++] = dir;
+    p = addrText(o, p, buf, off + 48, family);
+    p = addrText(o, p, buf, off + 64, family);
+    p = copy(o, p, buf, off + 80, 4); // sport, dport
+    if (isCt) p = zeros(o, p, 8);
+    else p = copy(o, p, buf, off + 84, 8); // tcp_seq, tcp_ack
+    o[p++] = buf[off + 29]!; // tcp_flags
+    if (isCt) p = zeros(o, p, 2);
+    else p = copy(o, p, buf, off + 92, 2); // tcp_window
+    p = copy(o, p, buf, off + 44, 2); // payload_len
+    p = copy(o, p, buf, off + 42, 2); // ip_id
+    p = copy(o, p, buf, off + 46, 2); // flags
+    p = copy(o, p, buf, off + 32, 8); // ct_id, ct_status
+    o[p++] = buf[off + 31]!; // ct_info
+    if (isCt) {
+      p = addrText(o, p, buf, off + 84, family);
+      p = addrText(o, p, buf, off + 100, family);
+      p = copy(o, p, buf, off + 116, 4); // reply_sport, reply_dport
+    } else p = zeros(o, p, 6); // two empty strings, two zero ports
+    p = copy(o, p, buf, off + 40, 2); // reason
+    let rname = '';
+    if (kind === Kind.DROP || kind === Kind.RST_SENT) {
+      // Rare: names through the writer's string path, which may grow the buffer.
+      rname = reasonName(b, kind, buf.readUInt16LE(off + 40));
+      const loc = kind === Kind.DROP ? (b.symbols?.get((BigInt(buf.readUInt32LE(off + 120)) << 32n) | BigInt(buf.readUInt32LE(off + 116))) ?? '') : '';
+      w.pos = p;
+      w.ensure((rname.length + loc.length) * 3 + 100);
+      w.str(rname);
+      w.str(loc);
+      o = w.buf;
+      p = w.pos;
+    } else p = zeros(o, p, 2); // reason_name, location
+    o[p++] = buf[off + 30]!; // sk_state
+    p = copy(o, p, buf, off + 8, 8); // skb_id
+    if (isCt) p = zeros(o, p, 16); // mark, aux0..2
+    else p = copy(o, p, buf, off + 112, 16);
+    p = u32(o, p, isnC);
+    p = u32(o, p, isnS);
+    w.pos = p;
+    events++;
+    parts.add(off, fid, dir, hi, lo, isnC, isnS);
+    if ((kind === Kind.DROP || kind === Kind.RST_SENT || kind === Kind.RST_RECV || kind === Kind.RETRANS) && isAnomaly({ kind, reason_name: rname })) anomalous.add(fid);
+  }
+  return { events, parts };
+}
+
+function u16(o: Buffer, p: number, v: number): number {
+  o[p] = v;
+  o[p + 1] = v >>> 8;
+  return p + 2;
+}
+
+function u32(o: Buffer, p: number, v: number): number {
+  o[p] = v;
+  o[p + 1] = v >>> 8;
+  o[p + 2] = v >>> 16;
+  o[p + 3] = v >>> 24;
+  return p + 4;
+}
+
+/** A few bytes by hand: Buffer.copy is a native call, dearer than the loop at these sizes. */
+function copy(o: Buffer, p: number, src: Buffer, from: number, n: number): number {
+  for (let k = 0; k < n; k++) o[p + k] = src[from + k]!;
+  return p + n;
+}
+
+function zeros(o: Buffer, p: number, n: number): number {
+  for (let k = 0; k < n; k++) o[p + k] = 0;
+  return p + n;
+}
+
+/** The interface name: NUL-terminated, at most 16 bytes, Latin-1 (as decodeRecord reads it) written as UTF-8. */
+function ifname(o: Buffer, p: number, buf: Buffer, off: number): number {
+  let end = off;
+  let high = 0;
+  while (end < off + 16 && buf[end] !== 0) high += buf[end++]! >>> 7;
+  o[p++] = end - off + high;
+  for (let q = off; q < end; q++) {
+    const c = buf[q]!;
+    if (c < 0x80) o[p++] = c;
+    else {
+      o[p++] = 0xc0 | (c >>> 6);
+      o[p++] = 0x80 | (c & 0x3f);
+    }
+  }
+  return p;
+}
+
+/** An address as its text: IPv4 dotted quad digit by digit; IPv6 through the shared formatter (ASCII, <= 39 bytes). */
+function addrText(o: Buffer, p: number, buf: Buffer, off: number, family: number): number {
+  const lenAt = p++;
+  if (family !== AF_INET) {
+    const s = formatAddr(buf, off, family);
+    for (let k = 0; k < s.length; k++) o[p++] = s.charCodeAt(k);
+  } else {
+    for (let k = 0; k < 4; k++) {
+      if (k) o[p++] = 0x2e;
+      const v = buf[off + k]!;
+      if (v >= 100) {
+        o[p++] = 48 + ((v / 100) | 0);
+        o[p++] = 48 + (((v / 10) | 0) % 10);
+      } else if (v >= 10) o[p++] = 48 + ((v / 10) | 0);
+      o[p++] = 48 + (v % 10);
+    }
+  }
+  o[lenAt] = p - lenAt - 1;
+  return p;
+}
