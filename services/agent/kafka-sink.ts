@@ -1,4 +1,5 @@
 /** The agent's BatchSink on a kafkajs producer: explicit partitions, acks from all in-sync replicas. */
+import '../shared/kafka-crc.js'; // before kafkajs: its batch checksum, natively
 import { CompressionTypes, Partitioners, type Kafka, type Producer } from 'kafkajs';
 import type { Config } from '../shared/config.js';
 import { HopError } from '../shared/errors.js';

@@ -65,7 +65,8 @@ export function encodeBatch(meta: BatchMeta, records: Buffer, seqs: ArrayLike<nu
     droppedSinceLast: u64(meta.droppedSinceLast ?? 0),
     conn: conn && hasConn(conn, count) ? conn.subarray(0, 8 * count) : new Uint8Array(0),
   });
-  return Buffer.from(HopBatch.encode(msg).finish());
+  const bytes = HopBatch.encode(msg).finish();
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength); // a view, not a copy
 }
 
 function hasConn(conn: Buffer, count: number): boolean {

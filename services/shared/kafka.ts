@@ -1,4 +1,5 @@
 /** Kafka clients (kafkajs) and topic set-up shared by the agent and the correlator. */
+import './kafka-crc.js'; // before kafkajs: its batch checksum, natively
 import { Kafka, logLevel, type Admin, type LogEntry } from 'kafkajs';
 import type { Config } from './config.js';
 import { HopError } from './errors.js';
