@@ -175,6 +175,52 @@ export function createCorrelator(cfg: Config, kafka: Kafka, writer: RowWriter, l
     }
   }
 
+  /**
+   * Group insert: batches fetched from any partition within insertDelayMs of each other
+   * (or until insertRows events) share one write, so at a moderate rate every partition's
+   * events become visible within about that delay and ClickHouse gets a few large inserts
+   * rather than one small one per partition. Each partition commits its own offsets once
+   * the group holding its batches is written.
+   */
+  interface Group {
+    batches: DecodedBatch[];
+    rejected: RejectedRow[];
+    events: number;
+    messages: number;
+    waiters: { resolve: () => void; reject: (err: unknown) => void }[];
+    timer?: NodeJS.Timeout;
+  }
+  let open: Group | null = null;
+
+  function submit(batches: DecodedBatch[], rejected: RejectedRow[], events: number, messages: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const g = (open ??= { batches: [], rejected: [], events: 0, messages: 0, waiters: [] });
+      for (const b of batches) g.batches.push(b);
+      for (const r of rejected) g.rejected.push(r);
+      g.events += events;
+      g.messages += messages;
+      g.waiters.push({ resolve, reject });
+      if (g.events >= cfg.insertRows) void writeGroup(g);
+      else g.timer ??= setTimeout(() => void writeGroup(g), cfg.insertDelayMs);
+    });
+  }
+
+  async function writeGroup(g: Group) {
+    clearTimeout(g.timer);
+    if (open === g) open = null;
+    try {
+      const anomalous = await retry(() => writer.write(g.batches, g.rejected), { what: `write ${g.events} hop events to ${writer.where}`, log, maxDelayMs: cfg.retryMaxMs, signal: abort.signal });
+      totals.writes++;
+      totals.messages += g.messages;
+      totals.events += g.events;
+      totals.rejectedRecords += g.rejected.length;
+      if (anomalous.size) onWritten?.(anomalous);
+      for (const w of g.waiters) w.resolve();
+    } catch (err) {
+      for (const w of g.waiters) w.reject(err);
+    }
+  }
+
   async function eachBatch({ batch, heartbeat, isRunning, isStale, resolveOffset }: EachBatchPayload) {
     let batches: DecodedBatch[] = [];
     let rejected: RejectedRow[] = [];
@@ -184,22 +230,18 @@ export function createCorrelator(cfg: Config, kafka: Kafka, writer: RowWriter, l
 
     const flush = async () => {
       if (last === undefined) return;
-      const anomalous = await retry(
-        async () => {
-          if (isStale()) throw new HopError('HOP_BATCH_INVALID', 'partition reassigned before the write');
-          await heartbeat().catch(() => undefined);
-          return writer.write(batches, rejected);
-        },
-        { what: `write ${events} hop events to ${writer.where}`, log, maxDelayMs: cfg.retryMaxMs, signal: abort.signal, retriable: () => !isStale() },
-      );
-      if (anomalous.size) onWritten?.(anomalous);
+      // Stay in the group while the write waits (for the group, or for ClickHouse to come back).
+      const beat = setInterval(() => void heartbeat().catch(() => undefined), 3_000);
+      try {
+        await submit(batches, rejected, events, count);
+      } finally {
+        clearInterval(beat);
+      }
+      // Written either way (idempotent rows); only the partition's owner commits.
+      if (isStale()) throw new HopError('HOP_BATCH_INVALID', 'partition reassigned during the write');
       const next = (BigInt(last) + 1n).toString();
       resolveOffset(last);
       await consumer.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: next }]);
-      totals.writes++;
-      totals.messages += count;
-      totals.events += events;
-      totals.rejectedRecords += rejected.length;
       batches = [];
       rejected = [];
       events = 0;
@@ -242,7 +284,7 @@ export function createCorrelator(cfg: Config, kafka: Kafka, writer: RowWriter, l
         { what: `connect consumer to ${kafkaWhere(cfg)}`, log, maxDelayMs: cfg.retryMaxMs, signal: abort.signal },
       );
       await consumer.subscribe({ topics: [cfg.hopsTopic], fromBeginning: true });
-      await consumer.run({ autoCommit: false, eachBatchAutoResolve: false, partitionsConsumedConcurrently: 2, eachBatch });
+      await consumer.run({ autoCommit: false, eachBatchAutoResolve: false, partitionsConsumedConcurrently: 64, eachBatch });
       log.info({ topic: cfg.hopsTopic, group: cfg.groupId }, 'correlator consuming');
     },
     async stop() {
