@@ -1,136 +1,530 @@
 /**
  * Live capture bench (root, real kernel): two namespaces joined by a veth pair,
- * traffic only between them.
+ * traffic only between them. Sections (--sections, default all, in this order):
  *
- *  1. Events drained per agent core: a TCP stream of small NODELAY writes (one
- *     segment each, plus ACKs) while the live source drains; records drained per
- *     second divided by the agent process's CPU seconds.
- *  2. TCP throughput over the veth with capture off, on (namespaces owned), and
- *     on but not owning them (programs run, filter rejects in-kernel), as
- *     ratios to off.
+ *  drain       Events drained per agent core, in process: a TCP stream of small
+ *              NODELAY writes (one segment each, plus ACKs) while a live source
+ *              drains to nothing; records drained / this process's CPU seconds.
+ *  agent       The full agent path, ring buffer -> decode -> batches -> Kafka: the
+ *              real `hoptrace agent --live` process owning the two namespaces, with
+ *              1..N parallel small-write streams (--agent-streams) to push it to the
+ *              highest event rate the veth traffic reaches. Events = records read back
+ *              from its Kafka topic; CPU = its /proc/<pid>/stat over the traffic and
+ *              until Kafka has acknowledged everything; RSS steady (median VmRSS over
+ *              the second half of the traffic) and peak (VmHWM).
+ *  recording   `hoptrace agent --recording FILE --rate 0` (a generated recording,
+ *              --recording-events in the replayed file): reading outruns Kafka, so
+ *              the agent holds its full buffer; its RSS is the other maximum load.
+ *  throughput  TCP throughput, 1 stream of 128 KiB writes, capture off / on (in
+ *              process, namespaces owned) / on but not owning them; per-repeat
+ *              ratios to off, then the median.
+ *  sampling    TCP throughput, --tp-streams senders x --tp-conns connections of
+ *              128 KiB writes (round robin: every flow carries the same bytes):
+ *              capture off / full / 1-in-N flow sampling (--sample), capture by the
+ *              agent process to Kafka; per-repeat ratios to off, then the median.
+ *              Sampling keeps or drops whole flows (symmetric tuple hash), so the
+ *              kept share varies run to run around 1/N: the kernel's emitted /
+ *              ringbuf_full / sampled_out counters are shown. Beside Gbit/s, bytes
+ *              per CPU second (senders, sinks, ksoftirqd, capture) and its ratio.
  *
- * Build and run:  npm run build && make -C bpf && node dist/bench/live-capture.js [--seconds 3] [--repeat 3]
+ * Every figure is the median of --repeat runs. Each agent process gets a Kafka
+ * topic of its own, deleted once counted; namespaces, processes, topics and the
+ * generated recording are removed on every exit path.
+ *
+ * Build and run:  npm run build && node dist/bench/live-capture.js [--seconds 3] [--repeat 3]
+ *   [--sections drain,agent,recording,throughput,sampling] [--agent-streams 1,2,4]
+ *   [--tp-streams 8] [--tp-conns 8] [--sample 8] [--recording-events 2000000]
  */
-import { cpus } from 'node:os';
-import { release } from 'node:os';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { cpus, release, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { generateRecording } from '../services/agent/generate.js';
 import { createLiveSource, parseLiveOptions, type LiveSource } from '../services/agent/live/index.js';
-import { createLab, TCP_SINK, TCP_SOURCE, type BenchLab } from './live/lab.js';
+import { loadConfig } from '../services/shared/config.js';
+import { RECORD_SIZE } from '../services/shared/record.js';
+import { HEADER_SIZE } from '../services/shared/recording.js';
+import { deleteTopics, median, procCpuS, procMemMiB, sleep, topicRecords } from './common.js';
+import { createLab, type BenchLab, type TcpResult, type TcpRun } from './live/lab.js';
+
+const SECTIONS = ['drain', 'agent', 'recording', 'throughput', 'sampling'] as const;
+type Section = (typeof SECTIONS)[number];
 
 interface Args {
   seconds: number;
   repeat: number;
+  sections: Section[];
+  agentStreams: number[];
+  tpStreams: number;
+  tpConns: number;
+  sample: number;
+  recordingEvents: number;
 }
 
+const USAGE =
+  'usage: live-capture.js [--seconds N] [--repeat N] [--sections drain,agent,recording,throughput,sampling] [--agent-streams 1,2,4] [--tp-streams N] [--tp-conns N] [--sample N] [--recording-events N]';
+
 function parseArgs(argv: string[]): Args {
-  const out: Args = { seconds: 3, repeat: 3 };
+  const out: Args = { seconds: 3, repeat: 3, sections: [...SECTIONS], agentStreams: [1, 2, 4], tpStreams: 8, tpConns: 8, sample: 8, recordingEvents: 2_000_000 };
+  const ints = (k: string, v: string | undefined) => {
+    const xs = (v ?? '').split(',').map(Number);
+    if (!xs.length || !xs.every((x) => Number.isInteger(x) && x > 0)) throw new Error(`${USAGE}\n(bad ${k} ${v})`);
+    return xs;
+  };
   for (let i = 0; i < argv.length; i += 2) {
-    const k = argv[i];
-    const v = Number(argv[i + 1]);
-    if ((k !== '--seconds' && k !== '--repeat') || !(v > 0)) throw new Error(`usage: live-capture.js [--seconds N] [--repeat N] (bad ${k} ${argv[i + 1]})`);
-    out[k.slice(2) as keyof Args] = v;
+    const k = argv[i]!;
+    const v = argv[i + 1];
+    if (k === '--seconds') out.seconds = ints(k, v)[0]!;
+    else if (k === '--repeat') out.repeat = ints(k, v)[0]!;
+    else if (k === '--agent-streams') out.agentStreams = ints(k, v);
+    else if (k === '--tp-streams') out.tpStreams = ints(k, v)[0]!;
+    else if (k === '--tp-conns') out.tpConns = ints(k, v)[0]!;
+    else if (k === '--sample') out.sample = ints(k, v)[0]!;
+    else if (k === '--recording-events') out.recordingEvents = ints(k, v)[0]!;
+    else if (k === '--sections') {
+      const s = (v ?? '').split(',');
+      if (!s.every((x): x is Section => (SECTIONS as readonly string[]).includes(x))) throw new Error(`${USAGE}\n(bad --sections ${v})`);
+      out.sections = SECTIONS.filter((x) => s.includes(x));
+    } else throw new Error(`${USAGE}\n(unknown ${k})`);
   }
   return out;
 }
 
+const fmt = (n: number, digits = 0) => (Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : '-');
+const row = (cells: (string | number)[]) => console.log(`| ${cells.join(' | ')} |`);
+const header = (cells: string[]) => {
+  row(cells);
+  row(cells.map((_, i) => (i ? '---:' : '---')));
+};
+/** `xs` rotated left by `n`: repeats run the compared modes in different orders, so drift does not favour one. */
+const rotate = <T>(xs: readonly T[], n: number): T[] => xs.map((_, i) => xs[(i + n) % xs.length]!);
+const SMALL = 64; // bytes per NODELAY write: one small segment each
+const BULK = 128 * 1024;
+
+// ---- in-process live source (drain, throughput) ----
+
 type Mode = 'off' | 'owned' | 'not-owned';
 
-interface Run {
-  gbps: number;
+interface InProcessRun {
+  tcp: TcpResult;
   drained: number;
-  cpuSec: number;
+  cpuS: number;
+  /** The CPU window: senders start -> last drain. Rates use tcp.seconds (the senders' own). */
   seconds: number;
   ringLost: number;
   queueLost: number;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-
-async function runOnce(lab: BenchLab, mode: Mode, seconds: number, writeSize: number, port: number): Promise<Run> {
+async function inProcessRun(lab: BenchLab, mode: Mode, o: TcpRun): Promise<InProcessRun> {
   let source: LiveSource | null = null;
   let drained = 0;
   let consumer: Promise<void> = Promise.resolve();
   if (mode !== 'off') {
-    // not-owned: own some other namespace (the agent's own), so every event is rejected in the kernel.
+    // not-owned: own some other namespace (this process's), so every event is rejected in the kernel.
     source = createLiveSource(parseLiveOptions({ netns: mode === 'owned' ? [lab.a, lab.b] : ['/proc/self/ns/net'], node: 'bench' }));
     const s = source;
     consumer = (async () => {
       for await (const c of s.chunks()) drained += c.count;
     })();
   }
-  const sink = lab.python(lab.b, TCP_SINK, [lab.addrB, String(port)]);
-  await new Promise<void>((r) => sink.child.stdout!.once('data', () => r()));
-  const cpu0 = process.cpuUsage();
-  const t0 = process.hrtime.bigint();
-  const out = await lab.python(lab.a, TCP_SOURCE, [lab.addrB, String(port), String(seconds), String(writeSize)]).done;
-  await sink.done;
-  await sleep(50); // let the last timer drain run
-  const wall = Number(process.hrtime.bigint() - t0) / 1e9;
-  const cpu = process.cpuUsage(cpu0);
-  const [sent = '0', el = '1'] = out.trim().split(/\s+/);
-  let ringLost = 0;
-  let queueLost = 0;
-  if (source) {
-    await source.stop();
+  let cpu0 = process.cpuUsage();
+  let t0 = process.hrtime.bigint();
+  try {
+    const tcp = await lab.tcp(o, () => {
+      cpu0 = process.cpuUsage();
+      t0 = process.hrtime.bigint();
+    });
+    await sleep(50); // let the last timer drain run
+    const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    const cpu = process.cpuUsage(cpu0);
+    const st = source?.stats() ?? {};
+    return { tcp, drained, cpuS: (cpu.user + cpu.system) / 1e6, seconds, ringLost: st.kernel_ringbuf_full ?? 0, queueLost: st.queue_full ?? 0 };
+  } finally {
+    await source?.stop();
     await consumer;
-    const st = source.stats();
-    ringLost = st.kernel_ringbuf_full ?? 0;
-    queueLost = st.queue_full ?? 0;
   }
-  return { gbps: (Number(sent) * 8) / Number(el) / 1e9, drained, cpuSec: (cpu.user + cpu.system) / 1e6, seconds: wall, ringLost, queueLost };
 }
 
-function fmt(n: number, digits = 0): string {
-  return n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+// ---- agent processes (agent, recording, sampling) ----
+
+const CLI = join(dirname(fileURLToPath(import.meta.url)), '../services/cli/main.js');
+const kafkaCfg = loadConfig({ metricsPort: 0 });
+const running = new Set<ChildProcess>();
+const topics: string[] = [];
+
+interface AgentProc {
+  pid: number;
+  topic: string;
+  /** Settles once the agent logs "agent producing". */
+  producing: Promise<void>;
+  /** The "agent finished" log line's numbers (agent and source stats), once the process exits. */
+  exited: Promise<Record<string, number>>;
+  /** SIGTERM (graceful: flushes to Kafka), then the exit's stats. */
+  stop(): Promise<Record<string, number>>;
+  kill(): void;
 }
+
+/** Spawns `hoptrace agent ...` on a topic of its own; warnings and errors it logs are echoed to stderr. */
+function spawnAgent(args: string[], metricsPort: number): AgentProc {
+  const topic = `hoptrace.bench.live.${randomBytes(4).toString('hex')}`;
+  topics.push(topic);
+  const child = spawn(process.execPath, [CLI, 'agent', ...args], {
+    env: { ...process.env, HOPTRACE_HOPS_TOPIC: topic, HOPTRACE_METRICS_PORT: String(metricsPort), HOPTRACE_LOG_LEVEL: 'info' },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  running.add(child);
+  const tail: string[] = [];
+  let finished: Record<string, number> | null = null;
+  let onProducing: () => void = () => undefined;
+  const producing = new Promise<void>((r) => (onProducing = r));
+  let partial = '';
+  child.stderr!.on('data', (d: Buffer) => {
+    const lines = (partial + d.toString()).split('\n');
+    partial = lines.pop()!;
+    for (const line of lines) {
+      tail.push(line);
+      if (tail.length > 20) tail.shift();
+      let j: { level?: number; msg?: string } & Record<string, unknown>;
+      try {
+        j = JSON.parse(line) as typeof j;
+      } catch {
+        console.error(`agent ${child.pid}: ${line}`);
+        continue;
+      }
+      if (j.msg === 'agent producing') onProducing();
+      else if (j.msg === 'agent finished') finished = Object.fromEntries(Object.entries(j).filter((e): e is [string, number] => typeof e[1] === 'number'));
+      else if ((j.level ?? 0) >= 40) console.error(`agent ${child.pid}: ${j.msg}`);
+    }
+  });
+  const exited = new Promise<Record<string, number>>((resolve, reject) => {
+    child.on('exit', (code, signal) => {
+      running.delete(child);
+      if (finished && code === 0) resolve(finished);
+      else reject(new Error(`agent ${args.join(' ')} exited ${code ?? signal}:\n${tail.join('\n')}`));
+    });
+  });
+  // An agent dying before it produces fails `producing` too.
+  const producingOrDied = Promise.race([producing, exited.then(() => Promise.reject(new Error('agent exited before producing')))]);
+  producingOrDied.catch(() => undefined);
+  exited.catch(() => undefined);
+  return {
+    pid: child.pid!,
+    topic,
+    producing: producingOrDied,
+    exited,
+    stop: () => {
+      child.kill('SIGTERM');
+      return exited;
+    },
+    kill: () => void (child.exitCode === null && child.signalCode === null && child.kill('SIGKILL')),
+  };
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** One sample from an agent's /metrics (a Prometheus text line without labels). */
+async function scrape(port: number, names: string[]): Promise<number[]> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  return names.map((n) => Number(new RegExp(`^${n} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN));
+}
+
+/** Waits until everything the agent read is acknowledged by Kafka and no more is coming (or 60 s). */
+async function settled(port: number): Promise<void> {
+  let last = '';
+  for (const end = Date.now() + 60_000; Date.now() < end; await sleep(200)) {
+    const [read, sent] = await scrape(port, ['hoptrace_agent_records_read_total', 'hoptrace_agent_records_sent_total']);
+    const now = `${read}/${sent}`;
+    if (read === sent && now === last) return;
+    last = now;
+  }
+  console.error(`agent on :${port} not settled after 60 s (read/sent ${last})`);
+}
+
+/** Records an agent left on its topic (read back from Kafka); the topic is deleted then. */
+async function producedRecords(topic: string): Promise<number> {
+  const { records } = await topicRecords({ ...kafkaCfg, hopsTopic: topic, groupId: `hoptrace-bench-${topic}` });
+  await deleteTopics(kafkaCfg, [topic]);
+  topics.splice(topics.indexOf(topic), 1);
+  return records;
+}
+
+interface AgentRun {
+  tcp: TcpResult;
+  /** Records read back from the agent's Kafka topic. */
+  produced: number;
+  cpuS: number;
+  /** The CPU window: senders start -> Kafka acknowledged all. Rates use tcp.seconds (the senders' own). */
+  seconds: number;
+  rssMiB: number;
+  hwmMiB: number;
+  /** The agent's own totals at exit (sent, dropped, kernel_*, queue_full...). */
+  stats: Record<string, number>;
+}
+
+/** Traffic `o` while a live agent process owning the lab's namespaces ships everything to Kafka. */
+async function liveAgentRun(lab: BenchLab, o: TcpRun, sampleN: number): Promise<AgentRun> {
+  const port = await freePort();
+  const agent = spawnAgent(['--live', '--node', 'bench', '--netns', `${lab.a},${lab.b}`, '--sample', String(sampleN)], port);
+  try {
+    await agent.producing;
+    let cpu0 = NaN;
+    let t0 = 0n;
+    const rss: number[] = [];
+    const sampler = setInterval(() => {
+      const m = procMemMiB(agent.pid);
+      if (m && t0) rss.push(m.rss);
+    }, 100);
+    let tcp: TcpResult;
+    try {
+      tcp = await lab.tcp(o, () => {
+        cpu0 = procCpuS(agent.pid);
+        t0 = process.hrtime.bigint();
+      });
+    } finally {
+      clearInterval(sampler);
+    }
+    await settled(port);
+    const cpuS = procCpuS(agent.pid) - cpu0;
+    const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    const hwmMiB = procMemMiB(agent.pid)?.hwm ?? NaN;
+    const stats = await agent.stop();
+    const records = await producedRecords(agent.topic);
+    return { tcp, produced: records, cpuS, seconds, rssMiB: median(rss.slice(rss.length >> 1)), hwmMiB, stats };
+  } finally {
+    agent.kill();
+  }
+}
+
+interface RecordingRun {
+  produced: number;
+  cpuS: number;
+  seconds: number;
+  rssMiB: number;
+  hwmMiB: number;
+}
+
+/** Replays `file` as fast as Kafka takes it; samples the process every 50 ms until it exits. */
+async function recordingAgentRun(file: string): Promise<RecordingRun> {
+  const agent = spawnAgent(['--recording', file, '--rate', '0'], 0);
+  try {
+    let cpu0 = NaN;
+    let t0 = 0n;
+    let t1 = 0n;
+    let cpu = NaN;
+    let hwm = NaN;
+    const rss: number[] = [];
+    void agent.producing.then(
+      () => {
+        cpu0 = procCpuS(agent.pid);
+        t0 = process.hrtime.bigint();
+      },
+      () => undefined,
+    );
+    const sampler = setInterval(() => {
+      const m = procMemMiB(agent.pid);
+      const c = procCpuS(agent.pid);
+      if (!m || Number.isNaN(c)) return;
+      hwm = m.hwm;
+      cpu = c;
+      t1 = process.hrtime.bigint();
+      if (t0) rss.push(m.rss);
+    }, 50);
+    try {
+      await agent.exited;
+    } finally {
+      clearInterval(sampler);
+    }
+    const records = await producedRecords(agent.topic);
+    // Steady: the middle half of the replay (after the buffer fills, before the final flush).
+    const steady = rss.slice(rss.length >> 2, rss.length - (rss.length >> 2));
+    return { produced: records, cpuS: cpu - cpu0, seconds: Number(t1 - t0) / 1e9, rssMiB: median(steady), hwmMiB: hwm };
+  } finally {
+    agent.kill();
+  }
+}
+
+interface TpRow {
+  label: string;
+  /** Per repeat: the traffic, and CPU seconds spent capturing it (0 when off) over captureS seconds. */
+  runs: { tcp: TcpResult; captureCpuS: number; captureS: number }[];
+  extra: string[];
+}
+
+/**
+ * Throughput rows, the first being capture off. Ratios are taken per repeat (same
+ * moment, same machine state), then the median. Veth TCP is CPU-bound, so bytes per
+ * CPU second (senders, sinks, ksoftirqd, capture) predicts the throughput ratio of
+ * an otherwise idle machine; it is much less disturbed by concurrent work than Gbit/s.
+ */
+function throughputTable(extraHeaders: string[], rows: TpRow[]): void {
+  const off = rows[0]!.runs;
+  const perCpu = (r: TpRow['runs'][number]) => r.tcp.bytes / 1e9 / (r.tcp.cpuS + r.tcp.ksoftirqdS + r.captureCpuS);
+  const pct = (xs: number[]) => `${fmt(median(xs) * 100, 1)}%`;
+  header(['capture', 'Gbit/s', 'ratio to off', 'per-repeat ratios', 'GB per CPU-s', 'ratio to off, per CPU-s', 'traffic CPU', 'ksoftirqd CPU', 'capture CPU', ...extraHeaders]);
+  for (const { label, runs, extra } of rows) {
+    const ratios = runs.map((r, i) => r.tcp.gbps / off[i]!.tcp.gbps);
+    row([
+      label,
+      fmt(median(runs.map((r) => r.tcp.gbps)), 2),
+      fmt(median(ratios), 3),
+      runs === off ? '' : ratios.map((x) => fmt(x, 3)).join(', '),
+      fmt(median(runs.map(perCpu)), 3),
+      fmt(median(runs.map((r, i) => perCpu(r) / perCpu(off[i]!))), 3),
+      pct(runs.map((r) => r.tcp.cpuS / r.tcp.seconds)),
+      pct(runs.map((r) => r.tcp.ksoftirqdS / r.tcp.seconds)),
+      pct(runs.map((r) => r.captureCpuS / r.captureS)),
+      ...extra,
+    ]);
+  }
+}
+
+// ---- sections ----
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const lab = createLab();
-  const onSignal = () => {
-    lab.remove();
-    process.exit(130);
-  };
+  let tmp: string | null = null;
+  let cleaning: Promise<void> | null = null;
+  const cleanup = () =>
+    (cleaning ??= (async () => {
+      for (const c of running) c.kill('SIGKILL');
+      lab.remove();
+      if (tmp) rmSync(tmp, { recursive: true, force: true });
+      await deleteTopics(kafkaCfg, topics).catch((err: unknown) => console.error(`could not delete topics ${topics.join(', ')}: ${String(err)}`));
+    })());
+  const onSignal = () => void cleanup().finally(() => process.exit(130));
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   let port = 20000;
+  const tcp = (streams: number, size: number, conns = 1): TcpRun => {
+    const o = { streams, conns, port, seconds: args.seconds, size };
+    port += streams;
+    return o;
+  };
+  const R = args.repeat;
   try {
     console.log(`live capture bench: Linux ${release()}, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), node ${process.version}`);
-    console.log(`namespaces ${lab.a} <-> ${lab.b} over veth; ${args.seconds}s per run, median of ${args.repeat}\n`);
+    console.log(`namespaces ${lab.a} <-> ${lab.b} over veth; ${args.seconds}s per run, median of ${R}; all 7 programs, records ${RECORD_SIZE} bytes`);
 
-    // 1. Events drained per agent core.
-    const ev: Run[] = [];
-    for (let i = 0; i < args.repeat; i++) ev.push(await runOnce(lab, 'owned', args.seconds, 64, port++));
-    const rate = median(ev.map((r) => r.drained / r.seconds));
-    const perCore = median(ev.map((r) => r.drained / r.cpuSec));
-    const cpuShare = median(ev.map((r) => r.cpuSec / r.seconds));
-    console.log('1. events drained (TCP, 64-byte NODELAY writes, all 7 programs, namespaces owned)');
-    console.log('   events/s drained   agent CPU   events/s per agent core   lost in ring / agent queue');
-    console.log(
-      `   ${fmt(rate).padStart(16)}   ${fmt(cpuShare * 100, 1).padStart(8)}%   ${fmt(perCore).padStart(23)}   ${ev.map((r) => `${r.ringLost}/${r.queueLost}`).join(', ')}`,
-    );
+    if (args.sections.includes('drain')) {
+      const runs: InProcessRun[] = [];
+      for (let i = 0; i < R; i++) runs.push(await inProcessRun(lab, 'owned', tcp(1, SMALL)));
+      console.log(`\n### drain: ring buffer -> validated chunks, in process, to nothing (1 TCP stream, ${SMALL}-byte NODELAY writes)\n`);
+      header(['events/s drained', 'agent CPU', 'events/s per agent core', 'lost in ring / agent queue']);
+      row([
+        fmt(median(runs.map((r) => r.drained / r.tcp.seconds))),
+        `${fmt(median(runs.map((r) => (r.cpuS / r.seconds) * 100)), 1)}%`,
+        fmt(median(runs.map((r) => r.drained / r.cpuS))),
+        runs.map((r) => `${r.ringLost}/${r.queueLost}`).join(', '),
+      ]);
+    }
 
-    // 2. Throughput ratio.
-    const modes: Mode[] = ['off', 'owned', 'not-owned'];
-    const tp = new Map<Mode, Run[]>(modes.map((m) => [m, []]));
-    for (let i = 0; i < args.repeat; i++) for (const m of modes) tp.get(m)!.push(await runOnce(lab, m, args.seconds, 128 * 1024, port++));
-    const off = median(tp.get('off')!.map((r) => r.gbps));
-    console.log('\n2. TCP throughput over veth (1 stream, 128 KiB writes)');
-    console.log('   capture                         Gbit/s   ratio to off   events/s drained   agent CPU');
-    for (const m of modes) {
-      const runs = tp.get(m)!;
-      const g = median(runs.map((r) => r.gbps));
-      const label = { off: 'off', owned: 'on, namespaces owned', 'not-owned': 'on, namespaces not owned' }[m];
-      console.log(
-        `   ${label.padEnd(30)} ${fmt(g, 2).padStart(7)}   ${fmt(g / off, 3).padStart(12)}   ${fmt(median(runs.map((r) => r.drained / r.seconds))).padStart(16)}   ${fmt(median(runs.map((r) => (r.cpuSec / r.seconds) * 100)), 1).padStart(8)}%`,
+    if (args.sections.includes('agent')) {
+      const rows = new Map<number, AgentRun[]>();
+      for (const s of args.agentStreams) rows.set(s, []);
+      for (let i = 0; i < R; i++) for (const s of rotate(args.agentStreams, i)) rows.get(s)!.push(await liveAgentRun(lab, tcp(s, SMALL), 1));
+      console.log(`\n### agent process, full path: ring buffer -> decode -> batches -> Kafka (${SMALL}-byte NODELAY writes)\n`);
+      header(['TCP streams', 'events/s captured (kernel: emitted + ring full)', 'events/s produced (in Kafka)', 'agent CPU', 'events/s per agent core', 'RSS steady MiB', 'RSS peak MiB', 'lost: ring / agent queue / unsent', 'agent sent = in Kafka']);
+      for (const [s, runs] of rows) {
+        row([
+          s,
+          fmt(median(runs.map((r) => ((r.stats.kernel_emitted ?? NaN) + (r.stats.kernel_ringbuf_full ?? NaN)) / r.tcp.seconds))),
+          fmt(median(runs.map((r) => r.produced / r.tcp.seconds))),
+          `${fmt(median(runs.map((r) => (r.cpuS / r.seconds) * 100)), 1)}%`,
+          fmt(median(runs.map((r) => r.produced / r.cpuS))),
+          fmt(median(runs.map((r) => r.rssMiB))),
+          fmt(median(runs.map((r) => r.hwmMiB))),
+          runs.map((r) => `${fmt(r.stats.kernel_ringbuf_full ?? NaN)}/${fmt(r.stats.queue_full ?? NaN)}/${fmt(r.stats.dropped ?? NaN)}`).join(', '),
+          runs.every((r) => r.stats.sent === r.produced) ? 'yes' : runs.map((r) => `${r.stats.sent} vs ${r.produced}`).join(', '),
+        ]);
+      }
+    }
+
+    if (args.sections.includes('recording')) {
+      tmp = mkdtempSync(join(tmpdir(), 'hopt-live-bench-'));
+      // Three node files; the replayed one holds about a third of the events.
+      const gen = await generateRecording({ outDir: tmp, events: 3 * args.recordingEvents, seed: 7 });
+      const file = gen.files.reduce((a, b) => (statSync(b).size > statSync(a).size ? b : a));
+      const records = (statSync(file).size - HEADER_SIZE) / RECORD_SIZE;
+      const runs: RecordingRun[] = [];
+      for (let i = 0; i < R; i++) runs.push(await recordingAgentRun(file));
+      rmSync(tmp, { recursive: true, force: true });
+      tmp = null;
+      console.log(`\n### agent process, recording at maximum replay rate (--rate 0) -> Kafka; agent buffer ${kafkaCfg.bufferBytes >> 20} MiB\n`);
+      header(['records in file', 'events/s produced', 'agent CPU', 'events/s per agent core', 'RSS steady MiB', 'RSS peak MiB', 'all in Kafka']);
+      row([
+        fmt(records),
+        fmt(median(runs.map((r) => r.produced / r.seconds))),
+        `${fmt(median(runs.map((r) => (r.cpuS / r.seconds) * 100)), 1)}%`,
+        fmt(median(runs.map((r) => r.produced / r.cpuS))),
+        fmt(median(runs.map((r) => r.rssMiB))),
+        fmt(median(runs.map((r) => r.hwmMiB))),
+        runs.every((r) => r.produced === records) ? 'yes' : runs.map((r) => fmt(r.produced)).join(', '),
+      ]);
+    }
+
+    if (args.sections.includes('throughput')) {
+      const modes: Mode[] = ['off', 'owned', 'not-owned'];
+      const tp = new Map<Mode, InProcessRun[]>(modes.map((m) => [m, []]));
+      for (let i = 0; i < R; i++) for (const m of rotate(modes, i)) tp.get(m)!.push(await inProcessRun(lab, m, tcp(1, BULK)));
+      console.log(`\n### TCP throughput, 1 stream, ${BULK >> 10} KiB writes; capture in process\n`);
+      throughputTable(
+        ['events/s drained'],
+        modes.map((m) => ({
+          label: { off: 'off', owned: 'on, namespaces owned', 'not-owned': 'on, namespaces not owned' }[m],
+          runs: tp.get(m)!.map((r) => ({ tcp: r.tcp, captureCpuS: m === 'off' ? 0 : r.cpuS, captureS: r.seconds })),
+          extra: [fmt(median(tp.get(m)!.map((r) => r.drained / r.tcp.seconds)))],
+        })),
+      );
+    }
+
+    if (args.sections.includes('sampling')) {
+      const S = args.tpStreams;
+      const C = args.tpConns;
+      const off: TcpResult[] = [];
+      const full: AgentRun[] = [];
+      const sampled: AgentRun[] = [];
+      const steps = [
+        async () => void off.push(await lab.tcp(tcp(S, BULK, C))),
+        async () => void full.push(await liveAgentRun(lab, tcp(S, BULK, C), 1)),
+        async () => void sampled.push(await liveAgentRun(lab, tcp(S, BULK, C), args.sample)),
+      ];
+      for (let i = 0; i < R; i++) for (const step of rotate(steps, i)) await step();
+      console.log(`\n### TCP throughput, ${S} senders x ${C} connections = ${S * C} flows (equal bytes each), ${BULK >> 10} KiB writes; capture by the agent process -> Kafka\n`);
+      const agentRow = (label: string, runs: AgentRun[]): TpRow => ({
+        label,
+        runs: runs.map((r) => ({ tcp: r.tcp, captureCpuS: r.cpuS, captureS: r.seconds })),
+        extra: [
+          fmt(median(runs.map((r) => r.produced / r.tcp.seconds))),
+          runs.map((r) => [r.stats.kernel_emitted, r.stats.kernel_ringbuf_full, r.stats.kernel_sampled_out].map((n) => fmt(n ?? NaN)).join(' / ')).join(', '),
+        ],
+      });
+      throughputTable(
+        ['events/s produced', 'kernel: emitted / ring full / sampled out'],
+        [{ label: 'off', runs: off.map((t) => ({ tcp: t, captureCpuS: 0, captureS: t.seconds })), extra: ['', ''] }, agentRow('full', full), agentRow(`1 flow in ${args.sample} sampled`, sampled)],
       );
     }
   } finally {
-    lab.remove();
+    await cleanup();
   }
 }
 
-main().catch((err: unknown) => {
-  console.error(err);
-  process.exit(1);
-});
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);

@@ -11,9 +11,8 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { pino } from 'pino';
-import { clickhouseCpuS, median } from './common.js';
+import { clickhouseCpuS, deleteTopics, isolatedConfig, median, numArg } from './common.js';
 import { createAgent, type OutMessage } from '../services/agent/agent.js';
 import { generateRecording } from '../services/agent/generate.js';
 import { startAgent } from '../services/agent/main.js';
@@ -24,12 +23,8 @@ import { createClickHouse } from '../services/shared/clickhouse.js';
 import { loadConfig, type Config } from '../services/shared/config.js';
 
 const log = pino({ level: 'warn' });
-const arg = (name: string, def: number) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : def;
-};
-const EVENTS = arg('events', 1_000_000);
-const RUNS = arg('runs', 3);
+const EVENTS = numArg('events', 1_000_000);
+const RUNS = numArg('runs', 3);
 /** Insert formats the correlator stage is run with (--formats RowBinary,JSONEachRow). */
 const FORMATS = (() => {
   const i = process.argv.indexOf('--formats');
@@ -51,10 +46,6 @@ async function measure(fn: () => Promise<number>): Promise<Sample> {
   return { events, wallS, cpuS: (c.user + c.system) / 1e6 };
 }
 
-function isolated(): Config {
-  const id = randomBytes(4).toString('hex');
-  return loadConfig({ hopsTopic: `hoptrace.bench.${id}`, clickhouseDatabase: `hoptrace_bench_${id}`, groupId: `hoptrace-bench-${id}`, metricsPort: 0 });
-}
 
 async function agentToNull(files: string[], cfg: Config): Promise<number> {
   let n = 0;
@@ -100,7 +91,7 @@ async function main() {
     r.extra.push(extraCpu ? s.events / (s.cpuS + extraCpu) : NaN);
   };
   for (let run = 0; run < RUNS; run++) {
-    const cfg = isolated();
+    const cfg = isolatedConfig();
     add('agent: recording -> batches (null sink)', await measure(() => agentToNull(gen.files, cfg)));
     add('agent: recording -> Kafka', await measure(() => agentToKafka(gen.files, cfg)));
     // The same topic drained once per insert format, each by a group and into a database of its own.
@@ -111,6 +102,7 @@ async function main() {
       add(`correlator: Kafka -> ClickHouse, ${format}`, s, clickhouseCpuS() - ch0);
       await dropDb(fcfg);
     }
+    await deleteTopics(cfg, [cfg.hopsTopic]);
     console.error(`run ${run + 1}/${RUNS} done`);
   }
   const fmt = (n: number) => (Number.isNaN(n) ? '-' : Math.round(n).toLocaleString('en-US'));

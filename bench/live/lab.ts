@@ -5,6 +5,8 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import { procCpuS } from '../common.js';
 
 function sh(cmd: string, args: string[]): string {
   return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -17,7 +19,51 @@ export interface BenchLab {
   addrB: string;
   /** Runs python3 code inside a namespace; resolves with its stdout. */
   python(ns: string, code: string, args: string[]): { child: ChildProcess; done: Promise<string> };
+  /**
+   * `streams` parallel TCP senders from a to b (ports port, port+1, ...), each
+   * sending `size`-byte writes for `seconds` over `conns` connections. `onStart`
+   * runs once every sink listens, just before the senders start. Gbit/s is the
+   * sum over streams.
+   */
+  tcp(o: TcpRun, onStart?: () => void): Promise<TcpResult>;
   remove(): void;
+}
+
+export interface TcpRun {
+  /** Sender processes, each to a sink of its own. */
+  streams: number;
+  /** Connections per stream (default 1), written round robin. */
+  conns?: number;
+  port: number;
+  seconds: number;
+  size: number;
+}
+
+export interface TcpResult {
+  gbps: number;
+  bytes: number;
+  /** Longest sender's elapsed time. */
+  seconds: number;
+  /** CPU seconds of the senders and sinks once connected (user + kernel, incl. softirqs run in their context). */
+  cpuS: number;
+  /** CPU seconds of the ksoftirqd threads meanwhile (network work deferred there; includes others' traffic). */
+  ksoftirqdS: number;
+}
+
+/** CPU seconds of all ksoftirqd/N threads. */
+function ksoftirqdCpuS(): number {
+  let sum = 0;
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      if (!readFileSync(`/proc/${pid}/comm`, 'utf8').startsWith('ksoftirqd/')) continue;
+    } catch {
+      continue;
+    }
+    const cpu = procCpuS(pid);
+    if (!Number.isNaN(cpu)) sum += cpu;
+  }
+  return sum;
 }
 
 export function createLab(): BenchLab {
@@ -54,46 +100,88 @@ export function createLab(): BenchLab {
     remove();
     throw err;
   }
+  const python: BenchLab['python'] = (ns, code, args) => {
+    const child = spawn('ip', ['netns', 'exec', ns, 'python3', '-c', code, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    children.push(child);
+    const done = new Promise<string>((resolve, reject) => {
+      let out = '';
+      child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+      child.on('exit', (code) => (code === 0 || code === null ? resolve(out) : reject(new Error(`python in ${ns} exited ${code}`))));
+    });
+    return { child, done };
+  };
   return {
     a,
     b,
     addrA,
     addrB,
-    python(ns, code, args) {
-      const child = spawn('ip', ['netns', 'exec', ns, 'python3', '-c', code, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
-      children.push(child);
-      const done = new Promise<string>((resolve, reject) => {
-        let out = '';
-        child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-        child.on('exit', (code) => (code === 0 || code === null ? resolve(out) : reject(new Error(`python in ${ns} exited ${code}`))));
-      });
-      return { child, done };
+    python,
+    async tcp(o, onStart) {
+      const ports = Array.from({ length: o.streams }, (_, i) => String(o.port + i));
+      const conns = String(o.conns ?? 1);
+      const sinks = ports.map((p) => python(b, TCP_SINK, [addrB, p, conns]));
+      await Promise.all(sinks.map((s) => new Promise<void>((r) => s.child.stdout!.once('data', () => r()))));
+      onStart?.();
+      const soft0 = ksoftirqdCpuS();
+      const outs = await Promise.all(ports.map((p) => python(a, TCP_SOURCE, [addrB, p, String(o.seconds), String(o.size), conns]).done));
+      const sinkOuts = await Promise.all(sinks.map((s) => s.done));
+      const ksoftirqdS = ksoftirqdCpuS() - soft0;
+      let bytes = 0;
+      let gbps = 0;
+      let seconds = 0;
+      let cpuS = 0;
+      for (const out of outs) {
+        const [sent = '0', el = '1', cpu = 'NaN'] = out.trim().split(/\s+/);
+        bytes += Number(sent);
+        gbps += (Number(sent) * 8) / Number(el) / 1e9;
+        seconds = Math.max(seconds, Number(el));
+        cpuS += Number(cpu);
+      }
+      for (const out of sinkOuts) cpuS += Number(out.trim().split(/\s+/).pop());
+      return { gbps, bytes, seconds, cpuS, ksoftirqdS };
     },
     remove,
   };
 }
 
-/** TCP sink: accepts one connection, reads until EOF, prints "ready" first. */
+/** TCP sink: accepts `conns` connections (argv[3], default 1), reads them all until EOF; prints "ready" first, then its CPU seconds after accepting. */
 export const TCP_SINK = `
-import socket, sys
+import socket, sys, selectors, resource
+n = int(sys.argv[3]) if len(sys.argv) > 3 else 1
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(n)
 print('ready', flush=True)
-c, _ = s.accept(); buf = bytearray(1 << 20)
-while c.recv_into(buf): pass
+conns = [s.accept()[0] for _ in range(n)]; buf = bytearray(1 << 20)
+cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2]); c0 = cpu()
+if n == 1:
+    while conns[0].recv_into(buf): pass
+sel = selectors.DefaultSelector()
+for c in conns[n == 1:]: sel.register(c, selectors.EVENT_READ)
+while n > 1:
+    for k, _ in sel.select():
+        if not k.fileobj.recv_into(buf): sel.unregister(k.fileobj); n -= 1
+print(cpu() - c0)
 `;
 
-/** TCP source: sends for N seconds in `size`-byte writes (TCP_NODELAY if small); prints bytes sent. */
+/**
+ * TCP source: sends for N seconds in `size`-byte writes (TCP_NODELAY if small) over
+ * `conns` connections (argv[5], default 1), round robin so each flow carries the
+ * same bytes; prints bytes sent, seconds and CPU seconds while sending.
+ */
 export const TCP_SOURCE = `
-import socket, sys, time
+import socket, sys, time, resource
 host, port, secs, size = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
-s = socket.create_connection((host, port))
-if size < 1400: s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+n = int(sys.argv[5]) if len(sys.argv) > 5 else 1
+socks = [socket.create_connection((host, port)) for _ in range(n)]
+if size < 1400:
+    for s in socks: s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2]); c0 = cpu()
 data = b'x' * size; sent = 0; end = time.monotonic() + secs; t0 = time.monotonic()
 while time.monotonic() < end:
-    for _ in range(64): s.sendall(data)
-    sent += 64 * size
+    for s in socks:
+        for _ in range(64): s.sendall(data)
+    sent += 64 * size * n
 el = time.monotonic() - t0
-s.close()
-print(sent, el)
+for s in socks: s.close()
+print(sent, el, cpu() - c0)
 `;

@@ -44,10 +44,10 @@ export async function startAgent(cfg: Config, source: RecordSource, log: Logger,
   };
 }
 
-/** `hoptrace agent --recording FILE`: replay one node's recording, then exit. */
-export async function runRecordingAgent(cfg: Config, file: string, rate: number): Promise<void> {
+/** `hoptrace agent --recording FILE [--retime]`: replay one node's recording, then exit. */
+export async function runRecordingAgent(cfg: Config, file: string, rate: number, retime = false): Promise<void> {
   const log = createLogger('agent', cfg.logLevel);
-  const source = await openRecording({ file, rate, onCorrupt: (r) => log.warn(r, `corrupt record in ${r.file} at offset ${r.offset}: ${r.reason}`) });
+  const source = await openRecording({ file, rate, retime, onCorrupt: (r) => log.warn(r, `corrupt record in ${r.file} at offset ${r.offset}: ${r.reason}`) });
   const running = await startAgent(cfg, source, log);
   const onSignal = () => void running.stop();
   process.once('SIGINT', onSignal);

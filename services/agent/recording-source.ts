@@ -23,6 +23,13 @@ export interface RecordingSourceOptions {
   rate?: number;
   /** Records per chunk. */
   chunkRecords?: number;
+  /**
+   * Replay as if captured now (latency benchmarks): each record's ts_ns becomes this
+   * host's CLOCK_MONOTONIC when its chunk is read, and the chunk's clock offset this
+   * host's wall-minus-monotonic, so wall_ts_ns is the moment the record was emitted.
+   * Order and seqs are kept; the recorded spacing between records is not.
+   */
+  retime?: boolean;
   onCorrupt?: (r: CorruptReport) => void;
 }
 
@@ -44,6 +51,7 @@ export async function openRecording(o: RecordingSourceOptions): Promise<RecordSo
   const counters: Record<string, number> = { records_read: 0 };
   let stopped = false;
   const totalRecords = Math.floor((size - HEADER_SIZE) / RECORD_SIZE);
+  const clockOffsetNs = o.retime ? wallMinusMonotonicNs() : header.clockOffsetNs;
 
   function corrupt(offset: number, reason: CorruptReason) {
     counters[`corrupt_${reason}`] = (counters[`corrupt_${reason}`] ?? 0) + 1;
@@ -76,8 +84,12 @@ export async function openRecording(o: RecordingSourceOptions): Promise<RecordSo
           kept++;
         }
         counters.records_read! += got;
+        if (o.retime) {
+          const now = process.hrtime.bigint();
+          for (let k = 0; k < kept; k++) out.writeBigUInt64LE(now, k * RECORD_SIZE);
+        }
         if (kept > 0) {
-          yield { buf: out.subarray(0, kept * RECORD_SIZE), count: kept, firstSeq: seqs ? seqs[0]! : index, seqs, clockOffsetNs: header.clockOffsetNs };
+          yield { buf: out.subarray(0, kept * RECORD_SIZE), count: kept, firstSeq: seqs ? seqs[0]! : index, seqs, clockOffsetNs };
         }
         index += got;
         if (rate > 0) {
@@ -104,4 +116,10 @@ export async function openRecording(o: RecordingSourceOptions): Promise<RecordSo
     },
     stats: () => ({ ...counters }),
   };
+}
+
+/** Wall clock minus CLOCK_MONOTONIC (process.hrtime's clock on Linux), ns, to sub-microsecond precision. */
+export function wallMinusMonotonicNs(): bigint {
+  const mono = process.hrtime.bigint();
+  return BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6)) - mono;
 }

@@ -41,6 +41,7 @@ program
   .option('--live', 'capture from the running kernel with eBPF (root)')
   .option('--recording <file>', 'replay this recording file (.hoprec) instead')
   .option('--rate <events/s>', 'replay rate, 0 = as fast as possible', intArg(0, 100_000_000), 0)
+  .option('--retime', 'replay: stamp each record with the time it is replayed, not the recorded time (latency benchmark)')
   .option('--node <name>', 'live: node name of the records (default: host name)')
   .option('--netns <list>', 'live: owned namespaces: names under /var/run/netns, paths or inodes, comma-separated; "all"')
   .option('--interfaces <list>', 'live: device names to capture at device hooks; "all"')
@@ -49,10 +50,10 @@ program
   .option('--protocols <list>', 'live: tcp, udp, icmp... to keep; "all"')
   .option('--sample <n>', 'live: keep packets of 1 flow in N', intArg(1, 1_000_000))
   .option('--clock-skew-ms <ms>', "pretend this node's wall clock is off by this much (lab knob)", Number, 0)
-  .action(async (o: { live?: boolean; recording?: string; rate: number; node?: string; netns?: string; interfaces?: string; addrs?: string; ports?: string; protocols?: string; sample?: number; clockSkewMs: number }) => {
+  .action(async (o: { live?: boolean; recording?: string; rate: number; retime?: boolean; node?: string; netns?: string; interfaces?: string; addrs?: string; ports?: string; protocols?: string; sample?: number; clockSkewMs: number }) => {
     if (!o.live === !o.recording) throw new HopError('HOP_CONFIG_INVALID', 'give exactly one of --live or --recording FILE');
     if (!Number.isFinite(o.clockSkewMs)) throw new HopError('HOP_CONFIG_INVALID', '--clock-skew-ms must be a number');
-    if (o.recording) return runRecordingAgent(config(), o.recording, o.rate);
+    if (o.recording) return runRecordingAgent(config(), o.recording, o.rate, o.retime === true);
     return runLiveAgent(config(), { node: o.node, netns: o.netns, interfaces: o.interfaces, addrs: o.addrs, ports: o.ports, protocols: o.protocols, sampleN: o.sample }, o.clockSkewMs);
   });
 
