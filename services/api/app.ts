@@ -132,7 +132,9 @@ export const app: FastifyPluginAsync<AppDeps> = async (f, deps) => {
     const id = BigInt(raw);
     if (id >= UINT64_LIMIT) throw bad('params/flowId', 'must be below 2^64');
     const limit = cfg.apiMaxRows;
-    const [flow, rows] = await Promise.all([store.getFlow(id), store.flowEvents(id, limit + 1)]);
+    // The summary first: its time span keeps the events query to the flow's days.
+    const flow = await store.getFlow(id);
+    const rows = await store.flowEvents(id, limit + 1, flow ?? undefined);
     if (!flow && rows.length === 0) throw new HopError('HOP_NOT_FOUND', `flow ${id} not found`);
     const truncated = rows.length > limit;
     return { id, flow, events: truncated ? rows.slice(0, limit) : rows, truncated };

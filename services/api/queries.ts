@@ -128,8 +128,8 @@ export interface FlowStore {
   ping(timeoutMs: number): Promise<PingResult>;
   listFlows(filter: FlowFilter): Promise<FlowSummary[]>;
   getFlow(flowId: bigint): Promise<FlowSummary | null>;
-  /** The flow's first `limit` events in time order (fewer when it has fewer). */
-  flowEvents(flowId: bigint, limit: number): Promise<TimelineRow[]>;
+  /** The flow's first `limit` events in time order (fewer when it has fewer); `span` (the flow's summary) limits the days read. */
+  flowEvents(flowId: bigint, limit: number, span?: { firstTsNs: string; lastTsNs: string }): Promise<TimelineRow[]>;
   /** Events of the most recent flows matching the filter, grouped by flow (at most maxRows in all). */
   reportEvents(filter: ReportFilter): Promise<{ flows: TimelineRow[][]; truncated: boolean }>;
   listIncidents(filter: IncidentFilter): Promise<Incident[]>;
@@ -303,17 +303,36 @@ function toIncident(r: IncidentSqlRow): Incident {
   };
 }
 
+/*
+ * One flow's rows: PREWHERE, not WHERE. ClickHouse does not move a WHERE of a FINAL query
+ * to PREWHERE, so it reads every column of each granule the flow id may be in (one per
+ * part, in every partition) before filtering: ~65 MiB per timeline at 100M events
+ * (bench/timeline-lookup.ts). PREWHERE reads flow_id there and the other columns only
+ * for the flow's rows. Safe with FINAL because flow_id is in the sorting key: all copies
+ * of a row have the same flow_id, so the filter keeps or drops them together.
+ */
 export function flowSql(flowId: bigint): string {
   return `SELECT ${SUMMARY_COLUMNS}
 FROM flow_parts FINAL
-WHERE flow_id = ${uint(flowId)}
+PREWHERE flow_id = ${uint(flowId)}
 GROUP BY flow_id`;
 }
 
-export function flowEventsSql(flowId: bigint, limit: number): string {
+/**
+ * The days to read for a flow whose summary spans firstNs..lastNs, a day wider each side
+ * (events that count in no summary, such as a socket's state change before its port is
+ * bound, sit just outside it). Every daily partition costs one granule per part (~0.4 ms
+ * each at 100M events), so without this a lookup grows with retention.
+ */
+export function daysSql(span: { firstTsNs: string; lastTsNs: string }): string {
+  const day = (ns: string, delta: number) => new Date(Number(BigInt(ns) / 86_400_000_000_000n + BigInt(delta)) * 86_400_000).toISOString().slice(0, 10);
+  return `event_date BETWEEN ${str(day(span.firstTsNs, -1))} AND ${str(day(span.lastTsNs, 1))}`;
+}
+
+export function flowEventsSql(flowId: bigint, limit: number, span?: { firstTsNs: string; lastTsNs: string }): string {
   return `SELECT ${EVENT_COLUMNS.join(', ')}
 FROM hop_events FINAL
-WHERE flow_id = ${uint(flowId)}
+PREWHERE flow_id = ${uint(flowId)}${span ? `\nWHERE ${daysSql(span)}` : ''}
 ORDER BY wall_ts_ns, agent, boot, seq
 LIMIT ${uint(limit)}`;
 }
@@ -418,8 +437,8 @@ export function createFlowStore(ch: ClickHouseClient, clickhouseUrl: string): Fl
       const [r] = await rows<SummaryRow>(flowSql(flowId), `read flow ${flowId}`);
       return r ? toSummary(r) : null;
     },
-    async flowEvents(flowId, limit) {
-      return rows<TimelineRow>(flowEventsSql(flowId, limit), `read events of flow ${flowId}`);
+    async flowEvents(flowId, limit, span) {
+      return rows<TimelineRow>(flowEventsSql(flowId, limit, span), `read events of flow ${flowId}`);
     },
     async listIncidents(filter) {
       return (await rows<IncidentSqlRow>(listIncidentsSql(filter), 'list incidents')).map(toIncident);

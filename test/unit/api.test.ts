@@ -73,9 +73,9 @@ class FakeStore implements FlowStore {
     flowSql(id);
     return id.toString() === summary.flowId ? summary : null;
   }
-  async flowEvents(id: bigint, limit: number) {
+  async flowEvents(id: bigint, limit: number, span?: { firstTsNs: string; lastTsNs: string }) {
     if (this.down) throw this.down;
-    flowEventsSql(id, limit);
+    flowEventsSql(id, limit, span);
     return id.toString() === summary.flowId ? events.slice(0, limit) : [];
   }
   reports: ReportFilter[] = [];
@@ -308,7 +308,9 @@ describe('SQL rendering', () => {
   it('reads rows with FINAL so redelivered rows count once', () => {
     expect(listFlowsSql({ limit: 1 })).toMatch(/FROM flow_parts FINAL/);
     expect(flowSql(1n)).toMatch(/FROM flow_parts FINAL/);
-    expect(flowEventsSql(1n, 5)).toMatch(/FROM hop_events FINAL\s+WHERE flow_id = 1\s+ORDER BY wall_ts_ns, agent, boot, seq\s+LIMIT 5/);
+    expect(flowEventsSql(1n, 5)).toMatch(/FROM hop_events FINAL\s+PREWHERE flow_id = 1\s+ORDER BY wall_ts_ns, agent, boot, seq\s+LIMIT 5/);
+    // With the flow's summary: its days, a day wider each side (2025-11-24 00:00:00.5 .. 2025-11-25 23:59:59).
+    expect(flowEventsSql(1n, 5, { firstTsNs: '1763942400500000000', lastTsNs: '1764115199000000000' })).toMatch(/PREWHERE flow_id = 1\s+WHERE event_date BETWEEN '2025-11-23' AND '2025-11-26'\s+ORDER BY/);
   });
 
   it('redacts credentials from the ClickHouse URL', () => {
