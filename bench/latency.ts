@@ -316,7 +316,7 @@ async function main() {
     console.log(`| prober: polls (failed), mean query time, most rows in one answer | ${ps.polls.toLocaleString('en-US')} every ${POLL_MS} ms (${ps.errors}), ${ps.meanQueryMs.toFixed(1)} ms, ${ps.maxRows} |`);
     if (ins) {
       console.log(`| correlator in the window: events written/s (keeping up = the achieved rate) | ${Math.round(ins.events / ins.s).toLocaleString('en-US')} events/s |`);
-      console.log(`| correlator inserts: hop_events rows per insert (mean), inserts/s, each partition written every | ${Math.round(ins.events / Math.max(1, ins.writes)).toLocaleString('en-US')}, ${(ins.writes / ins.s).toFixed(1)}/s, ${((used.topicPartitions * ins.s) / Math.max(1, ins.writes)).toFixed(2)} s |`);
+      console.log(`| correlator inserts: hop_events rows per insert (mean), inserts/s | ${Math.round(ins.events / Math.max(1, ins.writes)).toLocaleString('en-US')}, ${(ins.writes / ins.s).toFixed(1)}/s |`);
     }
     console.log(`| drain after the agents stopped (lag 0) | ${drainS.toFixed(1)} s |`);
 
@@ -342,7 +342,7 @@ async function main() {
     console.log(`| ${cores('agents')} | ${cores('correlator')} | ${cores('kafka')} | ${cores('clickhouse')} | ${cores('bench')} |`);
     console.log(`\nCPU pressure during the window: ${((100 * (cpu1.stallUs - cpu0.stallUs)) / 1e6 / secs).toFixed(0)} % of the time some runnable task waited for a CPU (/proc/pressure/cpu; near 0 = the figures are the system's own, high = other work on the machine stretched them).`);
 
-    console.log(`\nSettings: ${Object.keys(EXTRA_ENV).length ? Object.entries(EXTRA_ENV).map(([k, v]) => `${k}=${v}`).join(', ') : 'defaults'}: batchRecords ${used.batchRecords}, lingerMs ${used.lingerMs}, maxInFlight ${used.maxInFlight}, topicPartitions ${used.topicPartitions}, insertRows ${used.insertRows}, insertFormat ${used.insertFormat}; correlator consumer: kafkajs fetch minBytes 1, maxWaitTimeInMs 5000 (defaults), 16 MiB per partition, 2 partitions at once, one insert per fetched partition batch (at most insertRows).`);
+    console.log(`\nSettings: ${Object.keys(EXTRA_ENV).length ? Object.entries(EXTRA_ENV).map(([k, v]) => `${k}=${v}`).join(', ') : 'defaults'}: batchRecords ${used.batchRecords}, lingerMs ${used.lingerMs}, maxInFlight ${used.maxInFlight}, topicPartitions ${used.topicPartitions}, insertRows ${used.insertRows}, insertDelayMs ${used.insertDelayMs}, insertFormat ${used.insertFormat}; correlator consumer: kafkajs fetch minBytes 1, maxWaitTimeInMs 5000 (defaults), 16 MiB per partition, all partitions at once, batches fetched within insertDelayMs share one insert (at most insertRows).`);
   } catch (err) {
     failed = true;
     throw err;
