@@ -11,9 +11,9 @@
  */
 import type { DecodedBatch } from '../shared/batch.js';
 import { direction } from '../shared/flowkey.js';
-import { AF_INET, checkRecord, formatAddr, Kind, RECORD_SIZE } from '../shared/record.js';
-import { BinWriter } from './encode.js';
-import { FlowParts, offsetHalves, reasonName, recordFlowId, wallBig } from './rows.js';
+import { AF_INET, formatAddr, Kind, RECORD_SIZE } from '../shared/record.js';
+import { BinWriter, putU16, putU32 } from './encode.js';
+import { badRecords, FlowParts, offsetHalves, reasonName, recordFlowId, wallBig, wallHi, wallLo } from './rows.js';
 import { isAnomaly } from './verdicts.js';
 
 const TWO32 = 0x1_0000_0000;
@@ -59,17 +59,18 @@ export function encodeEvents(b: DecodedBatch, w: BinWriter, anomalous: Set<numbe
   const netns = new Map<number, Buffer>();
   const [offHi, offLo] = offsetHalves(b);
   const boot = b.boot;
+  // The one judge of which records cannot be stored; ascending indices, usually none.
+  const bad = badRecords(b);
+  let nextBad = 0;
   let events = 0;
   for (let i = 0; i < b.count; i++) {
-    const off = i * RECORD_SIZE;
-    if (checkRecord(buf, off) !== null) continue;
-    let lo = buf.readUInt32LE(off) + offLo;
-    let hi = buf.readUInt32LE(off + 4) + offHi;
-    if (lo >= TWO32) {
-      lo -= TWO32;
-      hi++;
+    if (nextBad < bad.length && bad[nextBad]!.index === i) {
+      nextBad++;
+      continue;
     }
-    if (hi < 0 || hi >= TWO32) continue;
+    const off = i * RECORD_SIZE;
+    const hi = wallHi(buf, off, offHi, offLo);
+    const lo = wallLo(buf, off, offLo);
     const isnC = b.isnC(i);
     const isnS = b.isnS(i);
     const fid = recordFlowId(b, i, isnC, isnS);
@@ -87,18 +88,18 @@ export function encodeEvents(b: DecodedBatch, w: BinWriter, anomalous: Set<numbe
     w.ensure(400 + agent.length + node.length + ns.length);
     let o = w.buf;
     let p = w.pos;
-    p = u16(o, p, dayOf(hi, lo));
-    p = u32(o, p, fid >>> 0);
-    p = u32(o, p, Math.floor(fid / TWO32));
-    p = u32(o, p, lo);
-    p = u32(o, p, hi);
+    p = putU16(o, p, dayOf(hi, lo));
+    p = putU32(o, p, fid >>> 0);
+    p = putU32(o, p, Math.floor(fid / TWO32));
+    p = putU32(o, p, lo);
+    p = putU32(o, p, hi);
     p = copy(o, p, buf, off, 8); // kernel_ts_ns
     p = copy(o, p, agent, 0, agent.length);
-    p = u32(o, p, boot >>> 0);
-    p = u32(o, p, Math.floor(boot / TWO32));
+    p = putU32(o, p, boot >>> 0);
+    p = putU32(o, p, Math.floor(boot / TWO32));
     const seq = b.seqOf(i);
-    p = u32(o, p, seq >>> 0);
-    p = u32(o, p, Math.floor(seq / TWO32));
+    p = putU32(o, p, seq >>> 0);
+    p = putU32(o, p, Math.floor(seq / TWO32));
     p = copy(o, p, node, 0, node.length);
     p = copy(o, p, buf, off + 16, 4); // netns_ino
     p = copy(o, p, ns, 0, ns.length);
@@ -146,28 +147,14 @@ export function encodeEvents(b: DecodedBatch, w: BinWriter, anomalous: Set<numbe
     p = copy(o, p, buf, off + 8, 8); // skb_id
     if (isCt) p = zeros(o, p, 16); // mark, aux0..2
     else p = copy(o, p, buf, off + 112, 16);
-    p = u32(o, p, isnC);
-    p = u32(o, p, isnS);
+    p = putU32(o, p, isnC);
+    p = putU32(o, p, isnS);
     w.pos = p;
     events++;
     parts.add(off, fid, dir, hi, lo, isnC, isnS);
     if ((kind === Kind.DROP || kind === Kind.RST_SENT || kind === Kind.RST_RECV || kind === Kind.RETRANS) && isAnomaly({ kind, reason_name: rname })) anomalous.add(fid);
   }
   return { events, parts };
-}
-
-function u16(o: Buffer, p: number, v: number): number {
-  o[p] = v;
-  o[p + 1] = v >>> 8;
-  return p + 2;
-}
-
-function u32(o: Buffer, p: number, v: number): number {
-  o[p] = v;
-  o[p + 1] = v >>> 8;
-  o[p + 2] = v >>> 16;
-  o[p + 3] = v >>> 24;
-  return p + 4;
 }
 
 /** A few bytes by hand: Buffer.copy is a native call, dearer than the loop at these sizes. */

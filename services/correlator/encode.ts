@@ -52,6 +52,22 @@ export const columnNames = (cols: Columns<unknown>) => cols.map(([n]) => n);
 
 // ---------------------------------------------------------------- RowBinary
 
+/** Little-endian UInt16 at p; returns the position after it (no bounds check: the caller reserved room). */
+export function putU16(o: Buffer, p: number, v: number): number {
+  o[p] = v;
+  o[p + 1] = v >>> 8;
+  return p + 2;
+}
+
+/** Little-endian UInt32 at p; returns the position after it. */
+export function putU32(o: Buffer, p: number, v: number): number {
+  o[p] = v;
+  o[p + 1] = v >>> 8;
+  o[p + 2] = v >>> 16;
+  o[p + 3] = v >>> 24;
+  return p + 4;
+}
+
 /** A growable byte buffer with the few writes RowBinary needs. */
 export class BinWriter {
   buf: Buffer;
@@ -71,20 +87,10 @@ export class BinWriter {
     this.buf[this.pos++] = v;
   }
   u16(v: number): void {
-    const b = this.buf;
-    const p = this.pos;
-    b[p] = v;
-    b[p + 1] = v >>> 8;
-    this.pos = p + 2;
+    this.pos = putU16(this.buf, this.pos, v);
   }
   u32(v: number): void {
-    const b = this.buf;
-    const p = this.pos;
-    b[p] = v;
-    b[p + 1] = v >>> 8;
-    b[p + 2] = v >>> 16;
-    b[p + 3] = v >>> 24;
-    this.pos = p + 4;
+    this.pos = putU32(this.buf, this.pos, v);
   }
   /** UInt64 from a safe integer or a decimal string (timestamps, skb ids). */
   u64(v: number | string): void {

@@ -205,6 +205,16 @@ export function offsetHalves(b: DecodedBatch): [number, number] {
   return [Number(b.clockOffsetNs >> 32n), Number(b.clockOffsetNs & 0xffff_ffffn)];
 }
 
+/** High 32 bits of the record's wall time (kernel time + offset hi/lo); outside [0, 2^32) when the wall time is outside UInt64. */
+export function wallHi(buf: Buffer, off: number, offHi: number, offLo: number): number {
+  return buf.readUInt32LE(off + 4) + offHi + (buf.readUInt32LE(off) + offLo >= 0x1_0000_0000 ? 1 : 0);
+}
+
+/** Low 32 bits of the record's wall time. */
+export function wallLo(buf: Buffer, off: number, offLo: number): number {
+  return (buf.readUInt32LE(off) + offLo) % 0x1_0000_0000;
+}
+
 /**
  * Records the correlator cannot store, with why: corrupt ones (checkRecord) and those
  * whose wall time (kernel time + the batch's clock offset) falls outside UInt64.
@@ -219,7 +229,7 @@ export function badRecords(b: DecodedBatch): BadRecord[] {
       bad.push({ index: i, reason });
       continue;
     }
-    const hi = b.records.readUInt32LE(off + 4) + offHi + (b.records.readUInt32LE(off) + offLo >= 0x1_0000_0000 ? 1 : 0);
+    const hi = wallHi(b.records, off, offHi, offLo);
     if (hi < 0 || hi > 0xffff_ffff) bad.push({ index: i, reason: 'wall_time_out_of_range' });
   }
   return bad;
