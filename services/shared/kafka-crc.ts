@@ -9,17 +9,17 @@
  * services/agent/kafka-sink.ts do, first). The broker checks every batch's CRC, so
  * a wrong checksum would fail every produce in the integration tests.
  */
-import { createRequire } from 'node:module';
+import { createRequire, Module } from 'node:module';
 import { crc32c } from '@node-rs/crc32';
 
 const require = createRequire(import.meta.url);
-export const KAFKAJS_CRC32C_MODULE = require.resolve('kafkajs/src/protocol/recordBatch/crc32C/index.js');
+const KAFKAJS_CRC32C_MODULE = require.resolve('kafkajs/src/protocol/recordBatch/crc32C/index.js');
 
 /** Unsigned CRC-32C (Castagnoli), what kafkajs's own module returns. */
 export const fastCrc32c = (buf: Buffer): number => crc32c(buf) >>> 0;
 
 if (!require.cache[KAFKAJS_CRC32C_MODULE]) {
-  const m = new (require('node:module') as typeof import('node:module')).Module(KAFKAJS_CRC32C_MODULE);
+  const m = new Module(KAFKAJS_CRC32C_MODULE);
   m.filename = KAFKAJS_CRC32C_MODULE;
   m.loaded = true;
   m.exports = fastCrc32c;
