@@ -1,18 +1,16 @@
 /** Helpers shared by the benchmarks. */
-import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { decodeBatch } from '../services/shared/batch.js';
-import { loadConfig, type Config } from '../services/shared/config.js';
+import { scopedConfig, type loadConfig, type Config } from '../services/shared/config.js';
 import { createKafka } from '../services/shared/kafka.js';
 
 export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-/** Nearest-rank percentile (q in [0, 1]) of values sorted ascending; NaN when empty. */
-export const percentile = (sorted: number[], q: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]! : NaN);
+export { percentile } from '../services/shared/stats.js';
 
-export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+export { sleep } from '../services/shared/retry.js';
 
 /** CPU seconds (user + system) of a live process, from /proc/<pid>/stat (USER_HZ = 100); NaN once it is gone. */
 export function procCpuS(pid: number | string): number {
@@ -104,10 +102,7 @@ export function numArg(name: string, def: number): number {
 }
 
 /** A config with a topic, database and consumer group of its own (random suffix) and no metrics port. */
-export function isolatedConfig(overrides: Parameters<typeof loadConfig>[0] = {}): Config {
-  const id = randomBytes(4).toString('hex');
-  return loadConfig({ hopsTopic: `hoptrace.bench.${id}`, clickhouseDatabase: `hoptrace_bench_${id}`, groupId: `hoptrace-bench-${id}`, metricsPort: 0, ...overrides });
-}
+export const isolatedConfig = (overrides: Parameters<typeof loadConfig>[0] = {}): Config => scopedConfig('bench', overrides);
 
 /** Directories where the local infra may live: this checkout, or HOPTRACE_INFRA_DIR (the checkout that started it). */
 const infraDirs = () => [process.cwd(), process.env.HOPTRACE_INFRA_DIR ?? ''].filter(Boolean);

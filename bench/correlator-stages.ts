@@ -12,9 +12,8 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { pino } from 'pino';
-import { clickhouseCpuS, median } from './common.js';
+import { clickhouseCpuS, isolatedConfig, median, numArg } from './common.js';
 import { createAgent, type OutMessage } from '../services/agent/agent.js';
 import { generateRecording } from '../services/agent/generate.js';
 import { createAgentMetrics } from '../services/agent/metrics.js';
@@ -28,12 +27,8 @@ import { createClickHouse, migrate } from '../services/shared/clickhouse.js';
 import { loadConfig } from '../services/shared/config.js';
 
 const log = pino({ level: 'warn' });
-const arg = (name: string, def: number) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : def;
-};
-const EVENTS = arg('events', 300_000);
-const RUNS = arg('runs', 3);
+const EVENTS = numArg('events', 300_000);
+const RUNS = numArg('runs', 3);
 const INSERT = process.argv.includes('--insert');
 
 function cpuNs(fn: () => void): number {
@@ -101,8 +96,8 @@ async function main() {
   for (const f of INSERT_FORMATS) console.log(`| ${f} | ${Math.round(Buffer.byteLength(encoded[f]!) / n)} |`);
 
   if (!INSERT) return;
-  const db = `hoptrace_stages_${randomBytes(4).toString('hex')}`;
-  const icfg = loadConfig({ clickhouseDatabase: db, metricsPort: 0 });
+  const icfg = isolatedConfig();
+  const db = icfg.clickhouseDatabase;
   await migrate(icfg);
   const ch = createClickHouse(icfg);
   const res: Record<string, { node: number[]; ch: number[]; wall: number[] }> = {};

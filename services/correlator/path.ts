@@ -17,6 +17,7 @@
  *    as seen there, the NAT between it and the previous hop, and the evidence that
  *    joined it to the flow; each segment gets per-packet latencies and p50/p99.
  */
+import { percentile } from '../shared/stats.js';
 import { sentByClient } from '../shared/flowkey.js';
 import { Kind } from '../shared/record.js';
 import { hookName, type TimelineRow } from './timeline.js';
@@ -309,10 +310,6 @@ export function estimateOffsets(pairs: Map<string, PairStats>): { offsets: Map<s
   return { offsets, clock };
 }
 
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
-}
-
 /** Per-packet latencies of consecutive hops, keyed by segment, with offsets applied. */
 export function segmentSamples(instances: readonly Instance[], offsets: Map<string, bigint>, into = new Map<string, { seg: Omit<Segment, 'samples' | 'minUs' | 'p50Us' | 'p99Us' | 'maxUs'>; us: number[] }>()) {
   for (const inst of instances) {
@@ -334,7 +331,7 @@ export function segmentSamples(instances: readonly Instance[], offsets: Map<stri
 export function summarizeSegments(samples: ReturnType<typeof segmentSamples>): Segment[] {
   return [...samples.values()].map(({ seg, us }) => {
     const s = [...us].sort((a, b) => a - b);
-    return { ...seg, samples: s.length, minUs: s[0]!, p50Us: percentile(s, 50), p99Us: percentile(s, 99), maxUs: s[s.length - 1]! };
+    return { ...seg, samples: s.length, minUs: s[0]!, p50Us: percentile(s, 0.5), p99Us: percentile(s, 0.99), maxUs: s[s.length - 1]! };
   });
 }
 

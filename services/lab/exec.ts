@@ -65,4 +65,4 @@ export function spawnInNs(netns: string, cmd: string, args: readonly string[], l
   }
 }
 
-export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+export { sleep } from '../shared/retry.js';

@@ -4,6 +4,7 @@
  * README's option tables come from `hoptrace options`, and nothing outside this module
  * reads process.env. Config is validated once at start-up and frozen.
  */
+import { randomBytes } from 'node:crypto';
 import { HopError } from './errors.js';
 
 interface Option<T> {
@@ -108,6 +109,16 @@ export function loadConfig(overrides: Partial<{ [K in keyof Options]: Options[K]
     }
   }
   return Object.freeze(out) as Config;
+}
+
+/**
+ * A config with a Kafka topic, ClickHouse database and consumer group of its own
+ * (`hoptrace.<scope>.<id>`, `hoptrace_<scope>_<id>`, random id) and no metrics port:
+ * tests and benchmarks that share one Kafka and ClickHouse without seeing each other.
+ */
+export function scopedConfig(scope: 'test' | 'bench', overrides: Parameters<typeof loadConfig>[0] = {}): Config {
+  const id = randomBytes(4).toString('hex');
+  return loadConfig({ hopsTopic: `hoptrace.${scope}.${id}`, clickhouseDatabase: `hoptrace_${scope}_${id}`, groupId: `hoptrace-${scope}-${id}`, metricsPort: 0, ...overrides });
 }
 
 /** Markdown table of options, for the README (`hoptrace options`). */

@@ -1,18 +1,14 @@
 /** Shared helpers for integration tests against the real Kafka and ClickHouse started by the test command. */
-import { randomBytes } from 'node:crypto';
 import { pino } from 'pino';
 import { startAgent } from '../../services/agent/main.js';
 import { openRecording } from '../../services/agent/recording-source.js';
 import { createClickHouse } from '../../services/shared/clickhouse.js';
-import { loadConfig, type Config } from '../../services/shared/config.js';
+import { scopedConfig, type loadConfig, type Config } from '../../services/shared/config.js';
 
 export const quietLog = pino({ level: process.env.HOPTRACE_TEST_LOG ?? 'silent' });
 
 /** A config with a topic, database and consumer group of its own. */
-export function isolatedConfig(overrides: Parameters<typeof loadConfig>[0] = {}): Config {
-  const id = randomBytes(4).toString('hex');
-  return loadConfig({ hopsTopic: `hoptrace.test.${id}`, clickhouseDatabase: `hoptrace_test_${id}`, groupId: `hoptrace-test-${id}`, metricsPort: 0, ...overrides });
-}
+export const isolatedConfig = (overrides: Parameters<typeof loadConfig>[0] = {}): Config => scopedConfig('test', overrides);
 
 export async function query<T>(cfg: Config, sql: string): Promise<T[]> {
   const ch = createClickHouse(cfg);

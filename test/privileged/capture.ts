@@ -2,6 +2,7 @@
  * Runs a live source in the background and keeps every decoded record, so a
  * test can generate traffic and then wait for the records it expects.
  */
+import { sleep } from '../../services/shared/retry.js';
 import { decodeRecord, RECORD_SIZE, type HopRecord } from '../../services/shared/record.js';
 import { createLiveSource, parseLiveOptions, type LiveOptionsInput, type LiveSource } from '../../services/agent/live/index.js';
 
@@ -23,7 +24,6 @@ export function startCapture(input: LiveOptionsInput): Capture {
       for (let i = 0; i < c.count; i++) records.push(decodeRecord(c.buf, i * RECORD_SIZE));
     }
   })();
-  const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
   return {
     source,
     records,

@@ -3,6 +3,7 @@
  * keeps the rest working, run-time filters and sampling, counted losses, and
  * Prometheus metrics.
  */
+import { sleep } from '../../services/shared/retry.js';
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Registry } from 'prom-client';
@@ -23,7 +24,6 @@ interface BpfObj {
 
 const bpftool = (...args: string[]): BpfObj[] => JSON.parse(execFileSync('bpftool', ['-j', ...args], { encoding: 'utf8' }) || '[]') as BpfObj[];
 const hopProgs = (): BpfObj[] => bpftool('prog', 'show').filter((p) => p.name?.startsWith('hop_'));
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Kernel objects are freed after an RCU grace period: poll briefly. */
 async function eventually(check: () => boolean, ms = 3000): Promise<boolean> {
