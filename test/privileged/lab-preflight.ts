@@ -6,10 +6,9 @@
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { describe, it } from 'vitest';
 import { lbIptables, sidecarIptables } from '../../services/lab/topology.js';
 import { python } from '../../services/lab/paths.js';
-import { processEnv } from '../../services/shared/config.js';
+import { describeGated } from './preflight.js';
 
 const TOOLS = ['ip', 'iptables', 'iptables-restore', 'iptables-save', 'tc', 'conntrack', 'ss', 'sysctl'] as const;
 
@@ -97,25 +96,7 @@ export function labPreflight(): string[] {
   return (cached = missing);
 }
 
-/**
- * describe() for suites that need the lab. Missing features fail the suite with their
- * names; with HOPTRACE_ALLOW_SKIP_PRIVILEGED=1 the suite is skipped instead, with the reason.
- */
+/** describe() for suites that need the lab: its preflight's gaps fail the suite, or skip it when allowed (describeGated). */
 export function describeLab(name: string, body: () => void): void {
-  const missing = labPreflight();
-  if (missing.length === 0) {
-    describe(name, body);
-    return;
-  }
-  const reason = `the lab cannot run here; missing: ${missing.join('; ')}`;
-  if (processEnv.allowSkipPrivileged) {
-    process.stderr.write(`SKIPPED ${name}: ${reason} (HOPTRACE_ALLOW_SKIP_PRIVILEGED=1)\n`);
-    describe.skip(`${name} [skipped: ${reason}]`, body);
-    return;
-  }
-  describe(name, () => {
-    it('has what the lab needs (set HOPTRACE_ALLOW_SKIP_PRIVILEGED=1 to skip instead)', () => {
-      throw new Error(reason);
-    });
-  });
+  describeGated(name, body, labPreflight());
 }

@@ -103,18 +103,21 @@ export function preflight(): string[] {
   return missing;
 }
 
-/** describe() that fails loudly, or skips only when explicitly allowed, when preflight finds a gap. */
-export function describePrivileged(name: string, fn: () => void): void {
-  const missing = preflight();
+/**
+ * describe() gated on what a preflight found missing: runs when nothing is; otherwise
+ * fails loudly naming each gap, or skips (saying why, in the log and the suite's name)
+ * only with the explicit permission HOPTRACE_ALLOW_SKIP_PRIVILEGED=1.
+ */
+export function describeGated(name: string, fn: () => void, missing: readonly string[]): void {
   if (!missing.length) {
     describe(name, fn);
     return;
   }
   const msg = `privileged suite "${name}" cannot run on this machine; missing:\n  - ${missing.join('\n  - ')}`;
-  // The explicit permission to skip (HOPTRACE_ALLOW_SKIP_PRIVILEGED=1), read by the config module.
+  // The explicit permission to skip, read by the config module.
   if (processEnv.allowSkipPrivileged) {
     console.warn(`${msg}\nSKIPPED because HOPTRACE_ALLOW_SKIP_PRIVILEGED=1`);
-    describe.skip(name, fn);
+    describe.skip(`${name} [skipped: missing ${missing.join('; ')}]`, fn);
     return;
   }
   describe(name, () => {
@@ -123,3 +126,6 @@ export function describePrivileged(name: string, fn: () => void): void {
     });
   });
 }
+
+/** describe() for suites that need root, eBPF and namespaces (see describeGated). */
+export const describePrivileged = (name: string, fn: () => void): void => describeGated(name, fn, preflight());
