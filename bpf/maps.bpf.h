@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
  * Types of the maps the kernel programs share with the agent: keys, values,
- * counter indices. Types only. Every *.bpf.c that uses a shared map defines it
- * with the same name and layout; the agent creates each one once and hands the
- * same fd to every object (bpf_map__reuse_fd), so all programs feed one ring
- * buffer and obey one filter set.
+ * counter indices. Types only; the maps themselves are defined once, in
+ * shared_maps.bpf.h, which every *.bpf.c includes. The agent creates each one
+ * once and hands the same fd to every object (bpf_map__reuse_fd), so all
+ * programs feed one ring buffer and obey one filter set.
  *
  * services/agent/live/kernel-abi.ts mirrors these names and layouts; the
  * privileged suite's abi test parses this file and checks they have not drifted.

@@ -21,53 +21,9 @@
 #include "maps.bpf.h"
 #include "parse.bpf.h"
 #include "filter.bpf.h"
+#include "shared_maps.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
-
-/* Set by the agent before load. */
-const volatile __u64 hop_wakeup_bytes = 1 << 20;
-
-/* --- shared maps: same names and layouts in every object (bpf/maps.bpf.h) --- */
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 22);
-} hop_events SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, HOP_CTR_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} hop_counters SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct hop_filter_cfg);
-} hop_cfg SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, HOP_MAX_NETNS);
-	__type(key, __u32);
-	__type(value, __u8);
-} hop_netns SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, HOP_MAX_ADDRS);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct hop_addr_key);
-	__type(value, __u8);
-} hop_addrs SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, HOP_MAX_PORTS);
-	__type(key, __u16);
-	__type(value, __u8);
-} hop_ports SEC(".maps");
 
 static __always_inline bool admit(const struct hop_filter_cfg *cfg, __u32 ino)
 {

@@ -1,7 +1,7 @@
 /**
  * Names and layouts shared between the BPF programs and the agent have not
  * drifted: bpf/maps.bpf.h against services/agent/live/kernel-abi.ts, the
- * shared map definitions of every bpf/*.bpf.c, and enum hop_stage of
+ * shared maps defined once (bpf/shared_maps.bpf.h), and enum hop_stage of
  * bpf/events.h against record.ts. Pure text checks: no privileges needed.
  */
 import { readFileSync } from 'node:fs';
@@ -64,15 +64,17 @@ describe('kernel/agent ABI of the live capture', () => {
     ]);
   });
 
-  it('shared maps are listed in the header and defined identically in every object', () => {
+  it('shared maps are listed in the header and defined once: in shared_maps.bpf.h, which every object includes, or in one object', () => {
     for (const name of SHARED_MAP_NAMES) expect(maps).toContain(` ${name}:`);
-    const defs = OBJECTS.map((o) => mapDefs(read(`${o}.bpf.c`)));
-    const packet = defs[0]!;
-    for (const name of SHARED_MAP_NAMES) expect(packet.has(name), `${name} in packet.bpf.c`).toBe(true);
-    defs.forEach((d, i) => {
-      for (const [name, body] of d) if (SHARED_MAP_NAMES.includes(name)) expect(body, `${name} in ${OBJECTS[i]}.bpf.c`).toBe(packet.get(name));
-      expect(d.has(SharedMap.EVENTS)).toBe(true);
-    });
+    const shared = mapDefs(read('shared_maps.bpf.h'));
+    const sources = OBJECTS.map((o) => read(`${o}.bpf.c`));
+    sources.forEach((src, i) => expect(src, `${OBJECTS[i]}.bpf.c includes shared_maps.bpf.h`).toContain('#include "shared_maps.bpf.h"'));
+    const own = sources.map(mapDefs);
+    for (const name of SHARED_MAP_NAMES) {
+      const where = [...(shared.has(name) ? ['shared_maps.bpf.h'] : []), ...OBJECTS.filter((_, i) => own[i]!.has(name)).map((o) => `${o}.bpf.c`)];
+      expect(where, `${name} defined in`).toHaveLength(1);
+    }
+    expect(shared.has(SharedMap.EVENTS)).toBe(true);
   });
 
   it('drop stages', () => {

@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The maps every object shares with the agent (types in maps.bpf.h), defined once
+ * and included by each *.bpf.c: each object still gets its own definitions, and the
+ * agent creates every map once and hands the same fd to all objects
+ * (bpf_map__reuse_fd), so all programs feed one ring buffer and obey one filter set.
+ * Include after maps.bpf.h.
+ */
+#ifndef HOP_SHARED_MAPS_BPF_H
+#define HOP_SHARED_MAPS_BPF_H
+
+/* Set by the agent before load. */
+const volatile __u64 hop_wakeup_bytes = 1 << 20;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} hop_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HOP_CTR_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} hop_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hop_filter_cfg);
+} hop_cfg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HOP_MAX_NETNS);
+	__type(key, __u32);
+	__type(value, __u8);
+} hop_netns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, HOP_MAX_ADDRS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct hop_addr_key);
+	__type(value, __u8);
+} hop_addrs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HOP_MAX_PORTS);
+	__type(key, __u16);
+	__type(value, __u8);
+} hop_ports SEC(".maps");
+
+#endif
