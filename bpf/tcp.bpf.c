@@ -57,6 +57,27 @@ static __always_inline void fill_tcp_state(struct hop_event *e, const struct soc
 	e->pkt.aux[2] = BPF_CORE_READ(tp, snd_una);
 }
 
+/*
+ * The start every socket event shares: the namespace and tuple filters (rejections
+ * counted), then time, namespace, kind and hook. False when the filters reject it.
+ */
+static __always_inline bool sock_event(struct hop_event *e, const struct sock *sk, __u8 kind, __u8 hook)
+{
+	const struct hop_filter_cfg *cfg = hop_cfg_get(&hop_cfg);
+	__u32 ino = hop_sk_netns(sk);
+	if (!admit(cfg, ino))
+		return false;
+	__builtin_memset(e, 0, sizeof(*e));
+	hop_fill_sk_tuple(e, sk);
+	if (!admit_tuple(cfg, e))
+		return false;
+	e->ts_ns = bpf_ktime_get_ns();
+	e->netns_ino = ino;
+	e->kind = kind;
+	e->hook = hook;
+	return true;
+}
+
 SEC("tp_btf/tcp_send_reset")
 int BPF_PROG(hop_tcp_send_reset, const struct sock *sk, const struct sk_buff *skb, const enum sk_rst_reason reason)
 {
@@ -112,20 +133,10 @@ int BPF_PROG(hop_tcp_send_reset, const struct sock *sk, const struct sk_buff *sk
 SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(hop_tcp_receive_reset, struct sock *sk)
 {
-	const struct hop_filter_cfg *cfg = hop_cfg_get(&hop_cfg);
-	__u32 ino = hop_sk_netns(sk);
-	if (!admit(cfg, ino))
-		return 0;
 	struct hop_event ev;
 	struct hop_event *e = &ev;
-	__builtin_memset(e, 0, sizeof(*e));
-	hop_fill_sk_tuple(e, sk);
-	if (!admit_tuple(cfg, e))
+	if (!sock_event(e, sk, HOP_KIND_RST_RECV, HOP_HOOK_TCP_RECEIVE_RESET))
 		return 0;
-	e->ts_ns = bpf_ktime_get_ns();
-	e->netns_ino = ino;
-	e->kind = HOP_KIND_RST_RECV;
-	e->hook = HOP_HOOK_TCP_RECEIVE_RESET;
 	e->sk_state = BPF_CORE_READ(sk, __sk_common.skc_state);
 	e->flags |= HOP_F_INGRESS;
 	fill_tcp_state(e, sk);
@@ -136,20 +147,10 @@ int BPF_PROG(hop_tcp_receive_reset, struct sock *sk)
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(hop_tcp_retransmit_skb, const struct sock *sk, const struct sk_buff *skb, int err)
 {
-	const struct hop_filter_cfg *cfg = hop_cfg_get(&hop_cfg);
-	__u32 ino = hop_sk_netns(sk);
-	if (!admit(cfg, ino))
-		return 0;
 	struct hop_event ev;
 	struct hop_event *e = &ev;
-	__builtin_memset(e, 0, sizeof(*e));
-	hop_fill_sk_tuple(e, sk);
-	if (!admit_tuple(cfg, e))
+	if (!sock_event(e, sk, HOP_KIND_RETRANS, HOP_HOOK_TCP_RETRANSMIT))
 		return 0;
-	e->ts_ns = bpf_ktime_get_ns();
-	e->netns_ino = ino;
-	e->kind = HOP_KIND_RETRANS;
-	e->hook = HOP_HOOK_TCP_RETRANSMIT;
 	e->sk_state = BPF_CORE_READ(sk, __sk_common.skc_state);
 	e->flags |= HOP_F_EGRESS;
 	fill_tcp_state(e, sk);
@@ -174,23 +175,13 @@ int BPF_PROG(hop_tcp_retransmit_skb, const struct sock *sk, const struct sk_buff
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(hop_inet_sock_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
-	const struct hop_filter_cfg *cfg = hop_cfg_get(&hop_cfg);
 	/* The tracepoint also fires for SCTP and MPTCP, whose states are not TCP's. */
 	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
-	__u32 ino = hop_sk_netns(sk);
-	if (!admit(cfg, ino))
-		return 0;
 	struct hop_event ev;
 	struct hop_event *e = &ev;
-	__builtin_memset(e, 0, sizeof(*e));
-	hop_fill_sk_tuple(e, sk);
-	if (!admit_tuple(cfg, e))
+	if (!sock_event(e, sk, HOP_KIND_SOCK_STATE, HOP_HOOK_SOCK_SET_STATE))
 		return 0;
-	e->ts_ns = bpf_ktime_get_ns();
-	e->netns_ino = ino;
-	e->kind = HOP_KIND_SOCK_STATE;
-	e->hook = HOP_HOOK_SOCK_SET_STATE;
 	e->reason = oldstate;
 	e->sk_state = newstate;
 	hop_emit(&hop_events, &hop_counters, e, hop_wakeup_bytes);
