@@ -15,6 +15,11 @@
  *  recording   `hoptrace agent --recording FILE --rate 0` (a generated recording,
  *              --recording-events in the replayed file): reading outruns Kafka, so
  *              the agent holds its full buffer; its RSS is the other maximum load.
+ *  kernel      The capture's cost inside the packet path: nanoseconds per run of
+ *              each device hook's BPF program (kernel.bpf_stats_enabled, set for
+ *              the section and restored), with 1 stream of 128 KiB writes, when the
+ *              namespace is not owned, when every flow is sampled out, and with full
+ *              capture. Runs of the three device hooks are one per packet each.
  *  throughput  TCP throughput, 1 stream of 128 KiB writes, capture off / on (in
  *              process, namespaces owned) / on but not owning them; per-repeat
  *              ratios to off, then the median.
@@ -32,12 +37,12 @@
  * generated recording are removed on every exit path.
  *
  * Build and run:  npm run build && node dist/bench/live-capture.js [--seconds 3] [--repeat 3]
- *   [--sections drain,agent,recording,throughput,sampling] [--agent-streams 1,2,4]
+ *   [--sections drain,agent,recording,kernel,throughput,sampling] [--agent-streams 1,2,4]
  *   [--tp-streams 8] [--tp-conns 8] [--sample 8] [--recording-events 2000000]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { cpus, release, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -50,7 +55,7 @@ import { HEADER_SIZE } from '../services/shared/recording.js';
 import { deleteTopics, median, procCpuS, procMemMiB, sleep, topicRecords } from './common.js';
 import { createLab, type BenchLab, type TcpResult, type TcpRun } from './live/lab.js';
 
-const SECTIONS = ['drain', 'agent', 'recording', 'throughput', 'sampling'] as const;
+const SECTIONS = ['drain', 'agent', 'recording', 'kernel', 'throughput', 'sampling'] as const;
 type Section = (typeof SECTIONS)[number];
 
 interface Args {
@@ -65,7 +70,7 @@ interface Args {
 }
 
 const USAGE =
-  'usage: live-capture.js [--seconds N] [--repeat N] [--sections drain,agent,recording,throughput,sampling] [--agent-streams 1,2,4] [--tp-streams N] [--tp-conns N] [--sample N] [--recording-events N]';
+  'usage: live-capture.js [--seconds N] [--repeat N] [--sections drain,agent,recording,kernel,throughput,sampling] [--agent-streams 1,2,4] [--tp-streams N] [--tp-conns N] [--sample N] [--recording-events N]';
 
 function parseArgs(argv: string[]): Args {
   const out: Args = { seconds: 3, repeat: 3, sections: [...SECTIONS], agentStreams: [1, 2, 4], tpStreams: 8, tpConns: 8, sample: 8, recordingEvents: 2_000_000 };
@@ -101,15 +106,18 @@ const header = (cells: string[]) => {
 };
 /** `xs` rotated left by `n`: repeats run the compared modes in different orders, so drift does not favour one. */
 const rotate = <T>(xs: readonly T[], n: number): T[] => xs.map((_, i) => xs[(i + n) % xs.length]!);
+const DEVICE_HOOKS = ['netif_receive_skb', 'net_dev_queue', 'net_dev_start_xmit'];
 const SMALL = 64; // bytes per NODELAY write: one small segment each
 const BULK = 128 * 1024;
 
 // ---- in-process live source (drain, throughput) ----
 
-type Mode = 'off' | 'owned' | 'not-owned';
+type Mode = 'off' | 'owned' | 'not-owned' | 'sampled-out';
 
 interface InProcessRun {
   tcp: TcpResult;
+  /** Per device hook: runs and ns spent over the traffic (0 unless kernel.bpf_stats_enabled). */
+  hooks: Map<string, { runs: number; ns: number }>;
   drained: number;
   cpuS: number;
   /** The CPU window: senders start -> last drain. Rates use tcp.seconds (the senders' own). */
@@ -124,7 +132,10 @@ async function inProcessRun(lab: BenchLab, mode: Mode, o: TcpRun): Promise<InPro
   let consumer: Promise<void> = Promise.resolve();
   if (mode !== 'off') {
     // not-owned: own some other namespace (this process's), so every event is rejected in the kernel.
-    source = createLiveSource(parseLiveOptions({ netns: mode === 'owned' ? [lab.a, lab.b] : ['/proc/self/ns/net'], node: 'bench' }));
+    // sampled-out: 1 flow in 2^20 kept, so (almost surely) none of the few flows here.
+    source = createLiveSource(
+      parseLiveOptions({ netns: mode === 'not-owned' ? ['/proc/self/ns/net'] : [lab.a, lab.b], sampleN: mode === 'sampled-out' ? 1 << 20 : 1, node: 'bench' }),
+    );
     const s = source;
     consumer = (async () => {
       for await (const c of s.chunks()) drained += c.count;
@@ -132,16 +143,20 @@ async function inProcessRun(lab: BenchLab, mode: Mode, o: TcpRun): Promise<InPro
   }
   let cpu0 = process.cpuUsage();
   let t0 = process.hrtime.bigint();
+  const hookStats = () => new Map((source?.programStats() ?? []).filter((p) => DEVICE_HOOKS.includes(p.tracepoint)).map((p) => [p.tracepoint, p]));
+  let hooks0 = hookStats();
   try {
     const tcp = await lab.tcp(o, () => {
       cpu0 = process.cpuUsage();
       t0 = process.hrtime.bigint();
+      hooks0 = hookStats();
     });
+    const hooks = new Map([...hookStats()].map(([k, p]) => [k, { runs: p.runs - (hooks0.get(k)?.runs ?? 0), ns: p.runNs - (hooks0.get(k)?.runNs ?? 0) }]));
     await sleep(50); // let the last timer drain run
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
     const cpu = process.cpuUsage(cpu0);
     const st = source?.stats() ?? {};
-    return { tcp, drained, cpuS: (cpu.user + cpu.system) / 1e6, seconds, ringLost: st.kernel_ringbuf_full ?? 0, queueLost: st.queue_full ?? 0 };
+    return { tcp, hooks, drained, cpuS: (cpu.user + cpu.system) / 1e6, seconds, ringLost: st.kernel_ringbuf_full ?? 0, queueLost: st.queue_full ?? 0 };
   } finally {
     await source?.stop();
     await consumer;
@@ -475,6 +490,33 @@ async function main(): Promise<void> {
       ]);
     }
 
+    if (args.sections.includes('kernel')) {
+      const STATS = '/proc/sys/kernel/bpf_stats_enabled';
+      const was = readFileSync(STATS, 'utf8').trim();
+      writeFileSync(STATS, '1');
+      const modes: Mode[] = ['not-owned', 'sampled-out', 'owned'];
+      const runs = new Map<Mode, InProcessRun[]>(modes.map((m) => [m, []]));
+      try {
+        for (let i = 0; i < R; i++) for (const m of rotate(modes, i)) runs.get(m)!.push(await inProcessRun(lab, m, tcp(1, BULK)));
+      } finally {
+        writeFileSync(STATS, was);
+      }
+      console.log(`\n### kernel: BPF run time per packet in each device hook (1 stream, ${BULK >> 10} KiB writes; kernel.bpf_stats_enabled adds ~2 clock reads per run)\n`);
+      header(['capture', ...DEVICE_HOOKS.map((h) => `${h} ns/run`), 'runs/s per hook', 'BPF CPU (device hooks)', 'Gbit/s']);
+      for (const m of modes) {
+        const rs = runs.get(m)!;
+        const per = (h: string) => median(rs.map((r) => (r.hooks.get(h)?.ns ?? NaN) / (r.hooks.get(h)?.runs ?? NaN)));
+        const busy = (r: InProcessRun) => [...r.hooks.values()].reduce((a, b) => a + b.ns, 0) / 1e9 / r.tcp.seconds;
+        row([
+          { 'not-owned': 'namespaces not owned', 'sampled-out': 'owned, every flow sampled out', owned: 'owned, full capture', off: 'off' }[m],
+          ...DEVICE_HOOKS.map((h) => fmt(per(h))),
+          fmt(median(rs.map((r) => (r.hooks.get(DEVICE_HOOKS[0]!)?.runs ?? NaN) / r.tcp.seconds))),
+          `${fmt(median(rs.map(busy)) * 100, 1)}%`,
+          fmt(median(rs.map((r) => r.tcp.gbps)), 2),
+        ]);
+      }
+    }
+
     if (args.sections.includes('throughput')) {
       const modes: Mode[] = ['off', 'owned', 'not-owned'];
       const tp = new Map<Mode, InProcessRun[]>(modes.map((m) => [m, []]));
@@ -483,7 +525,7 @@ async function main(): Promise<void> {
       throughputTable(
         ['events/s drained'],
         modes.map((m) => ({
-          label: { off: 'off', owned: 'on, namespaces owned', 'not-owned': 'on, namespaces not owned' }[m],
+          label: { off: 'off', owned: 'on, namespaces owned', 'not-owned': 'on, namespaces not owned', 'sampled-out': 'on, all sampled out' }[m],
           runs: tp.get(m)!.map((r) => ({ tcp: r.tcp, captureCpuS: m === 'off' ? 0 : r.cpuS, captureS: r.seconds })),
           extra: [fmt(median(tp.get(m)!.map((r) => r.drained / r.tcp.seconds)))],
         })),

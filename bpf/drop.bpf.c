@@ -39,7 +39,7 @@ int BPF_PROG(hop_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_r
 		hop_count(&hop_counters, HOP_CTR_NETNS_FILTERED);
 		return 0;
 	}
-	__u16 proto = bpf_ntohs(BPF_CORE_READ(skb, protocol));
+	__u16 proto = bpf_ntohs(skb->protocol);
 	if (proto != HOP_ETH_P_IP && proto != HOP_ETH_P_IPV6) {
 		hop_count(&hop_counters, HOP_CTR_NOT_IP);
 		return 0;
@@ -56,7 +56,7 @@ int BPF_PROG(hop_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_r
 	}
 	if (r == HOP_PARSE_TRUNCATED) {
 		/* e.g. dropped before the IP header was built: the socket still names the flow */
-		struct sock *sk = BPF_CORE_READ(skb, sk);
+		struct sock *sk = skb->sk;
 		if (!sk)
 			sk = rx_sk;
 		__builtin_memset(&e->tuple, 0, sizeof(e->tuple));
@@ -79,10 +79,10 @@ int BPF_PROG(hop_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_r
 	e->kind = HOP_KIND_DROP;
 	e->hook = HOP_HOOK_KFREE_SKB;
 	e->reason = reason;
-	hop_fill_dev(e, BPF_CORE_READ(skb, dev));
-	bool received = BPF_CORE_READ(skb, skb_iif) != 0;
+	hop_fill_dev(e, skb->dev);
+	bool received = skb->skb_iif != 0;
 	e->flags |= received ? HOP_F_INGRESS : HOP_F_EGRESS;
-	e->pkt.mark = BPF_CORE_READ(skb, mark);
+	e->pkt.mark = skb->mark;
 	e->pkt.aux[0] = (__u32)(__u64)location;
 	e->pkt.aux[1] = (__u32)((__u64)location >> 32);
 	e->pkt.aux[2] = hop_skb_stage(skb, received, e->family);

@@ -84,13 +84,13 @@ static __always_inline void maybe_emit_ct(const struct hop_event *pkt, const str
 static __always_inline int on_device(struct sk_buff *skb, __u8 hook, bool ingress)
 {
 	const struct hop_filter_cfg *cfg = hop_cfg_get(&hop_cfg);
-	struct net_device *dev = BPF_CORE_READ(skb, dev);
+	const struct net_device *dev = skb->dev;
 	__u32 ino = hop_dev_netns(dev);
 	if (!hop_netns_admit(cfg, &hop_netns, ino)) {
 		hop_count(&hop_counters, HOP_CTR_NETNS_FILTERED);
 		return 0;
 	}
-	__u16 proto = bpf_ntohs(BPF_CORE_READ(skb, protocol));
+	__u16 proto = bpf_ntohs(skb->protocol);
 	if (proto != HOP_ETH_P_IP && proto != HOP_ETH_P_IPV6) {
 		hop_count(&hop_counters, HOP_CTR_NOT_IP);
 		return 0;
@@ -99,15 +99,19 @@ static __always_inline int on_device(struct sk_buff *skb, __u8 hook, bool ingres
 	struct hop_event ev;
 	struct hop_event *e = &ev;
 	__builtin_memset(e, 0, sizeof(*e));
-	hop_fill_dev(e, dev);
-	if (cfg && (cfg->flags & HOP_CFG_IFNAME) && !bpf_map_lookup_elem(&hop_ifnames, e->pkt.ifname)) {
-		hop_count(&hop_counters, HOP_CTR_IFNAME_FILTERED);
-		return 0;
+	/* The device name is read once a packet is kept, unless it is filtered on. */
+	bool by_ifname = cfg && (cfg->flags & HOP_CFG_IFNAME);
+	if (by_ifname) {
+		hop_fill_dev(e, dev);
+		if (!bpf_map_lookup_elem(&hop_ifnames, e->pkt.ifname)) {
+			hop_count(&hop_counters, HOP_CTR_IFNAME_FILTERED);
+			return 0;
+		}
 	}
 
 	/* At netif_receive_skb the link header is already pulled (data is the IP
 	 * header) but network_header is reset only after the tracepoint. */
-	const unsigned char *nh = ingress ? BPF_CORE_READ(skb, data) : hop_skb_nh(skb);
+	const unsigned char *nh = ingress ? skb->data : hop_skb_nh(skb);
 	int r = nh ? hop_parse_l3(e, nh, hop_skb_l3len(skb, nh)) : HOP_PARSE_TRUNCATED;
 	if (r == HOP_PARSE_NOT_IP) {
 		hop_count(&hop_counters, HOP_CTR_NOT_IP);
@@ -128,6 +132,8 @@ static __always_inline int on_device(struct sk_buff *skb, __u8 hook, bool ingres
 		hop_count(&hop_counters, HOP_CTR_SAMPLED_OUT);
 		return 0;
 	}
+	if (!by_ifname)
+		hop_fill_dev(e, dev);
 
 	e->ts_ns = bpf_ktime_get_ns();
 	e->skb_id = (__u64)skb;
@@ -135,8 +141,8 @@ static __always_inline int on_device(struct sk_buff *skb, __u8 hook, bool ingres
 	e->kind = HOP_KIND_PACKET;
 	e->hook = hook;
 	e->flags |= ingress ? HOP_F_INGRESS : HOP_F_EGRESS;
-	e->pkt.mark = BPF_CORE_READ(skb, mark);
-	e->pkt.aux[0] = BPF_CORE_READ(skb, len);
+	e->pkt.mark = skb->mark;
+	e->pkt.aux[0] = skb->len;
 
 	struct nf_conn *ct = hop_fill_ct(e, skb, !ingress);
 	if (ct)

@@ -8,6 +8,13 @@
  * events.h. All reads go through CO-RE relocations, so one object works on any
  * kernel whose BTF has the fields (missing optional fields are probed with
  * bpf_core_field_exists and simply leave the record field zero).
+ *
+ * Every program is tp_btf, so structs reached through BTF-typed pointers (the
+ * tracepoint's skb, its dev, sk, net) are read directly: the verifier makes each
+ * such load fault-safe in place, where BPF_CORE_READ costs one
+ * bpf_probe_read_kernel call per hop (~40 ns each on the dev VM; `npm run
+ * bench:live -- --sections kernel`). Packet bytes, and structs reached through
+ * integers (nf_conn from _nfct, dst from _skb_refdst), still need the helper.
  */
 #ifndef HOPTRACE_PARSE_BPF_H
 #define HOPTRACE_PARSE_BPF_H
@@ -34,28 +41,28 @@ enum hop_parse_result {
 /* Network namespace inode of a device or socket; 0 when unknown. */
 static __always_inline __u32 hop_dev_netns(const struct net_device *dev)
 {
-	return dev ? BPF_CORE_READ(dev, nd_net.net, ns.inum) : 0;
+	return dev ? dev->nd_net.net->ns.inum : 0;
 }
 
 static __always_inline __u32 hop_sk_netns(const struct sock *sk)
 {
-	return sk ? BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) : 0;
+	return sk ? sk->__sk_common.skc_net.net->ns.inum : 0;
 }
 
 /* The namespace an skb is in: its device's, else its socket's. */
 static __always_inline __u32 hop_skb_netns(const struct sk_buff *skb)
 {
-	struct net_device *dev = BPF_CORE_READ(skb, dev);
+	const struct net_device *dev = skb->dev;
 	if (dev)
 		return hop_dev_netns(dev);
-	return hop_sk_netns(BPF_CORE_READ(skb, sk));
+	return hop_sk_netns(skb->sk);
 }
 
 static __always_inline void hop_fill_dev(struct hop_event *e, const struct net_device *dev)
 {
 	if (!dev)
 		return;
-	e->ifindex = BPF_CORE_READ(dev, ifindex);
+	e->ifindex = dev->ifindex;
 	bpf_probe_read_kernel(e->pkt.ifname, sizeof(e->pkt.ifname), dev->name);
 }
 
@@ -67,16 +74,17 @@ static __always_inline bool hop_netns_uses_ct(const struct net *net, __u8 family
 	if (!net || !bpf_core_field_exists(net->nf.defrag_ipv4_users))
 		return false;
 	if (family == HOP_AF_INET6)
-		return BPF_CORE_READ(net, nf.defrag_ipv6_users) > 0;
-	return BPF_CORE_READ(net, nf.defrag_ipv4_users) > 0;
+		return net->nf.defrag_ipv6_users > 0;
+	return net->nf.defrag_ipv4_users > 0;
 }
 
 static __always_inline const struct net *hop_skb_net(const struct sk_buff *skb)
 {
-	struct net_device *dev = BPF_CORE_READ(skb, dev);
+	const struct net_device *dev = skb->dev;
 	if (dev)
-		return BPF_CORE_READ(dev, nd_net.net);
-	return BPF_CORE_READ(skb, sk, __sk_common.skc_net.net);
+		return dev->nd_net.net;
+	const struct sock *sk = skb->sk;
+	return sk ? sk->__sk_common.skc_net.net : NULL;
 }
 
 static __always_inline __u32 hop_fold_ptr(const void *p)
@@ -96,7 +104,7 @@ static __always_inline struct nf_conn *hop_fill_ct(struct hop_event *e, const st
 {
 	if (!bpf_core_field_exists(skb->_nfct))
 		return NULL;
-	unsigned long nfct = BPF_CORE_READ(skb, _nfct);
+	unsigned long nfct = skb->_nfct;
 	__u8 info = nfct & HOP_NFCT_INFOMASK;
 	struct nf_conn *ct = (struct nf_conn *)(nfct & ~HOP_NFCT_INFOMASK);
 
@@ -155,28 +163,58 @@ static __always_inline __u32 hop_ct_fingerprint(const struct hop_event *e)
 	return h;
 }
 
-/* TCP/UDP header at l4 into e; l4len = bytes of L4 header + payload. */
-static __always_inline int hop_parse_l4(struct hop_event *e, const unsigned char *l4, __u32 l4len)
+/* Bytes read at the network header in one go: IPv4 without options or IPv6
+ * without extension headers, then a TCP header. The skb's head buffer always
+ * extends past them (tailroom, then skb_shared_info), so the read does not
+ * fault; what lies past the packet's end is never used unless its headers say
+ * it is there. */
+#define HOP_HDR_READ 60
+
+static __always_inline void hop_tcp_into(struct hop_event *e, const struct tcphdr *th, __u32 l4len)
+{
+	e->tuple.sport = bpf_ntohs(th->source);
+	e->tuple.dport = bpf_ntohs(th->dest);
+	e->pkt.seq = bpf_ntohl(th->seq);
+	e->pkt.ack = bpf_ntohl(th->ack_seq);
+	e->pkt.window = bpf_ntohs(th->window);
+	e->tcp_flags = ((const __u8 *)th)[13];
+	__u32 doff = th->doff * 4;
+	e->payload_len = l4len > doff ? l4len - doff : 0;
+}
+
+static __always_inline void hop_udp_into(struct hop_event *e, const struct udphdr *uh, __u32 l4len)
+{
+	e->tuple.sport = bpf_ntohs(uh->source);
+	e->tuple.dport = bpf_ntohs(uh->dest);
+	e->payload_len = l4len > 8 ? l4len - 8 : 0;
+}
+
+/*
+ * TCP/UDP header at nh + off into e; l4len = bytes of L4 header + payload.
+ * `h` holds `have` bytes already read at nh: a header at the usual offset (20
+ * for IPv4, 40 for IPv6) is taken from there, anything else is read.
+ */
+static __always_inline int hop_parse_l4(struct hop_event *e, const __u8 *h, __u32 have, const unsigned char *nh,
+					__u32 off, __u32 l4len)
 {
 	if (e->l4proto == IPPROTO_TCP) {
 		struct tcphdr th;
-		if (bpf_probe_read_kernel(&th, sizeof(th), l4))
+		if (off == 20 && have >= 20 + sizeof(th))
+			__builtin_memcpy(&th, h + 20, sizeof(th));
+		else if (off == 40 && have >= 40 + sizeof(th))
+			__builtin_memcpy(&th, h + 40, sizeof(th));
+		else if (bpf_probe_read_kernel(&th, sizeof(th), nh + off))
 			return HOP_PARSE_TRUNCATED;
-		e->tuple.sport = bpf_ntohs(th.source);
-		e->tuple.dport = bpf_ntohs(th.dest);
-		e->pkt.seq = bpf_ntohl(th.seq);
-		e->pkt.ack = bpf_ntohl(th.ack_seq);
-		e->pkt.window = bpf_ntohs(th.window);
-		e->tcp_flags = ((const __u8 *)&th)[13];
-		__u32 doff = th.doff * 4;
-		e->payload_len = l4len > doff ? l4len - doff : 0;
+		hop_tcp_into(e, &th, l4len);
 	} else if (e->l4proto == IPPROTO_UDP) {
 		struct udphdr uh;
-		if (bpf_probe_read_kernel(&uh, sizeof(uh), l4))
+		if (off == 20 && have >= 20 + sizeof(uh))
+			__builtin_memcpy(&uh, h + 20, sizeof(uh));
+		else if (off == 40 && have >= 40 + sizeof(uh))
+			__builtin_memcpy(&uh, h + 40, sizeof(uh));
+		else if (bpf_probe_read_kernel(&uh, sizeof(uh), nh + off))
 			return HOP_PARSE_TRUNCATED;
-		e->tuple.sport = bpf_ntohs(uh.source);
-		e->tuple.dport = bpf_ntohs(uh.dest);
-		e->payload_len = l4len > 8 ? l4len - 8 : 0;
+		hop_udp_into(e, &uh, l4len);
 	} else {
 		e->payload_len = l4len;
 	}
@@ -190,14 +228,17 @@ static __always_inline int hop_parse_l4(struct hop_event *e, const unsigned char
  */
 static __always_inline int hop_parse_l3(struct hop_event *e, const unsigned char *nh, __u32 l3len)
 {
-	__u8 vbyte;
-	if (bpf_probe_read_kernel(&vbyte, 1, nh))
-		return HOP_PARSE_TRUNCATED;
-
-	if ((vbyte >> 4) == 4) {
-		struct iphdr ip;
-		if (bpf_probe_read_kernel(&ip, sizeof(ip), nh))
+	__u8 h[HOP_HDR_READ];
+	__u32 have = sizeof(h);
+	if (bpf_probe_read_kernel(h, sizeof(h), nh)) {
+		have = sizeof(struct iphdr); /* a bad pointer, but try the least */
+		if (bpf_probe_read_kernel(h, sizeof(struct iphdr), nh))
 			return HOP_PARSE_TRUNCATED;
+	}
+
+	if ((h[0] >> 4) == 4) {
+		struct iphdr ip;
+		__builtin_memcpy(&ip, h, sizeof(ip));
 		__u32 ihl = ip.ihl * 4;
 		__u32 tot = bpf_ntohs(ip.tot_len);
 		if (!tot)
@@ -209,13 +250,15 @@ static __always_inline int hop_parse_l3(struct hop_event *e, const unsigned char
 		__builtin_memcpy(e->tuple.daddr, &ip.daddr, 4);
 		if (bpf_ntohs(ip.frag_off) & 0x1fff)
 			return HOP_PARSE_OK;
-		return hop_parse_l4(e, nh + ihl, tot > ihl ? tot - ihl : 0);
+		return hop_parse_l4(e, h, have, nh, ihl, tot > ihl ? tot - ihl : 0);
 	}
-	if ((vbyte >> 4) != 6)
+	if ((h[0] >> 4) != 6)
 		return HOP_PARSE_NOT_IP;
 
 	struct ipv6hdr ip6;
-	if (bpf_probe_read_kernel(&ip6, sizeof(ip6), nh))
+	if (have >= sizeof(ip6))
+		__builtin_memcpy(&ip6, h, sizeof(ip6));
+	else if (bpf_probe_read_kernel(&ip6, sizeof(ip6), nh))
 		return HOP_PARSE_TRUNCATED;
 	e->family = HOP_AF_INET6;
 	__builtin_memcpy(e->tuple.saddr, &ip6.saddr, 16);
@@ -249,7 +292,7 @@ static __always_inline int hop_parse_l3(struct hop_event *e, const unsigned char
 	}
 	e->l4proto = next;
 	__u32 hdrs = off - 40;
-	return hop_parse_l4(e, nh + off, plen > hdrs ? plen - hdrs : 0);
+	return hop_parse_l4(e, h, have, nh, off, plen > hdrs ? plen - hdrs : 0);
 }
 
 /* Socket tuple as local -> remote. IPv4-mapped IPv6 sockets are reported as
@@ -298,17 +341,17 @@ static __always_inline void hop_swap_tuple(struct hop_tuple *t)
 /* Start of the network header of an skb, or NULL when it was never set. */
 static __always_inline const unsigned char *hop_skb_nh(const struct sk_buff *skb)
 {
-	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u16 nh = skb->network_header;
 	if (nh == HOP_HDR_UNSET)
 		return NULL;
-	return BPF_CORE_READ(skb, head) + nh;
+	return skb->head + nh;
 }
 
 /* Bytes from nh to the end of the linear-plus-paged skb data. */
 static __always_inline __u32 hop_skb_l3len(const struct sk_buff *skb, const unsigned char *nh)
 {
-	const unsigned char *data = BPF_CORE_READ(skb, data);
-	__u32 len = BPF_CORE_READ(skb, len);
+	const unsigned char *data = skb->data;
+	__u32 len = skb->len;
 	__u32 before = nh > data ? nh - data : 0;
 	return len > before ? len - before : 0;
 }
@@ -316,10 +359,10 @@ static __always_inline __u32 hop_skb_l3len(const struct sk_buff *skb, const unsi
 /* enum hop_stage of an skb: received or local, routed or not, to where. */
 static __always_inline __u8 hop_skb_stage(const struct sk_buff *skb, bool received, __u8 family)
 {
-	unsigned long refdst = BPF_CORE_READ(skb, _skb_refdst);
+	unsigned long refdst = skb->_skb_refdst;
 	const struct dst_entry *dst = (const struct dst_entry *)(refdst & ~HOP_SKB_DST_NOREF);
 	if (!received)
-		return BPF_CORE_READ(skb, dev) ? HOP_STAGE_POSTROUTING : HOP_STAGE_OUTPUT;
+		return skb->dev ? HOP_STAGE_POSTROUTING : HOP_STAGE_OUTPUT;
 	if (!dst)
 		return HOP_STAGE_PREROUTING;
 	bool local;

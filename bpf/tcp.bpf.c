@@ -91,13 +91,13 @@ int BPF_PROG(hop_tcp_send_reset, const struct sock *sk, const struct sk_buff *sk
 	struct hop_event ev;
 	struct hop_event *e = &ev;
 	__builtin_memset(e, 0, sizeof(*e));
-	e->sk_state = sk ? BPF_CORE_READ(sk, __sk_common.skc_state) : 0;
+	e->sk_state = sk ? sk->__sk_common.skc_state : 0;
 	const unsigned char *nh = skb ? hop_skb_nh(skb) : NULL;
 	if (nh && hop_parse_l3(e, nh, hop_skb_l3len(skb, nh)) == HOP_PARSE_OK) {
 		hop_swap_tuple(&e->tuple);
 	} else if (sk) {
 		__builtin_memset(e, 0, sizeof(*e));
-		e->sk_state = BPF_CORE_READ(sk, __sk_common.skc_state);
+		e->sk_state = sk->__sk_common.skc_state;
 		hop_fill_sk_tuple(e, sk);
 	} else {
 		hop_count(&hop_counters, HOP_CTR_TRUNCATED);
@@ -116,8 +116,8 @@ int BPF_PROG(hop_tcp_send_reset, const struct sock *sk, const struct sk_buff *sk
 	if (skb) {
 		e->skb_id = (__u64)skb;
 		e->flags |= HOP_F_INGRESS;
-		e->pkt.mark = BPF_CORE_READ(skb, mark);
-		hop_fill_dev(e, BPF_CORE_READ(skb, dev));
+		e->pkt.mark = skb->mark;
+		hop_fill_dev(e, skb->dev);
 		/* Once tcp_v4_rcv/tcp_v6_rcv has found a socket it clears the skb's
 		 * conntrack (nf_reset_ct) and device, so only a reset without a socket
 		 * still tells whether conntrack had an entry for the packet. */
@@ -137,7 +137,7 @@ int BPF_PROG(hop_tcp_receive_reset, struct sock *sk)
 	struct hop_event *e = &ev;
 	if (!sock_event(e, sk, HOP_KIND_RST_RECV, HOP_HOOK_TCP_RECEIVE_RESET))
 		return 0;
-	e->sk_state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	e->sk_state = sk->__sk_common.skc_state;
 	e->flags |= HOP_F_INGRESS;
 	fill_tcp_state(e, sk);
 	hop_emit(&hop_events, &hop_counters, e, hop_wakeup_bytes);
@@ -151,7 +151,7 @@ int BPF_PROG(hop_tcp_retransmit_skb, const struct sock *sk, const struct sk_buff
 	struct hop_event *e = &ev;
 	if (!sock_event(e, sk, HOP_KIND_RETRANS, HOP_HOOK_TCP_RETRANSMIT))
 		return 0;
-	e->sk_state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	e->sk_state = sk->__sk_common.skc_state;
 	e->flags |= HOP_F_EGRESS;
 	fill_tcp_state(e, sk);
 	e->pkt.aux[2] = (__u32)err; /* snd_una is implied by seq; the error matters more */
@@ -176,7 +176,7 @@ SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(hop_inet_sock_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
 	/* The tracepoint also fires for SCTP and MPTCP, whose states are not TCP's. */
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 	struct hop_event ev;
 	struct hop_event *e = &ev;

@@ -26,6 +26,7 @@ export interface Libbpf {
   bpf_program__section_name(prog: Ptr): string;
   bpf_program__set_autoload(prog: Ptr, autoload: boolean): number;
   bpf_program__attach(prog: Ptr): Ptr | null;
+  bpf_program__fd(prog: Ptr): number;
   bpf_link__destroy(link: Ptr): number;
   bpf_map__name(map: Ptr): string;
   bpf_map__fd(map: Ptr): number;
@@ -112,6 +113,7 @@ export function bindings(): Bindings {
     bpf_program__section_name: lib.func('const char *bpf_program__section_name(bpf_program *prog)'),
     bpf_program__set_autoload: lib.func('int bpf_program__set_autoload(bpf_program *prog, bool autoload)'),
     bpf_program__attach: lib.func('bpf_link *bpf_program__attach(bpf_program *prog)'),
+    bpf_program__fd: lib.func('int bpf_program__fd(bpf_program *prog)'),
     bpf_link__destroy: lib.func('int bpf_link__destroy(bpf_link *link)'),
     bpf_map__name: lib.func('const char *bpf_map__name(bpf_map *map)'),
     bpf_map__fd: lib.func('int bpf_map__fd(bpf_map *map)'),

@@ -109,6 +109,28 @@ export function registerLiveMetrics(registry: Registry, source: LiveSource): voi
   });
   const setAgentDropped = totals(agentDropped);
 
+  // The kernel counts these only while kernel.bpf_stats_enabled=1 (a small cost per run): the capture's own CPU in the packet path.
+  const runs = new Counter({
+    name: 'hoptrace_live_program_runs_total',
+    help: 'Runs of each attached BPF program (counted only while sysctl kernel.bpf_stats_enabled=1).',
+    labelNames: ['tracepoint'],
+    registers: [registry],
+    collect() {
+      for (const p of source.programStats()) {
+        setRuns({ tracepoint: p.tracepoint }, p.runs);
+        setRunTime({ tracepoint: p.tracepoint }, p.runNs / 1e9);
+      }
+    },
+  });
+  const setRuns = totals(runs);
+  const runTime = new Counter({
+    name: 'hoptrace_live_program_run_seconds_total',
+    help: 'CPU time spent in each attached BPF program, in the kernel paths it hooks (counted only while sysctl kernel.bpf_stats_enabled=1).',
+    labelNames: ['tracepoint'],
+    registers: [registry],
+  });
+  const setRunTime = totals(runTime);
+
   new Gauge({
     name: 'hoptrace_live_programs',
     help: 'BPF programs attached (state=attached) and not capturing (state=failed).',

@@ -32,6 +32,8 @@ export interface AttachedProgram {
   program: string;
   /** Tracepoint name (the part after tp_btf/). */
   tracepoint: string;
+  /** The loaded program's fd (its run-time statistics: programStats in source.ts). */
+  fd: number;
 }
 
 export interface KernelObjects {
@@ -196,7 +198,7 @@ export function loadObjects(o: LoadOptions): KernelObjects {
           continue;
         }
         links.push(link);
-        attached.push({ object: name, program: p.name, tracepoint: p.tracepoint });
+        attached.push({ object: name, program: p.name, tracepoint: p.tracepoint, fd: bpf.bpf_program__fd(p.prog) });
       }
     }
     if (!attached.length) nothing();

@@ -6,8 +6,10 @@
  * of the mapping costs ~45 ns per record (measured on the dev VM, bench/).
  *
  * Layout (kernel/bpf/ringbuf.c): page 0 holds consumer_pos (rw); page 1 holds
- * producer_pos (ro); the data area follows, mapped twice back to back so a
- * record that wraps is still contiguous. Each record has an 8-byte header:
+ * producer_pos (ro); the data area follows. The kernel lets a reader map it
+ * twice back to back so that a record that wraps is contiguous; this reader maps
+ * it once and wraps its word index instead, because every mapped page counts
+ * in the process's RSS (a 16 MiB ring would count 32 MiB). Each record has an 8-byte header:
  * u32 len | BUSY (bit 31) | DISCARD (bit 30), u32 page offset; records are
  * 8-byte aligned. x86-64 and arm64 loads of aligned words are single-copy
  * atomic; Atomics.load/store give the ordering the kernel's
@@ -47,15 +49,15 @@ export class RingReader {
     this.page = libc.getpagesize();
     this.consPtr = mapOrThrow(libc.mmap(null, this.page, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), 'consumer page');
     try {
-      this.prodPtr = mapOrThrow(libc.mmap(null, this.page + 2 * size, PROT_READ, MAP_SHARED, fd, this.page), 'producer pages');
+      this.prodPtr = mapOrThrow(libc.mmap(null, this.page + size, PROT_READ, MAP_SHARED, fd, this.page), 'producer pages');
     } catch (err) {
       libc.munmap(this.consPtr, this.page);
       throw err;
     }
     this.cons64 = new BigUint64Array(view(this.consPtr, this.page), 0, 1);
-    const prod = view(this.prodPtr, this.page + 2 * size);
+    const prod = view(this.prodPtr, this.page + size);
     this.prod64 = new BigUint64Array(prod, 0, 1);
-    this.data32 = new Uint32Array(prod, this.page, (2 * size) / 4);
+    this.data32 = new Uint32Array(prod, this.page, size / 4);
     this.cons = Number(Atomics.load(this.cons64, 0));
   }
 
@@ -72,6 +74,7 @@ export class RingReader {
   drain(out: Buffer): RingDrain {
     if (!this.prodPtr) return { count: 0, badSize: 0 };
     const d32 = this.data32;
+    const mask = (this.size >>> 2) - 1; // size is a power of two
     const o32 = new Uint32Array(out.buffer, out.byteOffset, out.length >>> 2);
     const max = Math.floor(out.length / RECORD_SIZE);
     const prod = Number(Atomics.load(this.prod64, 0));
@@ -87,7 +90,7 @@ export class RingReader {
         if (bytes === RECORD_SIZE) {
           let s = (off + HDR) >>> 2;
           let t = count * (RECORD_SIZE >>> 2);
-          for (let i = 0; i < RECORD_SIZE >>> 2; i++) o32[t++] = d32[s++]!;
+          for (let i = 0; i < RECORD_SIZE >>> 2; i++) o32[t++] = d32[s++ & mask]!;
           count++;
         } else {
           badSize++;
@@ -104,7 +107,7 @@ export class RingReader {
 
   close(): void {
     const { libc } = bindings();
-    if (this.prodPtr) libc.munmap(this.prodPtr, this.page + 2 * this.size);
+    if (this.prodPtr) libc.munmap(this.prodPtr, this.page + this.size);
     if (this.consPtr) libc.munmap(this.consPtr, this.page);
     this.prodPtr = null;
     this.consPtr = null;

@@ -10,6 +10,7 @@
  * held and further records are dropped and counted (queue_full).
  */
 import { randomInt } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import koffi from 'koffi';
 import { checkRecord, RECORD_SIZE, type CorruptReason } from '../../shared/record.js';
 import type { RecordChunk, RecordSource } from '../source.js';
@@ -42,6 +43,30 @@ export interface LiveSource extends RecordSource {
   tally(): Tally;
   /** Kernel-side counters summed over CPUs. */
   kernelCounters(): Record<KernelCounter, number>;
+  /**
+   * Runs and run time of each attached program since it was loaded. The kernel
+   * keeps them only while kernel.bpf_stats_enabled is 1 (else both stay 0).
+   */
+  programStats(): ProgramStats[];
+}
+
+export interface ProgramStats {
+  program: string;
+  tracepoint: string;
+  runs: number;
+  runNs: number;
+}
+
+/** run_cnt and run_time_ns of a program fd, from /proc/self/fdinfo (0 when stats are off or the fd is gone). */
+export function readProgramStats(fd: number): { runs: number; runNs: number } {
+  let text = '';
+  try {
+    text = readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
+  } catch {
+    return { runs: 0, runNs: 0 };
+  }
+  const field = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+  return { runs: field('run_cnt'), runNs: field('run_time_ns') };
 }
 
 /** How often namespace names are re-read (chunk names, owned-by-name re-resolution). */
@@ -250,6 +275,7 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
 
     tally: () => tally,
     kernelCounters: () => finalKernel ?? kernelCounters(),
+    programStats: () => (stopped ? [] : kernel.attached.map((a) => ({ program: a.program, tracepoint: a.tracepoint, ...readProgramStats(a.fd) }))),
   };
   return source;
 }
