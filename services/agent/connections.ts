@@ -31,9 +31,11 @@ interface Entry {
   isnS: number;
   /** Canonical direction (flowkey.direction) of client -> server records. */
   clientDir: 0 | 1;
-  lastNs: bigint;
-  held?: { recs: Buffer[]; seqs: number[]; offsets: bigint[]; sinceNs: bigint; sinceMs: number };
+  held?: { recs: Buffer[]; seqs: number[]; offsets: bigint[]; sinceNs: number; sinceMs: number };
 }
+
+/** A record's kernel timestamp as a double: exact to 256 ns at 2^60 ns of uptime, plenty for hold times. */
+const tsOf = (buf: Buffer, off: number) => buf.readUInt32LE(off + 4) * 0x1_0000_0000 + buf.readUInt32LE(off);
 
 export interface ConnTrackerOptions {
   holdNs?: bigint;
@@ -78,7 +80,7 @@ class Out {
 }
 
 export function createConnTracker(o: ConnTrackerOptions = {}): ConnTracker {
-  const holdNs = o.holdNs ?? 3_000_000_000n;
+  const holdNs = Number(o.holdNs ?? 3_000_000_000n);
   const holdMs = o.holdMs ?? 3_000;
   const maxEntries = o.maxEntries ?? 1_000_000;
   const maxHeld = o.maxHeld ?? 100_000;
@@ -91,7 +93,7 @@ export function createConnTracker(o: ConnTrackerOptions = {}): ConnTracker {
   const answered = new Map<number, number>();
   const holding = new Set<Entry>();
   let held = 0;
-  let watermarkNs = 0n;
+  let watermarkNs = 0;
   let releasedUnanswered = 0;
   let releasedEarly = 0;
 
@@ -131,7 +133,7 @@ export function createConnTracker(o: ConnTrackerOptions = {}): ConnTracker {
       // Pass 1: learn handshakes, so records earlier in the chunk (a CT record before its SYN) are stamped too.
       for (let i = 0; i < count; i++) {
         const off = i * RECORD_SIZE;
-        const ts = buf.readBigUInt64LE(off);
+        const ts = tsOf(buf, off);
         if (ts > watermarkNs) watermarkNs = ts;
         if (buf[off + 25] !== Kind.PACKET || buf[off + 28] !== 6) continue;
         const flags = buf[off + 29]!;
@@ -143,14 +145,14 @@ export function createConnTracker(o: ConnTrackerOptions = {}): ConnTracker {
         if (!(flags & ACK)) {
           if (!e || e.isnC !== seq || e.clientDir !== dir) {
             if (e) release(e, outs);
-            e = { isnC: seq, isnS: 0, clientDir: dir, lastNs: ts };
+            e = { isnC: seq, isnS: 0, clientDir: dir };
             conns.set(key, e);
           }
         } else {
           const isnC = (buf.readUInt32LE(off + 88) - 1) >>> 0;
           if (!e || e.isnC !== isnC || e.clientDir === dir) {
             if (e) release(e, outs);
-            e = { isnC, isnS: seq, clientDir: dir === 0 ? 1 : 0, lastNs: ts };
+            e = { isnC, isnS: seq, clientDir: dir === 0 ? 1 : 0 };
             conns.set(key, e);
           } else if (e.isnS !== seq) {
             e.isnS = seq;
@@ -160,34 +162,34 @@ export function createConnTracker(o: ConnTrackerOptions = {}): ConnTracker {
           if (answered.size > maxEntries) answered.delete(answered.keys().next().value!);
         }
       }
-      // Pass 2: stamp, or hold what precedes the SYN-ACK.
-      const out = new Out(chunk.clockOffsetNs);
+      // Pass 2: stamp, or hold what precedes the SYN-ACK. Records not held are
+      // compacted in place (the chunk's buffer is ours once yielded), so the common
+      // case allocates one conn buffer and one seq array per chunk, nothing per record.
+      const conn = Buffer.allocUnsafe(8 * count);
+      const seqs: number[] = [];
+      let kept = 0;
       for (let i = 0; i < count; i++) {
         const off = i * RECORD_SIZE;
         const seq = chunk.seqs ? chunk.seqs[i]! : chunk.firstSeq + i;
         const e = buf[off + 28] === 6 ? conns.get(flowId(buf, off)) : undefined;
-        const rec = buf.subarray(off, off + RECORD_SIZE);
-        if (!e) {
-          out.push(rec, seq, 0, 0);
+        if (e && e.isnS === 0) {
+          if (!e.held) {
+            e.held = { recs: [], seqs: [], offsets: [], sinceNs: tsOf(buf, off), sinceMs: nowMs };
+            holding.add(e);
+          }
+          e.held.recs.push(Buffer.from(buf.subarray(off, off + RECORD_SIZE)));
+          e.held.seqs.push(seq);
+          e.held.offsets.push(chunk.clockOffsetNs);
+          held++;
           continue;
         }
-        const ts = buf.readBigUInt64LE(off);
-        if (ts > e.lastNs) e.lastNs = ts;
-        if (e.isnS !== 0) {
-          out.push(rec, seq, e.isnC, e.isnS);
-          continue;
-        }
-        if (!e.held) {
-          e.held = { recs: [], seqs: [], offsets: [], sinceNs: ts, sinceMs: nowMs };
-          holding.add(e);
-        }
-        e.held.recs.push(Buffer.from(rec));
-        e.held.seqs.push(seq);
-        e.held.offsets.push(chunk.clockOffsetNs);
-        held++;
+        if (kept !== i) buf.copyWithin(kept * RECORD_SIZE, off, off + RECORD_SIZE);
+        conn.writeUInt32LE(e ? e.isnC >>> 0 : 0, 8 * kept);
+        conn.writeUInt32LE(e ? e.isnS >>> 0 : 0, 8 * kept + 4);
+        seqs.push(seq);
+        kept++;
       }
-      const c = out.build();
-      if (c) outs.push(c);
+      if (kept) outs.push({ buf: buf.subarray(0, kept * RECORD_SIZE), count: kept, seqs, conn, clockOffsetNs: chunk.clockOffsetNs });
       while (held > maxHeld && holding.size > 0) {
         const oldest = holding.values().next().value!;
         releasedEarly += oldest.held!.recs.length;

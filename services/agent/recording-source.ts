@@ -60,16 +60,16 @@ export async function openRecording(o: RecordingSourceOptions): Promise<RecordSo
 
   async function* chunks(): AsyncGenerator<RecordChunk> {
     const started = Date.now();
-    const buf = Buffer.alloc(chunkRecords * RECORD_SIZE);
     let index = 0;
     try {
       while (!stopped && index < totalRecords) {
         const n = Math.min(chunkRecords, totalRecords - index);
+        // A fresh buffer per chunk: the consumer keeps it. Valid records are compacted
+        // to its front in place (nothing moves unless a record is corrupt).
+        const buf = Buffer.allocUnsafe(n * RECORD_SIZE);
         const { bytesRead } = await fh.read(buf, 0, n * RECORD_SIZE, HEADER_SIZE + index * RECORD_SIZE);
         const got = Math.floor(bytesRead / RECORD_SIZE);
         if (got === 0) break;
-        // Compact valid records to the front of a fresh buffer; the consumer keeps it.
-        const out = Buffer.allocUnsafe(got * RECORD_SIZE);
         let kept = 0;
         let seqs: number[] | undefined;
         for (let i = 0; i < got; i++) {
@@ -79,17 +79,17 @@ export async function openRecording(o: RecordingSourceOptions): Promise<RecordSo
             seqs ??= Array.from({ length: kept }, (_, k) => index + k);
             continue;
           }
-          buf.copy(out, kept * RECORD_SIZE, i * RECORD_SIZE, (i + 1) * RECORD_SIZE);
+          if (kept !== i) buf.copyWithin(kept * RECORD_SIZE, i * RECORD_SIZE, (i + 1) * RECORD_SIZE);
           seqs?.push(index + i);
           kept++;
         }
         counters.records_read! += got;
         if (o.retime) {
           const now = process.hrtime.bigint();
-          for (let k = 0; k < kept; k++) out.writeBigUInt64LE(now, k * RECORD_SIZE);
+          for (let k = 0; k < kept; k++) buf.writeBigUInt64LE(now, k * RECORD_SIZE);
         }
         if (kept > 0) {
-          yield { buf: out.subarray(0, kept * RECORD_SIZE), count: kept, firstSeq: seqs ? seqs[0]! : index, seqs, clockOffsetNs };
+          yield { buf: buf.subarray(0, kept * RECORD_SIZE), count: kept, firstSeq: seqs ? seqs[0]! : index, seqs, clockOffsetNs };
         }
         index += got;
         if (rate > 0) {

@@ -6,7 +6,11 @@
 
 /** A run of records captured by one agent boot. */
 export interface RecordChunk {
-  /** `count` records of RECORD_SIZE bytes, packed, each already validated by checkRecord. */
+  /**
+   * `count` records of RECORD_SIZE bytes, packed, each already validated by
+   * checkRecord. Once yielded, the buffer is the consumer's (it compacts records
+   * in place) until it pulls the next chunk.
+   */
   buf: Buffer;
   count: number;
   /** EventId.seq of the first record; the others follow without gaps unless `seqs` is set. */

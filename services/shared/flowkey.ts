@@ -67,11 +67,33 @@ export function partitionOf(buf: Buffer, off: number, partitions: number): numbe
   return hashTuple(buf, off, 0x9747b28c) % partitions;
 }
 
-/** 53-bit flow id of the record's canonical 5-tuple. */
+/**
+ * 53-bit flow id of the record's canonical 5-tuple: hashTuple seeded 0x2f1a7c3d
+ * (top 21 bits) and 0x5bd1e995 (32 bits), computed in one pass over the tuple
+ * (the agent does this for every TCP record). Stored flow ids depend on it: the
+ * unit test pins values computed by the two-pass definition.
+ */
 export function flowId(buf: Buffer, off: number): number {
-  const hi = hashTuple(buf, off, 0x2f1a7c3d) >>> 11; // 21 bits
-  const lo = hashTuple(buf, off, 0x5bd1e995); // 32 bits
-  return hi * 0x1_0000_0000 + lo;
+  const rev = compareEndpoints(buf, off) > 0;
+  const a = off + TUPLE + (rev ? 16 : 0);
+  const b = off + TUPLE + (rev ? 0 : 16);
+  let h = 0x2f1a7c3d;
+  let l = 0x5bd1e995;
+  for (let i = 0; i < 16; i += 4) {
+    const k = buf.readInt32LE(a + i);
+    h = mix(h, k);
+    l = mix(l, k);
+  }
+  for (let i = 0; i < 16; i += 4) {
+    const k = buf.readInt32LE(b + i);
+    h = mix(h, k);
+    l = mix(l, k);
+  }
+  const ports = (buf.readUInt16LE(off + TUPLE + (rev ? 34 : 32)) << 16) | buf.readUInt16LE(off + TUPLE + (rev ? 32 : 34));
+  const proto = (buf[off + L4PROTO]! << 8) | buf[off + FAMILY]!;
+  h = fmix(mix(mix(h, ports), proto) ^ 40) >>> 11;
+  l = fmix(mix(mix(l, ports), proto) ^ 40);
+  return h * 0x1_0000_0000 + l;
 }
 
 /**

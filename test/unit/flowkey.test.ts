@@ -31,6 +31,17 @@ describe('flow key', () => {
     for (const c of counts) expect(c).toBeGreaterThan(800);
   });
 
+  // Values of the original definition (two hashTuple passes); flow ids are stored, so they must never change.
+  it.each([
+    ['10.0.0.1', 40000, '10.0.0.2', 8080, 6, 3733304991899410],
+    ['10.0.0.2', 8080, '10.0.0.1', 40000, 6, 3733304991899410],
+    ['fd00::1', 40000, 'fd00::2', 443, 6, 3113326743140912],
+    ['10.1.2.3', 53, '10.9.8.7', 33333, 17, 1281000106098708],
+    ['10.0.0.1', 1, '10.0.0.1', 2, 6, 2187826281796328],
+  ])('flow id of %s:%d <-> %s:%d (proto %d) is stable', (a, pa, b, pb, l4proto, id) => {
+    expect(flowId(pkt(a, pa, b, pb, { l4proto }), 0)).toBe(id);
+  });
+
   it('protocol is part of the key', () => {
     expect(flowId(pkt('10.0.0.1', 1, '10.0.0.2', 2, { l4proto: 6 }), 0)).not.toBe(flowId(pkt('10.0.0.1', 1, '10.0.0.2', 2, { l4proto: 17 }), 0));
   });
