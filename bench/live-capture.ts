@@ -11,7 +11,9 @@
  *              highest event rate the veth traffic reaches. Events = records read back
  *              from its Kafka topic; CPU = its /proc/<pid>/stat over the traffic and
  *              until Kafka has acknowledged everything; RSS steady (median VmRSS over
- *              the second half of the traffic) and peak (VmHWM).
+ *              the second half of the traffic) and peak (VmHWM). The traffic runs on
+ *              CPU 0 and the agent alone on the last CPU: with tick-based CPU
+ *              accounting, softirq work on the agent's CPU would be charged to it.
  *  recording   `hoptrace agent --recording FILE --rate 0` (a generated recording,
  *              --recording-events in the replayed file): reading outruns Kafka, so
  *              the agent holds its full buffer; its RSS is the other maximum load.
@@ -182,11 +184,12 @@ interface AgentProc {
   kill(): void;
 }
 
-/** Spawns `hoptrace agent ...` on a topic of its own; warnings and errors it logs are echoed to stderr. */
-function spawnAgent(args: string[], metricsPort: number): AgentProc {
+/** Spawns `hoptrace agent ...` (on CPUs `cpus` when given) on a topic of its own; warnings and errors it logs are echoed to stderr. */
+function spawnAgent(args: string[], metricsPort: number, cpus?: string): AgentProc {
   const topic = `hoptrace.bench.live.${randomBytes(4).toString('hex')}`;
   topics.push(topic);
-  const child = spawn(process.execPath, [CLI, 'agent', ...args], {
+  const cmd = [process.execPath, CLI, 'agent', ...args];
+  const child = spawn(cpus ? 'taskset' : cmd[0]!, cpus ? ['-c', cpus, ...cmd] : cmd.slice(1), {
     env: { ...process.env, HOPTRACE_HOPS_TOPIC: topic, HOPTRACE_METRICS_PORT: String(metricsPort), HOPTRACE_LOG_LEVEL: 'info' },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -289,9 +292,9 @@ interface AgentRun {
 }
 
 /** Traffic `o` while a live agent process owning the lab's namespaces ships everything to Kafka. */
-async function liveAgentRun(lab: BenchLab, o: TcpRun, sampleN: number): Promise<AgentRun> {
+async function liveAgentRun(lab: BenchLab, o: TcpRun, sampleN: number, agentCpus?: string): Promise<AgentRun> {
   const port = await freePort();
-  const agent = spawnAgent(['--live', '--node', 'bench', '--netns', `${lab.a},${lab.b}`, '--sample', String(sampleN)], port);
+  const agent = spawnAgent(['--live', '--node', 'bench', '--netns', `${lab.a},${lab.b}`, '--sample', String(sampleN)], port, agentCpus);
   try {
     await agent.producing;
     let cpu0 = NaN;
@@ -449,8 +452,15 @@ async function main(): Promise<void> {
     if (args.sections.includes('agent')) {
       const rows = new Map<number, AgentRun[]>();
       for (const s of args.agentStreams) rows.set(s, []);
-      for (let i = 0; i < R; i++) for (const s of rotate(args.agentStreams, i)) rows.get(s)!.push(await liveAgentRun(lab, tcp(s, SMALL), 1));
-      console.log(`\n### agent process, full path: ring buffer -> decode -> batches -> Kafka (${SMALL}-byte NODELAY writes)\n`);
+      // Traffic on CPU 0, the agent alone on the last CPU: this kernel accounts CPU time by ticks, so
+      // softirq work of traffic sharing the agent's CPU would be charged to the agent.
+      const n = cpus().length;
+      const pin = n > 1 ? { traffic: '0', agent: String(n - 1) } : undefined;
+      for (let i = 0; i < R; i++) {
+        for (const s of rotate(args.agentStreams, i)) rows.get(s)!.push(await liveAgentRun(lab, { ...tcp(s, SMALL), cpus: pin?.traffic }, 1, pin?.agent));
+      }
+      const where = pin ? `; traffic on CPU ${pin.traffic}, agent on CPU ${pin.agent}` : '';
+      console.log(`\n### agent process, full path: ring buffer -> decode -> batches -> Kafka (${SMALL}-byte NODELAY writes${where})\n`);
       header(['TCP streams', 'events/s captured (kernel: emitted + ring full)', 'events/s produced (in Kafka)', 'agent CPU', 'events/s per agent core', 'RSS steady MiB', 'RSS peak MiB', 'lost: ring / agent queue / unsent', 'agent sent = in Kafka']);
       for (const [s, runs] of rows) {
         row([

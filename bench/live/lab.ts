@@ -17,8 +17,8 @@ export interface BenchLab {
   b: string;
   addrA: string;
   addrB: string;
-  /** Runs python3 code inside a namespace; resolves with its stdout. */
-  python(ns: string, code: string, args: string[]): { child: ChildProcess; done: Promise<string> };
+  /** Runs python3 code inside a namespace (on CPUs `cpus`, a taskset list, when given); resolves with its stdout. */
+  python(ns: string, code: string, args: string[], cpus?: string): { child: ChildProcess; done: Promise<string> };
   /**
    * `streams` parallel TCP senders from a to b (ports port, port+1, ...), each
    * sending `size`-byte writes for `seconds` over `conns` connections. `onStart`
@@ -37,6 +37,8 @@ export interface TcpRun {
   port: number;
   seconds: number;
   size: number;
+  /** Senders and sinks run only on these CPUs (a taskset list), and so does their softirq work. */
+  cpus?: string;
 }
 
 export interface TcpResult {
@@ -100,8 +102,9 @@ export function createLab(): BenchLab {
     remove();
     throw err;
   }
-  const python: BenchLab['python'] = (ns, code, args) => {
-    const child = spawn('ip', ['netns', 'exec', ns, 'python3', '-c', code, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const python: BenchLab['python'] = (ns, code, args, cpus) => {
+    const pin = cpus ? ['taskset', '-c', cpus] : [];
+    const child = spawn('ip', ['netns', 'exec', ns, ...pin, 'python3', '-c', code, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
     children.push(child);
     const done = new Promise<string>((resolve, reject) => {
       let out = '';
@@ -119,11 +122,11 @@ export function createLab(): BenchLab {
     async tcp(o, onStart) {
       const ports = Array.from({ length: o.streams }, (_, i) => String(o.port + i));
       const conns = String(o.conns ?? 1);
-      const sinks = ports.map((p) => python(b, TCP_SINK, [addrB, p, conns]));
+      const sinks = ports.map((p) => python(b, TCP_SINK, [addrB, p, conns], o.cpus));
       await Promise.all(sinks.map((s) => new Promise<void>((r) => s.child.stdout!.once('data', () => r()))));
       onStart?.();
       const soft0 = ksoftirqdCpuS();
-      const outs = await Promise.all(ports.map((p) => python(a, TCP_SOURCE, [addrB, p, String(o.seconds), String(o.size), conns]).done));
+      const outs = await Promise.all(ports.map((p) => python(a, TCP_SOURCE, [addrB, p, String(o.seconds), String(o.size), conns], o.cpus).done));
       const sinkOuts = await Promise.all(sinks.map((s) => s.done));
       const ksoftirqdS = ksoftirqdCpuS() - soft0;
       let bytes = 0;

@@ -109,7 +109,8 @@ export function createAgent(d: AgentDeps): Agent {
   function enqueue(batches: ReadyBatch[]) {
     for (const b of batches) {
       const meta = { agent: agentName, node: source.node, boot: source.boot, clockOffsetNs: b.clockOffsetNs, netnsNames, ...(source.names ? kernelNames(source.names, b.records, b.count) : {}) };
-      const value = encodeBatch(meta, b.records, b.seqs, b.count, b.conn);
+      const value = encodeBatch(meta, b.records, b.seqs, b.count, b.conn); // copies the records
+      batcher.recycle(b);
       queue.push({ partition: b.partition, key: `${agentName}/${b.partition}`, value, records: b.count });
       queuedBytes += b.count * RECORD_SIZE;
     }

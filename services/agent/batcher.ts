@@ -5,6 +5,10 @@
  * both directions together. A batch is
  * ready when it holds `maxRecords` or when its first record has waited `lingerMs`.
  * Pure bookkeeping: no I/O, no timers (the caller polls `due`), so tests drive it.
+ *
+ * A ready batch's buffers are lent: the caller encodes them, then hands them back
+ * with recycle(), and later batches reuse them. (A fresh 128 KiB buffer per batch,
+ * mostly empty at low rates, was most of the agent's garbage and page faults.)
  */
 import { partitionOf, partitionOfConn } from '../shared/flowkey.js';
 import { RECORD_SIZE } from '../shared/record.js';
@@ -20,12 +24,15 @@ export interface ReadyBatch {
   clockOffsetNs: bigint;
 }
 
-interface Open {
+interface Space {
   buf: Buffer;
   conn: Buffer;
   /** The same memory as 32-bit words: records are copied word by word (a Buffer.copy per record costs more than the copy). */
   buf32: Uint32Array;
   conn32: Uint32Array;
+}
+
+interface Open extends Space {
   seqs: number[];
   count: number;
   since: number;
@@ -37,19 +44,38 @@ export interface Batcher {
   add(chunk: AnnotatedChunk, now: number): ReadyBatch[];
   /** Batches whose linger has expired (all of them when `all`). */
   due(now: number, all?: boolean): ReadyBatch[];
+  /** Gives a sealed batch's buffers back for reuse; the batch must not be read afterwards. */
+  recycle(batch: ReadyBatch): void;
   /** Records held in open batches. */
   readonly pending: number;
 }
 
+/** Buffers kept for reuse beyond those in open batches. */
+const SPARE = 4;
+
 export function createBatcher(partitions: number, maxRecords: number, lingerMs: number): Batcher {
   const open: (Open | undefined)[] = new Array(partitions);
+  const spare: Space[] = [];
+  /** The space behind each batch out on loan. */
+  const lent = new WeakMap<ReadyBatch, Space>();
   let pending = 0;
 
   function seal(p: number): ReadyBatch {
     const o = open[p]!;
     open[p] = undefined;
     pending -= o.count;
-    return { partition: p, records: o.buf.subarray(0, o.count * RECORD_SIZE), conn: o.conn.subarray(0, o.count * 8), seqs: o.seqs, count: o.count, clockOffsetNs: o.clockOffsetNs };
+    const batch = { partition: p, records: o.buf.subarray(0, o.count * RECORD_SIZE), conn: o.conn.subarray(0, o.count * 8), seqs: o.seqs, count: o.count, clockOffsetNs: o.clockOffsetNs };
+    lent.set(batch, o);
+    return batch;
+  }
+
+  function space(): Space {
+    const s = spare.pop();
+    if (s) return s;
+    // Own ArrayBuffers (never pool slices), so the word views are aligned.
+    const buf = Buffer.from(new ArrayBuffer(maxRecords * RECORD_SIZE));
+    const conn = Buffer.from(new ArrayBuffer(maxRecords * 8));
+    return { buf, conn, buf32: words(buf)!, conn32: words(conn)! };
   }
 
   return {
@@ -68,10 +94,8 @@ export function createBatcher(partitions: number, maxRecords: number, lingerMs: 
           o = undefined;
         }
         if (!o) {
-          // Own ArrayBuffers (never pool slices), so the word views are aligned.
-          const buf = Buffer.from(new ArrayBuffer(maxRecords * RECORD_SIZE));
-          const conn = Buffer.from(new ArrayBuffer(maxRecords * 8));
-          o = { buf, conn, buf32: words(buf)!, conn32: words(conn)!, seqs: [], count: 0, since: now, clockOffsetNs: chunk.clockOffsetNs };
+          const { buf, conn, buf32, conn32 } = space();
+          o = { buf, conn, buf32, conn32, seqs: [], count: 0, since: now, clockOffsetNs: chunk.clockOffsetNs };
           open[p] = o;
         }
         if (src32 && conn32) {
@@ -98,6 +122,11 @@ export function createBatcher(partitions: number, maxRecords: number, lingerMs: 
         if (o && (all || now - o.since >= lingerMs)) out.push(seal(p));
       }
       return out;
+    },
+    recycle(batch) {
+      const s = lent.get(batch);
+      lent.delete(batch);
+      if (s && spare.length < SPARE) spare.push({ buf: s.buf, conn: s.conn, buf32: s.buf32, conn32: s.conn32 });
     },
     get pending() {
       return pending;

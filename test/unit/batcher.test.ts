@@ -64,4 +64,17 @@ describe('batcher', () => {
     expect(sealed.map((x) => [x.count, x.clockOffsetNs])).toEqual([[4, 7n]]);
     expect(b.due(0, true).map((x) => [x.count, x.clockOffsetNs])).toEqual([[1, 8n]]);
   });
+
+  it('reuses the buffers of recycled batches only', () => {
+    const b = createBatcher(1, 8, 50);
+    const [first] = b.add(chunk(8, false), 0);
+    const kept = Buffer.from(first!.records);
+    const [second] = b.add(chunk(8, false), 0);
+    // Not recycled: the first batch's memory is left alone.
+    expect(second!.records.buffer).not.toBe(first!.records.buffer);
+    expect(first!.records.equals(kept)).toBe(true);
+    b.recycle(first!);
+    const [third] = b.add(chunk(8, false), 0);
+    expect(third!.records.buffer).toBe(first!.records.buffer);
+  });
 });
