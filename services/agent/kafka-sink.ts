@@ -3,10 +3,12 @@ import '../shared/kafka-crc.js'; // before kafkajs: its batch checksum, natively
 import { CompressionTypes, Partitioners, type Kafka, type Producer } from 'kafkajs';
 import type { Config } from '../shared/config.js';
 import { HopError } from '../shared/errors.js';
-import { kafkaWhere } from '../shared/kafka.js';
+import { kafkaWhere } from '../shared/kafka.js'; // also registers the snappy codec
 import type { Logger } from '../shared/log.js';
 import { retry } from '../shared/retry.js';
 import type { BatchSink, OutMessage } from './agent.js';
+
+const COMPRESSION = { none: CompressionTypes.None, gzip: CompressionTypes.GZIP, snappy: CompressionTypes.Snappy } as const;
 
 export async function createKafkaSink(cfg: Config, kafka: Kafka, log: Logger, signal?: AbortSignal): Promise<BatchSink & { close(): Promise<void> }> {
   const where = `${kafkaWhere(cfg)} topic ${cfg.hopsTopic}`;
@@ -30,7 +32,7 @@ export async function createKafkaSink(cfg: Config, kafka: Kafka, log: Logger, si
         topic: cfg.hopsTopic,
         acks: -1,
         timeout: 30_000,
-        compression: CompressionTypes.None,
+        compression: COMPRESSION[cfg.kafkaCompression as keyof typeof COMPRESSION],
         messages: messages.map((m) => ({ partition: m.partition, key: m.key, value: m.value })),
       });
     },

@@ -76,6 +76,12 @@ export const options = {
   batchRecords: int('HOPTRACE_BATCH_RECORDS', 1024, 'Records packed into one Kafka message, at most.', 1, 65_536),
   lingerMs: int('HOPTRACE_LINGER_MS', 50, 'Longest wait before a partial batch is sent, ms.', 0, 60_000),
   maxInFlight: int('HOPTRACE_MAX_IN_FLIGHT', 8, 'Kafka sends in flight at once.', 1, 256),
+  kafkaCompression: str(
+    'HOPTRACE_KAFKA_COMPRESSION',
+    'snappy',
+    'Compression of the batches the agent produces: snappy | gzip | none. Snappy (the default) is faster than none end to end and stores ~30 bytes per event instead of ~138 (npm run bench:kafka).',
+    /^(snappy|gzip|none)$/,
+  ),
   bufferBytes: int('HOPTRACE_BUFFER_BYTES', 64 << 20, 'Bytes of records the agent holds while Kafka is slow or away; a live source drops (counted) beyond it.', 1 << 20, 1 << 30),
   metricsPort: int('HOPTRACE_METRICS_PORT', 9464, 'Agent Prometheus /metrics port on 127.0.0.1 (0 = off).', 0, 65_535),
   // correlator
