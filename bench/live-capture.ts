@@ -29,6 +29,12 @@
  *              128 KiB writes (round robin: every flow carries the same bytes):
  *              capture off / full / 1-in-N flow sampling (--sample), capture by the
  *              agent process to Kafka; per-repeat ratios to off, then the median.
+ *              One more row attaches the programs with every flow sampled out and
+ *              nothing in user space: the kernel side's share of the cost. Run
+ *              twice: traffic and capture sharing every CPU (on 2 CPUs, every CPU
+ *              second the agent and the broker take is taken from the traffic),
+ *              then traffic on CPU 0 and the agent on the last CPU, as on a node
+ *              where the agent has a CPU budget of its own.
  *              Sampling keeps or drops whole flows (symmetric tuple hash), so the
  *              kept share varies run to run around 1/N: the kernel's emitted /
  *              ringbuf_full / sampled_out counters are shown. Beside Gbit/s, bytes
@@ -436,6 +442,46 @@ async function main(): Promise<void> {
     console.log(`live capture bench: Linux ${release()}, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), node ${process.version}`);
     console.log(`namespaces ${lab.a} <-> ${lab.b} over veth; ${args.seconds}s per run, median of ${R}; all 7 programs, records ${RECORD_SIZE} bytes`);
 
+    const samplingSection = async (pin?: { traffic: string; agent: string }): Promise<void> => {
+      const S = args.tpStreams;
+      const C = args.tpConns;
+      const off: TcpResult[] = [];
+      const full: AgentRun[] = [];
+      const sampled: AgentRun[] = [];
+      const kernelOnly: InProcessRun[] = [];
+      const run = () => ({ ...tcp(S, BULK, C), cpus: pin?.traffic });
+      const steps = [
+        async () => void off.push(await lab.tcp(run())),
+        async () => void kernelOnly.push(await inProcessRun(lab, 'sampled-out', run())),
+        async () => void full.push(await liveAgentRun(lab, run(), 1, pin?.agent)),
+        async () => void sampled.push(await liveAgentRun(lab, run(), args.sample, pin?.agent)),
+      ];
+      for (let i = 0; i < R; i++) for (const step of rotate(steps, i)) await step();
+      const where = pin ? `; traffic on CPU ${pin.traffic}, agent on CPU ${pin.agent}` : '; traffic and capture share every CPU';
+      console.log(`\n### TCP throughput, ${S} senders x ${C} connections = ${S * C} flows (equal bytes each), ${BULK >> 10} KiB writes; capture by the agent process -> Kafka${where}\n`);
+      const agentRow = (label: string, runs: AgentRun[]): TpRow => ({
+        label,
+        runs: runs.map((r) => ({ tcp: r.tcp, captureCpuS: r.cpuS, captureS: r.seconds })),
+        extra: [
+          fmt(median(runs.map((r) => r.produced / r.tcp.seconds))),
+          runs.map((r) => [r.stats.kernel_emitted, r.stats.kernel_ringbuf_full, r.stats.kernel_sampled_out].map((n) => fmt(n ?? NaN)).join(' / ')).join(', '),
+        ],
+      });
+      throughputTable(
+        ['events/s produced', 'kernel: emitted / ring full / sampled out'],
+        [
+          { label: 'off', runs: off.map((t) => ({ tcp: t, captureCpuS: 0, captureS: t.seconds })), extra: ['', ''] },
+          {
+            label: 'programs attached, every flow sampled out (no agent, no Kafka: the kernel side alone)',
+            runs: kernelOnly.map((r) => ({ tcp: r.tcp, captureCpuS: r.cpuS, captureS: r.seconds })),
+            extra: ['0', ''],
+          },
+          agentRow('full', full),
+          agentRow(`1 flow in ${args.sample} sampled`, sampled),
+        ],
+      );
+    };
+
     if (args.sections.includes('drain')) {
       const runs: InProcessRun[] = [];
       for (let i = 0; i < R; i++) runs.push(await inProcessRun(lab, 'owned', tcp(1, SMALL)));
@@ -543,30 +589,10 @@ async function main(): Promise<void> {
     }
 
     if (args.sections.includes('sampling')) {
-      const S = args.tpStreams;
-      const C = args.tpConns;
-      const off: TcpResult[] = [];
-      const full: AgentRun[] = [];
-      const sampled: AgentRun[] = [];
-      const steps = [
-        async () => void off.push(await lab.tcp(tcp(S, BULK, C))),
-        async () => void full.push(await liveAgentRun(lab, tcp(S, BULK, C), 1)),
-        async () => void sampled.push(await liveAgentRun(lab, tcp(S, BULK, C), args.sample)),
-      ];
-      for (let i = 0; i < R; i++) for (const step of rotate(steps, i)) await step();
-      console.log(`\n### TCP throughput, ${S} senders x ${C} connections = ${S * C} flows (equal bytes each), ${BULK >> 10} KiB writes; capture by the agent process -> Kafka\n`);
-      const agentRow = (label: string, runs: AgentRun[]): TpRow => ({
-        label,
-        runs: runs.map((r) => ({ tcp: r.tcp, captureCpuS: r.cpuS, captureS: r.seconds })),
-        extra: [
-          fmt(median(runs.map((r) => r.produced / r.tcp.seconds))),
-          runs.map((r) => [r.stats.kernel_emitted, r.stats.kernel_ringbuf_full, r.stats.kernel_sampled_out].map((n) => fmt(n ?? NaN)).join(' / ')).join(', '),
-        ],
-      });
-      throughputTable(
-        ['events/s produced', 'kernel: emitted / ring full / sampled out'],
-        [{ label: 'off', runs: off.map((t) => ({ tcp: t, captureCpuS: 0, captureS: t.seconds })), extra: ['', ''] }, agentRow('full', full), agentRow(`1 flow in ${args.sample} sampled`, sampled)],
-      );
+      // Traffic and capture on every CPU, then traffic on CPU 0 and the agent on the last, as on a node
+      // where the agent has a CPU budget of its own: there only the kernel side slows the traffic.
+      await samplingSection();
+      if (cpus().length > 1) await samplingSection({ traffic: '0', agent: String(cpus().length - 1) });
     }
   } finally {
     await cleanup();

@@ -3,7 +3,8 @@
  * of a known TCP connection go to its client ISN's partition (flowkey.partitionOfConn),
  * so all its hops across NAT meet there; the others go by 5-tuple (flowkey.partitionOf),
  * both directions together. A batch is
- * ready when it holds `maxRecords` or when its first record has waited `lingerMs`.
+ * ready when it holds `maxRecords` or when the first record of any open batch has
+ * waited `lingerMs` (then all open batches are ready).
  * Pure bookkeeping: no I/O, no timers (the caller polls `due`), so tests drive it.
  *
  * A ready batch's buffers are lent: the caller encodes them, then hands them back
@@ -116,11 +117,17 @@ export function createBatcher(partitions: number, maxRecords: number, lingerMs: 
       return out;
     },
     due(now, all = false) {
-      const out: ReadyBatch[] = [];
-      for (let p = 0; p < partitions; p++) {
+      // Once one batch's linger is up, every open batch goes with it: they leave in one
+      // produce request instead of one each (at low rates a request costs far more than
+      // its records), and none waits longer than lingerMs.
+      let expired = all;
+      for (let p = 0; p < partitions && !expired; p++) {
         const o = open[p];
-        if (o && (all || now - o.since >= lingerMs)) out.push(seal(p));
+        expired = o !== undefined && now - o.since >= lingerMs;
       }
+      const out: ReadyBatch[] = [];
+      if (!expired) return out;
+      for (let p = 0; p < partitions; p++) if (open[p]) out.push(seal(p));
       return out;
     },
     recycle(batch) {

@@ -77,4 +77,14 @@ describe('batcher', () => {
     const [third] = b.add(chunk(8, false), 0);
     expect(third!.records.buffer).toBe(first!.records.buffer);
   });
+
+  it('sends every open batch once the oldest has waited lingerMs', () => {
+    const b = createBatcher(6, 1024, 50);
+    b.add(chunk(3, false), 0); // a few partitions, opened at t=0
+    b.add({ ...chunk(30, false), seqs: Array.from({ length: 30 }, (_, i) => 200 + i) }, 40); // more, at t=40
+    expect(b.due(49)).toEqual([]);
+    const out = b.due(50);
+    expect(out.reduce((s, x) => s + x.count, 0)).toBe(33);
+    expect(b.pending).toBe(0);
+  });
 });
