@@ -28,6 +28,7 @@
  * correlator (its own fetch, decode, rows, insert) and ClickHouse. Costs this process a
  * little CPU (shown in the CPU table).
  */
+import { AGENT_NODE_FLAGS } from '../services/agent/node-flags.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, createWriteStream, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -77,7 +78,7 @@ interface Child {
 
 function startChild(dir: string, name: string, args: string[], env: NodeJS.ProcessEnv, onLine?: (line: string) => void): Child {
   const logFile = join(dir, `${name}.log`);
-  const proc = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  const proc = spawn(process.execPath, [...(args[0] === 'agent' ? AGENT_NODE_FLAGS : []), CLI, ...args], { env, stdio: ['ignore', 'ignore', 'pipe'] });
   proc.stderr!.pipe(createWriteStream(logFile));
   if (onLine) createInterface({ input: proc.stderr! }).on('line', onLine);
   const child: Child = { name, proc, logFile, running: true, exited: Promise.resolve(null) };

@@ -56,6 +56,7 @@ import { cpus, release, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generateRecording } from '../services/agent/generate.js';
+import { AGENT_NODE_FLAGS } from '../services/agent/node-flags.js';
 import { createLiveSource, parseLiveOptions, type LiveSource } from '../services/agent/live/index.js';
 import { loadConfig } from '../services/shared/config.js';
 import { RECORD_SIZE } from '../services/shared/record.js';
@@ -194,7 +195,7 @@ interface AgentProc {
 function spawnAgent(args: string[], metricsPort: number, cpus?: string): AgentProc {
   const topic = `hoptrace.bench.live.${randomBytes(4).toString('hex')}`;
   topics.push(topic);
-  const cmd = [process.execPath, CLI, 'agent', ...args];
+  const cmd = [process.execPath, ...AGENT_NODE_FLAGS, CLI, 'agent', ...args];
   const child = spawn(cpus ? 'taskset' : cmd[0]!, cpus ? ['-c', cpus, ...cmd] : cmd.slice(1), {
     env: { ...process.env, HOPTRACE_HOPS_TOPIC: topic, HOPTRACE_METRICS_PORT: String(metricsPort), HOPTRACE_LOG_LEVEL: 'info' },
     stdio: ['ignore', 'ignore', 'pipe'],

@@ -133,7 +133,7 @@ export function createBatcher(partitions: number, maxRecords: number, lingerMs: 
     recycle(batch) {
       const s = lent.get(batch);
       lent.delete(batch);
-      if (s && spare.length < SPARE) spare.push({ buf: s.buf, conn: s.conn, buf32: s.buf32, conn32: s.conn32 });
+      if (s && spare.length < SPARE) spare.push(s);
     },
     get pending() {
       return pending;

@@ -13,6 +13,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { AGENT_NODE_FLAGS } from '../agent/node-flags.js';
 import { LabError } from './errors.js';
 import { repoRoot } from './paths.js';
 import { requireState, type LabState } from './state.js';
@@ -74,7 +75,7 @@ export async function startAgents(plans: readonly AgentPlan[], env: NodeJS.Proce
     }
     writeFileSync(log, '');
     const fd = openSync(log, 'a');
-    const child = spawn(process.execPath, ['--enable-source-maps', cli, 'agent', '--live', '--node', p.node, '--netns', p.netns.join(','), '--clock-skew-ms', String(p.clockSkewMs)], {
+    const child = spawn(process.execPath, ['--enable-source-maps', ...AGENT_NODE_FLAGS, cli, 'agent', '--live', '--node', p.node, '--netns', p.netns.join(','), '--clock-skew-ms', String(p.clockSkewMs)], {
       detached: true,
       stdio: ['ignore', fd, fd],
       env: { ...env, HOPTRACE_AGENT_NAME: p.node, HOPTRACE_METRICS_PORT: String(p.metricsPort) },
