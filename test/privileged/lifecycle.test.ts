@@ -257,6 +257,45 @@ describePrivileged('live capture: lifecycle, filters and counters', () => {
     expect(Object.entries(st).filter(([k, v]) => (k.startsWith('corrupt_') || k === 'bad_size') && v > 0)).toEqual([]);
   });
 
+  it('holds up to maxQueuedChunks full chunks of records while not pulled, however small the chunks', async () => {
+    // 2 x 1024 records at most; drains every 2 ms make chunks of a few records each.
+    const source = createLiveSource(parseLiveOptions({ netns: [cli.name, srv.name], maxQueuedChunks: 2, chunkRecords: 1024, drainIntervalMs: 2 }));
+    const send = async (port: number, writes: number) => {
+      const server = srv.spawn('node', ['-e', TCP_ECHO_SERVER, link.addrB, String(port)]);
+      await waitLine(server, /listening/);
+      const client = cli.spawn('node', ['-e', `
+        const s = require('net').connect(${port}, '${link.addrB}', () => {
+          s.setNoDelay(true);
+          let i = 0; const t = setInterval(() => { s.write('x'); if (++i === ${writes}) { clearInterval(t); s.end(); } }, 2);
+        });
+        s.on('data', () => {}); s.on('close', () => process.exit(0));`]);
+      await new Promise((r) => client.once('exit', r));
+      server.kill();
+      await sleep(50);
+    };
+    let drained = 0;
+    const pull = async () => {
+      for await (const c of source.chunks()) {
+        drained += c.count;
+        if (source.stats().queued_chunks === 0) break;
+      }
+    };
+    try {
+      // ~100 writes over ~200 ms: many small chunks, far fewer than 2,048 records. Nothing is pulled meanwhile.
+      await send(16023, 100);
+      const st = source.stats();
+      expect(st.chunks).toBeGreaterThan(2);
+      expect(st.queue_full).toBe(0);
+      await pull();
+      expect(drained).toBe(st.records);
+      // Past 2,048 records unpulled, the rest is dropped and counted.
+      await send(16024, 1200);
+      expect(source.stats().queue_full).toBeGreaterThan(0);
+    } finally {
+      await source.stop();
+    }
+  });
+
   it('reports each program\'s runs and run time while kernel.bpf_stats_enabled is on', async () => {
     const STATS = '/proc/sys/kernel/bpf_stats_enabled';
     const was = readFileSync(STATS, 'utf8').trim();

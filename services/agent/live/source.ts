@@ -6,8 +6,11 @@
  * becoming readable, which the kernel signals only once the ring is
  * `wakeupFraction` full (filter.bpf.h), so a busy ring costs few wakeups and a
  * quiet one adds at most one timer period of latency. The consumer applies no
- * backpressure to the kernel: if it stops pulling, at most maxQueuedChunks are
- * held and further records are dropped and counted (queue_full).
+ * backpressure to the kernel: if it stops pulling, at most maxQueuedChunks full
+ * chunks' worth of records (maxQueuedChunks x chunkRecords) are held and further
+ * records are dropped and counted (queue_full). The bound is in records, not
+ * chunks: at low rates each timer drain yields a small chunk, and a count of
+ * chunks overflowed after a pause of a few drains while holding almost nothing.
  */
 import { randomInt } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -119,6 +122,8 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
   const staging = Buffer.from(new ArrayBuffer(opts.chunkRecords * RECORD_SIZE));
   const tsScratch = new Uint8Array(16);
   const queue: RecordChunk[] = [];
+  const maxQueuedRecords = opts.maxQueuedChunks * opts.chunkRecords;
+  let queuedRecords = 0;
   let waiter: (() => void) | null = null;
   let seq = 0;
   let stopped = false;
@@ -179,13 +184,14 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
       local.records += kept;
       const firstSeq = seq;
       seq += kept;
-      if (queue.length >= opts.maxQueuedChunks) {
+      if (queuedRecords + kept > maxQueuedRecords) {
         local.queue_full += kept; // the seq gap marks the loss downstream
         continue;
       }
       const buf = Buffer.allocUnsafe(kept * RECORD_SIZE);
       staging.copy(buf, 0, 0, kept * RECORD_SIZE);
       queue.push({ buf, count: kept, firstSeq, clockOffsetNs: clockOffsetNs(libc, tsScratch), netnsNames });
+      queuedRecords += kept;
       local.chunks++;
       if (count < opts.chunkRecords) break;
     }
@@ -225,6 +231,7 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
       for (;;) {
         const c = queue.shift();
         if (c) {
+          queuedRecords -= c.count;
           yield c;
           continue;
         }
