@@ -57,15 +57,11 @@ export interface CtConnection {
   client: { addr: string; port: number };
   /** The tuple the server side sees: after DNAT, and SNAT in snat mode (the last one, when a retransmitted SYN got a new mapping). */
   serverSide: Tuple;
-  /**
-   * Earlier server-side tuples of the same connection: a SYN sent again after its first
-   * mapping never became established (unanswered, or answered by a server TIME_WAIT socket
-   * with an ACK the client reset) can get a new SNAT port.
-   */
+  /** Earlier server-side tuples of the same connection: a SYN that went unanswered and was sent again can get a new SNAT port. */
   earlier: Tuple[];
 }
 
-/** A SYN retransmission comes within this long of the first SYN. */
+/** A SYN retransmission comes within this long of the first, unanswered SYN. */
 const SAME_CONNECTION_NS = 5_000_000_000n;
 
 /**
@@ -78,8 +74,7 @@ const SAME_CONNECTION_NS = 5_000_000_000n;
 export function recordConnections(state: LabState, everyMs = 150): { ready: Promise<void>; stop(): Promise<CtConnection[]> } {
   const netns = state.nodes['node-lb']!.netns;
   const seen = new Map<string, { firstNs: bigint; line: string }>();
-  /** Entries conntrack marked ASSURED (the handshake completed) at some poll. */
-  const assured = new Set<string>();
+  const unreplied = new Set<string>();
   let stopping = false;
   const list = async () => (await nsRun(netns, 'conntrack', ['-L', '-p', 'tcp', '--orig-dst', state.vip.ip, '-o', 'id'], { allowFail: true })).stdout.split('\n');
   const idOf = (line: string) => /\bid=(\d+)/.exec(line)?.[1];
@@ -98,7 +93,8 @@ export function recordConnections(state: LabState, everyMs = 150): { ready: Prom
         const id = idOf(line);
         if (!id) continue;
         if (!seen.has(id)) seen.set(id, { firstNs: now, line });
-        if (line.includes('[ASSURED]')) assured.add(id);
+        if (line.includes('[UNREPLIED]')) unreplied.add(id);
+        else unreplied.delete(id);
       }
       if (!stopping) await new Promise((r) => setTimeout(r, everyMs));
     }
@@ -110,26 +106,26 @@ export function recordConnections(state: LabState, everyMs = 150): { ready: Prom
       stopping = true;
       await running;
       const entries = [...seen].sort(([, a], [, b]) => (a.firstNs < b.firstNs ? -1 : a.firstNs > b.firstNs ? 1 : 0));
-      const out: (CtConnection & { established: boolean })[] = [];
-      const latest = new Map<string, CtConnection & { established: boolean }>();
+      const out: (CtConnection & { unanswered: boolean })[] = [];
+      const latest = new Map<string, CtConnection & { unanswered: boolean }>();
       for (const [id, { firstNs: tsNs, line }] of entries) {
         const kv = [...line.matchAll(/\b(src|dst|sport|dport)=(\S+)/g)].map((m) => m[2]!);
         if (kv.length < 8) continue;
         const [os, , osp, , rs, rd, rsp, rdp] = kv as [string, string, string, string, string, string, string, string];
         const serverSide = { src: { addr: rd, port: Number(rdp) }, dst: { addr: rs, port: Number(rsp) } };
         const prev = latest.get(`${os}:${osp}`);
-        if (prev && !prev.established && tsNs - prev.tsNs < SAME_CONNECTION_NS) {
-          // A retransmitted SYN of the same connection that conntrack mapped anew (the first mapping never established).
+        if (prev && prev.unanswered && tsNs - prev.tsNs < SAME_CONNECTION_NS) {
+          // A retransmitted SYN of the same connection that conntrack mapped anew (the first mapping never got a reply).
           prev.earlier.push(prev.serverSide);
           prev.serverSide = serverSide;
-          prev.established = assured.has(id);
+          prev.unanswered = unreplied.has(id);
           continue;
         }
-        const c = { tsNs, client: { addr: os, port: Number(osp) }, serverSide, earlier: [], established: assured.has(id) };
+        const c = { tsNs, client: { addr: os, port: Number(osp) }, serverSide, earlier: [], unanswered: unreplied.has(id) };
         latest.set(`${os}:${osp}`, c);
         out.push(c);
       }
-      return out.map(({ established: _, ...c }) => c);
+      return out.map(({ unanswered: _, ...c }) => c);
     },
   };
 }
