@@ -190,29 +190,36 @@ static __always_inline void hop_udp_into(struct hop_event *e, const struct udphd
 }
 
 /*
- * TCP/UDP header at nh + off into e; l4len = bytes of L4 header + payload.
- * `h` holds `have` bytes already read at nh: a header at the usual offset (20
- * for IPv4, 40 for IPv6) is taken from there, anything else is read.
+ * `size` bytes of the L4 header at nh + off into dst. `h` holds `have` bytes already
+ * read at nh: a header at the usual offset (20 for IPv4, 40 for IPv6) is taken from
+ * there, anything else is read. Nonzero when the read fails.
  */
+static __always_inline long hop_l4_header(void *dst, __u32 size, const __u8 *h, __u32 have, const unsigned char *nh,
+					  __u32 off)
+{
+	if (off == 20 && have >= 20 + size) {
+		__builtin_memcpy(dst, h + 20, size);
+		return 0;
+	}
+	if (off == 40 && have >= 40 + size) {
+		__builtin_memcpy(dst, h + 40, size);
+		return 0;
+	}
+	return bpf_probe_read_kernel(dst, size, nh + off);
+}
+
+/* TCP/UDP header at nh + off into e; l4len = bytes of L4 header + payload. */
 static __always_inline int hop_parse_l4(struct hop_event *e, const __u8 *h, __u32 have, const unsigned char *nh,
 					__u32 off, __u32 l4len)
 {
 	if (e->l4proto == IPPROTO_TCP) {
 		struct tcphdr th;
-		if (off == 20 && have >= 20 + sizeof(th))
-			__builtin_memcpy(&th, h + 20, sizeof(th));
-		else if (off == 40 && have >= 40 + sizeof(th))
-			__builtin_memcpy(&th, h + 40, sizeof(th));
-		else if (bpf_probe_read_kernel(&th, sizeof(th), nh + off))
+		if (hop_l4_header(&th, sizeof(th), h, have, nh, off))
 			return HOP_PARSE_TRUNCATED;
 		hop_tcp_into(e, &th, l4len);
 	} else if (e->l4proto == IPPROTO_UDP) {
 		struct udphdr uh;
-		if (off == 20 && have >= 20 + sizeof(uh))
-			__builtin_memcpy(&uh, h + 20, sizeof(uh));
-		else if (off == 40 && have >= 40 + sizeof(uh))
-			__builtin_memcpy(&uh, h + 40, sizeof(uh));
-		else if (bpf_probe_read_kernel(&uh, sizeof(uh), nh + off))
+		if (hop_l4_header(&uh, sizeof(uh), h, have, nh, off))
 			return HOP_PARSE_TRUNCATED;
 		hop_udp_into(e, &uh, l4len);
 	} else {

@@ -71,7 +71,9 @@ export function partitionOf(buf: Buffer, off: number, partitions: number): numbe
  * 53-bit flow id of the record's canonical 5-tuple: hashTuple seeded 0x2f1a7c3d
  * (top 21 bits) and 0x5bd1e995 (32 bits), computed in one pass over the tuple
  * (the agent does this for every TCP record). Stored flow ids depend on it: the
- * unit test pins values computed by the two-pass definition.
+ * unit test pins values computed by the two-pass definition. The canonical order is
+ * written out again here rather than shared with hashTuple: filling a shared word
+ * scratch that both read measured 7-50% slower per call.
  */
 export function flowId(buf: Buffer, off: number): number {
   const rev = compareEndpoints(buf, off) > 0;
