@@ -21,7 +21,9 @@
  *              each device hook's BPF program (kernel.bpf_stats_enabled, set for
  *              the section and restored), with 1 stream of 128 KiB writes, when the
  *              namespace is not owned, when every flow is sampled out, and with full
- *              capture. Runs of the three device hooks are one per packet each.
+ *              capture. Each hook runs once per packet; on the veth pair (noqueue)
+ *              net_dev_start_xmit returns at once, so its ns/run is the floor: the
+ *              tracepoint's call into BPF plus the stats clock reads.
  *  throughput  TCP throughput, 1 stream of 128 KiB writes, capture off / on (in
  *              process, namespaces owned) / on but not owning them; per-repeat
  *              ratios to off, then the median.

@@ -95,6 +95,29 @@ describePrivileged('live capture: TCP between namespaces', () => {
     await cap.waitFor((r) => r.kind === Kind.SOCK_STATE && r.netnsIno === cli.inode && r.skState === 1 && isFlow(r, link.addrA, cport, link.addrB, port), { what: 'client ESTABLISHED' });
   });
 
+  it('records net_dev_start_xmit only on a device with a queue: none on veth (noqueue), one per packet behind a qdisc', async () => {
+    const xmitOf = (cport: number, port: number) => (r: HopRecord) =>
+      r.kind === Kind.PACKET && r.hook === Hook.NET_DEV_XMIT && (isFlow(r, link.addrA, cport, link.addrB, port) || isFlow(r, link.addrB, port, link.addrA, cport));
+    const bare = await exchange(cli, srv, link.addrB, 18082, 'no queue');
+    await cap.waitFor((r) => r.kind === Kind.PACKET && r.hook === Hook.NET_DEV_QUEUE && isFlow(r, link.addrB, 18082, link.addrA, bare) && r.payloadLen > 0, { what: 'echo egress' });
+    await cap.settle();
+    expect(cap.records.filter(xmitOf(bare, 18082))).toEqual([]);
+
+    cli.run('tc', ['qdisc', 'add', 'dev', link.a, 'root', 'pfifo']);
+    try {
+      const queued = await exchange(cli, srv, link.addrB, 18083, 'queued');
+      const [syn] = await cap.waitFor((r) => xmitOf(queued, 18083)(r) && r.tcpFlags === SYN, { what: 'client SYN after the qdisc' });
+      const [synQueued] = await cap.waitFor((r) => r.kind === Kind.PACKET && r.hook === Hook.NET_DEV_QUEUE && r.tcpFlags === SYN && isFlow(r, link.addrA, queued, link.addrB, 18083), { what: 'client SYN queued' });
+      expect(syn).toMatchObject({ netnsIno: cli.inode, ifname: link.a, skbId: synQueued!.skbId, seq: synQueued!.seq });
+      expect(syn!.tsNs).toBeGreaterThanOrEqual(synQueued!.tsNs);
+      await cap.settle();
+      // The server's side of the link kept its noqueue root: nothing there.
+      expect(cap.records.filter(xmitOf(queued, 18083)).filter((r) => r.netnsIno !== cli.inode)).toEqual([]);
+    } finally {
+      cli.run('tc', ['qdisc', 'del', 'dev', link.a, 'root']);
+    }
+  });
+
   it('reports an IPv6 exchange', async () => {
     const a6 = link.addr6A;
     const b6 = link.addr6B;

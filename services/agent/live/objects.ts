@@ -19,7 +19,7 @@ import { OBJECTS, RODATA_WAKEUP_BYTES, SharedMap, SHARED_MAP_NAMES, type ObjectN
 const LOST: Record<string, string> = {
   netif_receive_skb: 'device ingress packets',
   net_dev_queue: 'device egress packets and conntrack (CT) records',
-  net_dev_start_xmit: 'time packets spend in a device queue (netem, shaping)',
+  net_dev_start_xmit: 'time packets spend in a device queue (netem, shaping; devices without a queue have none)',
   kfree_skb: 'drops',
   tcp_send_reset: 'resets sent',
   tcp_receive_reset: 'resets received',
