@@ -235,7 +235,7 @@ static __always_inline int hop_parse_l4(struct hop_event *e, const __u8 *h, __u3
  */
 static __always_inline int hop_parse_l3(struct hop_event *e, const unsigned char *nh, __u32 l3len)
 {
-	__u8 h[HOP_HDR_READ];
+	__u8 h[HOP_HDR_READ] __attribute__((aligned(8)));
 	__u32 have = sizeof(h);
 	if (bpf_probe_read_kernel(h, sizeof(h), nh)) {
 		have = sizeof(struct iphdr); /* a bad pointer, but try the least */
