@@ -172,18 +172,17 @@ export function createAgent(d: AgentDeps): Agent {
     while (held() > limitBytes || inFlight >= cfg.maxInFlight) await waitChange();
   }
 
-  let lastCorrupt: Record<string, number> = {};
+  /** What the source rejected as malformed, counted as dropped once. Runs per chunk, so it reads
+   * only the source's own tallies (its stats() also reads the kernel's counters). */
+  const lastRejected = new Map<string, number>();
   function syncSourceCounters() {
-    const s = source.stats();
-    for (const [k, v] of Object.entries(s)) {
-      if (!k.startsWith('corrupt_')) continue;
-      const delta = v - (lastCorrupt[k] ?? 0);
-      if (delta > 0) {
-        metrics.recordsDropped.inc({ reason: k }, delta);
-        totals.dropped += delta;
-      }
+    for (const [k, v] of Object.entries(source.rejected())) {
+      const delta = v - (lastRejected.get(k) ?? 0);
+      if (delta <= 0) continue;
+      metrics.recordsDropped.inc({ reason: `corrupt_${k}` }, delta);
+      totals.dropped += delta;
+      lastRejected.set(k, v);
     }
-    lastCorrupt = Object.fromEntries(Object.entries(s).filter(([k]) => k.startsWith('corrupt_')));
   }
 
   let stopped: Promise<void> | undefined;

@@ -73,6 +73,7 @@ export function withClockSkew(source: RecordSource, skewMs: number): RecordSourc
     },
     stop: () => source.stop(),
     stats: () => source.stats(),
+    rejected: () => source.rejected(),
   };
 }
 
@@ -89,6 +90,7 @@ export async function runLiveAgent(cfg: Config, live: LiveOptionsInput, skewMs: 
       chunks: () => liveSource.chunks(),
       stop: () => liveSource.stop(),
       stats: () => liveSource.stats(),
+      rejected: () => liveSource.rejected(),
     },
     skewMs,
   );

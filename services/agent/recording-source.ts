@@ -49,12 +49,13 @@ export async function openRecording(o: RecordingSourceOptions): Promise<RecordSo
   const chunkRecords = o.chunkRecords ?? 4096;
   const rate = o.rate ?? 0;
   const counters: Record<string, number> = { records_read: 0 };
+  const rejected: Partial<Record<CorruptReason, number>> = {};
   let stopped = false;
   const totalRecords = Math.floor((size - HEADER_SIZE) / RECORD_SIZE);
   const clockOffsetNs = o.retime ? wallMinusMonotonicNs() : header.clockOffsetNs;
 
   function corrupt(offset: number, reason: CorruptReason) {
-    counters[`corrupt_${reason}`] = (counters[`corrupt_${reason}`] ?? 0) + 1;
+    rejected[reason] = (rejected[reason] ?? 0) + 1;
     o.onCorrupt?.({ file: o.file, offset, reason });
   }
 
@@ -114,7 +115,8 @@ export async function openRecording(o: RecordingSourceOptions): Promise<RecordSo
     async stop() {
       stopped = true;
     },
-    stats: () => ({ ...counters }),
+    stats: () => ({ ...counters, ...Object.fromEntries(Object.entries(rejected).map(([k, v]) => [`corrupt_${k}`, v])) }),
+    rejected: () => rejected,
   };
 }
 

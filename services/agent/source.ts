@@ -48,4 +48,9 @@ export interface RecordSource {
   stop(): Promise<void>;
   /** Counters by name (records read, dropped by reason, ...), for logs and /metrics. */
   stats(): Record<string, number>;
+  /**
+   * Records read but rejected as malformed, by reason: the subset of stats() the agent
+   * counts as dropped after every chunk, so it must not cost a kernel call.
+   */
+  rejected(): Readonly<Record<string, number>>;
 }

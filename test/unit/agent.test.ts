@@ -20,6 +20,7 @@ function arraySource(chunks: RecordChunk[]): RecordSource {
     },
     stop: async () => undefined,
     stats: () => ({}),
+    rejected: () => ({}),
   };
 }
 
@@ -64,6 +65,31 @@ describe('agent pipeline', () => {
     await agent.run();
     expect(sent.reduce((s, m) => s + m.records, 0)).toBe(200);
     expect((await metrics.registry.getSingleMetricAsString('hoptrace_agent_kafka_produce_errors_total'))).toContain('code="KAFKA_DOWN"');
+  });
+
+  it('counts what the source rejected as malformed once, by reason, without asking for its stats', async () => {
+    const rejected: Record<string, number> = {};
+    const source: RecordSource = {
+      ...arraySource([]),
+      async *chunks() {
+        for (const [i, c] of chunksOf(3, 10).entries()) {
+          rejected.bad_kind = i + 1; // cumulative, as sources keep them
+          if (i === 2) rejected.truncated = 1;
+          yield c;
+        }
+      },
+      stats: () => {
+        throw new Error('stats() reads kernel counters: not per chunk');
+      },
+      rejected: () => rejected,
+    };
+    const metrics = createAgentMetrics();
+    const agent = createAgent({ cfg: loadConfig({ batchRecords: 10, lingerMs: 1 }, {}), source, sink: { where: 'test', send: async () => undefined }, partitions: 1, log, metrics });
+    await agent.run();
+    expect(agent.stats()).toMatchObject({ read: 30, sent: 30, dropped: 4 });
+    const text = await metrics.registry.getSingleMetricAsString('hoptrace_agent_records_dropped_total');
+    expect(text).toContain('reason="corrupt_bad_kind"} 3');
+    expect(text).toContain('reason="corrupt_truncated"} 1');
   });
 
   it('counts what is still unsent when a stop gives up on a dead sink', async () => {

@@ -280,6 +280,7 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
       netns: owned ? [...owned] : null,
     }),
 
+    rejected: () => corrupt,
     tally: () => tally,
     kernelCounters: () => finalKernel ?? kernelCounters(),
     programStats: () => (stopped ? [] : kernel.attached.map((a) => ({ program: a.program, tracepoint: a.tracepoint, ...readProgramStats(a.fd) }))),
