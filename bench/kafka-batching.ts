@@ -13,7 +13,7 @@
  *
  *   npm run build && node dist/bench/kafka-batching.js [--events 500000] [--runs 3]
  *
- * Needs the local Kafka (bash deploy/local/infra.sh up). Per strategy and run: a topic of
+ * Needs the local Kafka (`npm run bench:kafka` starts it). Per strategy and run: a topic of
  * its own; the agents' CPU (process.cpuUsage of this process, which runs only them while
  * measured) and wall time from first record to last ack; the broker's CPU over the same
  * span (from var/run/kafka.pid: other work on the broker counts too, so that column is

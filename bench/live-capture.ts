@@ -46,7 +46,7 @@
  * topic of its own, deleted once counted; namespaces, processes, topics and the
  * generated recording are removed on every exit path.
  *
- * Build and run:  npm run build && node dist/bench/live-capture.js [--seconds 3] [--repeat 3]
+ * Run:  npm run bench:live -- [--seconds 3] [--repeat 3]
  *   [--sections drain,agent,recording,kernel,throughput,sampling] [--agent-streams 1,2,4]
  *   [--tp-streams 8] [--tp-conns 8] [--sample 8] [--recording-events 2000000]
  */

@@ -3,7 +3,7 @@
  *
  *   npm run build && node dist/bench/pipeline.js [--events 1000000] [--runs 3] [--formats JSONEachRow,TabSeparated,RowBinary]
  *
- * Needs the local Kafka and ClickHouse (bash deploy/local/infra.sh up). Each run uses a
+ * Needs the local Kafka and ClickHouse (`npm run bench` starts them). Each run uses a
  * topic and database of its own. "Per core" divides events by the CPU seconds the
  * measured process used (process.cpuUsage), so the figure is comparable across a busy
  * 2-core machine; wall-clock rates are shown beside it. Medians of the runs.
