@@ -48,7 +48,7 @@ program
   .option('--addrs <list>', 'live: addresses or CIDRs to keep; "all"')
   .option('--ports <list>', 'live: ports to keep; "all"')
   .option('--protocols <list>', 'live: tcp, udp, icmp... to keep; "all"')
-  .option('--sample <n>', 'live: keep packets of 1 flow in N', intArg(1, 1_000_000))
+  .option('--sample <n>', 'live: keep packets of 1 flow in N', intArg(1, 1 << 20))
   .option('--clock-skew-ms <ms>', "pretend this node's wall clock is off by this much (lab knob)", Number, 0)
   .action(async (o: { live?: boolean; recording?: string; rate: number; retime?: boolean; node?: string; netns?: string; interfaces?: string; addrs?: string; ports?: string; protocols?: string; sample?: number; clockSkewMs: number }) => {
     if (!o.live === !o.recording) throw new HopError('HOP_CONFIG_INVALID', 'give exactly one of --live or --recording FILE');
