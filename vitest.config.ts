@@ -7,5 +7,7 @@ export default defineConfig({
     testTimeout: 180_000,
     hookTimeout: 180_000,
     reporters: ['default'],
+    // Temporary files of a run live in one directory, removed at its end.
+    globalSetup: ['test/global-tmp.ts'],
   },
 });

@@ -17,12 +17,14 @@ export function createKafka(cfg: Config, role: string, log: Logger): Kafka {
     // kafkajs retries each request a few times; hoptrace's own loop (retry.ts) takes over after that.
     retry: { retries: 3, initialRetryTime: 200, maxRetryTime: 2_000 },
     logLevel: logLevel.WARN,
+    // kafkajs logs each failed attempt at ERROR ("Connection error", "Failed to connect to seed
+    // broker") although it and then hoptrace's retry loop go on; hoptrace logs an error itself
+    // once a request, a send or the consumer fails for good. So kafkajs's own lines are warnings.
     logCreator:
       () =>
-      ({ level, log: entry }: LogEntry) => {
+      ({ log: entry }: LogEntry) => {
         const { message, ...rest } = entry;
-        if (level <= logLevel.ERROR) log.error({ kafkajs: rest }, `kafkajs: ${message}`);
-        else log.warn({ kafkajs: rest }, `kafkajs: ${message}`);
+        log.warn({ kafkajs: rest }, `kafkajs: ${message}`);
       },
   });
 }
