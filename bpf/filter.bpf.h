@@ -70,9 +70,31 @@ static __always_inline __u32 hop_tuple_admit(const struct hop_filter_cfg *cfg, v
 	return 0;
 }
 
-/* Flow sampling: a symmetric hash of the tuple, so both directions of a flow
- * (and every hop that sees the same tuple) make the same choice. */
-static __always_inline bool hop_sampled_in(const struct hop_filter_cfg *cfg, const struct hop_event *e)
+static __always_inline __u32 hop_mix32(__u32 h)
+{
+	h *= 0x9e3779b1u;
+	h ^= h >> 15;
+	h *= 0x85ebca6bu;
+	h ^= h >> 13;
+	return h;
+}
+
+#define HOP_TCPF_SYN 0x02
+#define HOP_TCPF_ACK 0x10
+
+/*
+ * Flow sampling, the same choice on every node a connection crosses. A TCP
+ * connection is kept or not by its client's ISN, which NAT leaves alone: the SYN
+ * carries it as seq, the SYN-ACK as ack - 1. The choice is remembered for the
+ * connection's later packets in `decisions`, an array of HOP_SAMPLE_SLOTS u64
+ * slots indexed by a symmetric hash of the tuple this node sees (so both
+ * directions find it), each holding that hash << 8 | HOP_SAMPLE_SET | choice. Other
+ * flows, connections whose handshake this node did not see, and a connection
+ * whose slot a newer one took are chosen by the tuple hash, so the two sides of a
+ * NAT may choose differently for them.
+ */
+#define HOP_SAMPLE_SET 2
+static __always_inline bool hop_sampled_in(const struct hop_filter_cfg *cfg, void *decisions, const struct hop_event *e)
 {
 	if (!cfg || cfg->sample_n <= 1)
 		return true;
@@ -80,11 +102,22 @@ static __always_inline bool hop_sampled_in(const struct hop_filter_cfg *cfg, con
 	const __u32 *d = (const __u32 *)e->tuple.daddr;
 	__u32 h = e->l4proto ^ ((__u32)e->tuple.sport ^ e->tuple.dport);
 	h ^= (s[0] ^ d[0]) ^ (s[1] ^ d[1]) ^ (s[2] ^ d[2]) ^ (s[3] ^ d[3]);
-	h *= 0x9e3779b1u;
-	h ^= h >> 15;
-	h *= 0x85ebca6bu;
-	h ^= h >> 13;
-	return h % cfg->sample_n == 0;
+	__u32 key = hop_mix32(h);
+	if (e->l4proto != IPPROTO_TCP || (e->flags & HOP_F_TRUNCATED))
+		return key % cfg->sample_n == 0;
+	__u32 slot = key & (HOP_SAMPLE_SLOTS - 1);
+	__u64 *v = bpf_map_lookup_elem(decisions, &slot);
+	if (e->tcp_flags & HOP_TCPF_SYN) {
+		__u32 isn = (e->tcp_flags & HOP_TCPF_ACK) ? e->pkt.ack - 1 : e->pkt.seq;
+		bool in = hop_mix32(isn) % cfg->sample_n == 0;
+		if (v)
+			*v = (__u64)key << 8 | HOP_SAMPLE_SET | in; /* one aligned store */
+		return in;
+	}
+	__u64 seen = v ? *v : 0;
+	if ((seen & HOP_SAMPLE_SET) && (__u32)(seen >> 8) == key)
+		return seen & 1;
+	return key % cfg->sample_n == 0;
 }
 
 /*

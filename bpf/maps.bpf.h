@@ -26,6 +26,7 @@
 #define HOP_MAX_PORTS 256
 #define HOP_MAX_IFNAMES 64
 #define HOP_MAX_CT 65536
+#define HOP_SAMPLE_SLOTS (1 << 18) /* power of two */
 
 /* Why a would-be record was not written, or what happened to it. */
 enum hop_counter {

@@ -141,7 +141,7 @@ export const FILTER_SPEC = {
     parse: (v: unknown, f: string) => each(list(v, f, 256), f, protocol),
   },
   sampleN: {
-    doc: 'Keep packets of 1 flow in N (flow = symmetric hash of the tuple, so both directions agree; NAT rewrites the tuple, so the two sides of a NAT decide independently); drops, resets and socket events are never sampled. Default 1 (all).',
+    doc: 'Keep packets of 1 flow in N: a TCP connection by its client ISN, so every node of its path agrees across NAT; other flows, and connections whose handshake was not seen, by a symmetric hash of the tuple (both directions agree, the two sides of a NAT decide apart). Drops, resets and socket events are never sampled. Default 1 (all).',
     parse: (v: unknown, f: string) => (v === undefined ? 1 : int(v, f, 1, 1 << 20)),
   },
 } satisfies Record<string, Entry<unknown>>;
