@@ -8,7 +8,9 @@
  *  agent       The full agent path, ring buffer -> decode -> batches -> Kafka: the
  *              real `hoptrace agent --live` process owning the two namespaces, with
  *              1..N parallel small-write streams (--agent-streams) to push it to the
- *              highest event rate the veth traffic reaches. Events = records read back
+ *              highest event rate the veth traffic reaches (a pfifo root qdisc on the
+ *              veth ends, as a NIC has, so each packet passes all three device hooks).
+ *              Events = records read back
  *              from its Kafka topic; CPU = its /proc/<pid>/stat over the traffic and
  *              until Kafka has acknowledged everything; RSS steady (median VmRSS over
  *              the second half of the traffic) and peak (VmHWM). The traffic runs on
@@ -505,11 +507,18 @@ async function main(): Promise<void> {
       // softirq work of traffic sharing the agent's CPU would be charged to the agent.
       const n = cpus().length;
       const pin = n > 1 ? { traffic: '0', agent: String(n - 1) } : undefined;
-      for (let i = 0; i < R; i++) {
-        for (const s of rotate(args.agentStreams, i)) rows.get(s)!.push(await liveAgentRun(lab, { ...tcp(s, SMALL), cpus: pin?.traffic }, 1, pin?.agent));
+      // A pfifo root on the veth ends, as a NIC has a qdisc: every packet passes all three device
+      // hooks, the most events per packet, so the traffic this VM can make pushes the agent hardest.
+      lab.qdisc('pfifo');
+      try {
+        for (let i = 0; i < R; i++) {
+          for (const s of rotate(args.agentStreams, i)) rows.get(s)!.push(await liveAgentRun(lab, { ...tcp(s, SMALL), cpus: pin?.traffic }, 1, pin?.agent));
+        }
+      } finally {
+        lab.qdisc(null);
       }
       const where = pin ? `; traffic on CPU ${pin.traffic}, agent on CPU ${pin.agent}` : '';
-      console.log(`\n### agent process, full path: ring buffer -> decode -> batches -> Kafka (${SMALL}-byte NODELAY writes${where})\n`);
+      console.log(`\n### agent process, full path: ring buffer -> decode -> batches -> Kafka (${SMALL}-byte NODELAY writes, pfifo on the veth ends${where})\n`);
       header(['TCP streams', 'events/s captured (kernel: emitted + ring full)', 'events/s produced (in Kafka)', 'agent CPU', 'events/s per agent core', 'RSS steady MiB', 'RSS peak MiB', 'lost: ring / agent queue / unsent', 'agent sent = in Kafka']);
       for (const [s, runs] of rows) {
         row([

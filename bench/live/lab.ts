@@ -26,6 +26,11 @@ export interface BenchLab {
    * sum over streams.
    */
   tcp(o: TcpRun, onStart?: () => void): Promise<TcpResult>;
+  /**
+   * Root qdisc of both veth ends: a queueing one (pfifo, as a NIC has) or null for
+   * veth's own noqueue, where net_dev_start_xmit records nothing.
+   */
+  qdisc(kind: 'pfifo' | null): void;
   remove(): void;
 }
 
@@ -119,6 +124,12 @@ export function createLab(): BenchLab {
     addrA,
     addrB,
     python,
+    qdisc(kind) {
+      for (const [ns, dev] of [[a, `hb${id}a`], [b, `hb${id}b`]] as const) {
+        if (kind) sh('ip', ['netns', 'exec', ns, 'tc', 'qdisc', 'replace', 'dev', dev, 'root', kind]);
+        else sh('ip', ['netns', 'exec', ns, 'tc', 'qdisc', 'del', 'dev', dev, 'root']);
+      }
+    },
     async tcp(o, onStart) {
       const ports = Array.from({ length: o.streams }, (_, i) => String(o.port + i));
       const conns = String(o.conns ?? 1);
