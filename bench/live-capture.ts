@@ -43,13 +43,18 @@
  *              kept share varies run to run around 1/N: the kernel's emitted /
  *              ringbuf_full / sampled_out counters are shown. Beside Gbit/s, bytes
  *              per CPU second (senders, sinks, ksoftirqd, capture) and its ratio.
+ *  lab         TCP throughput over the lab (`hoptrace lab`, which it brings up and
+ *              takes down again: a lab already up is replaced), pod to pod across
+ *              the three nodes, --tp-streams x --tp-conns flows of 128 KiB writes:
+ *              capture off / the lab's three agents with full capture / with 1-in-N
+ *              sampling, everything sharing every CPU.
  *
  * Every figure is the median of --repeat runs. Each agent process gets a Kafka
  * topic of its own, deleted once counted; namespaces, processes, topics and the
  * generated recording are removed on every exit path.
  *
  * Run:  npm run bench:live -- [--seconds 3] [--repeat 3]
- *   [--sections drain,agent,recording,kernel,throughput,sampling] [--agent-streams 1,2,4]
+ *   [--sections drain,agent,recording,kernel,throughput,sampling,lab] [--agent-streams 1,2,4]
  *   [--tp-streams 8] [--tp-conns 8] [--sample 8] [--recording-events 2000000]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -66,9 +71,11 @@ import { loadConfig } from '../services/shared/config.js';
 import { RECORD_SIZE } from '../services/shared/record.js';
 import { HEADER_SIZE } from '../services/shared/recording.js';
 import { deleteTopics, median, procCpuS, procMemMiB, sleep, topicRecords } from './common.js';
-import { createLab, type BenchLab, type TcpResult, type TcpRun } from './live/lab.js';
+import { agentPlans, startAgents, stopAgents } from '../services/lab/agents.js';
+import { labDown, labUp } from '../services/lab/index.js';
+import { createLab, pythonRunner, tcpBetween, type BenchLab, type TcpResult, type TcpRun } from './live/lab.js';
 
-const SECTIONS = ['drain', 'agent', 'recording', 'kernel', 'throughput', 'sampling'] as const;
+const SECTIONS = ['drain', 'agent', 'recording', 'kernel', 'throughput', 'sampling', 'lab'] as const;
 type Section = (typeof SECTIONS)[number];
 
 interface Args {
@@ -83,7 +90,7 @@ interface Args {
 }
 
 const USAGE =
-  'usage: live-capture.js [--seconds N] [--repeat N] [--sections drain,agent,recording,kernel,throughput,sampling] [--agent-streams 1,2,4] [--tp-streams N] [--tp-conns N] [--sample N] [--recording-events N]';
+  'usage: live-capture.js [--seconds N] [--repeat N] [--sections drain,agent,recording,kernel,throughput,sampling,lab] [--agent-streams 1,2,4] [--tp-streams N] [--tp-conns N] [--sample N] [--recording-events N]';
 
 function parseArgs(argv: string[]): Args {
   const out: Args = { seconds: 3, repeat: 3, sections: [...SECTIONS], agentStreams: [1, 2, 4], tpStreams: 8, tpConns: 8, sample: 8, recordingEvents: 2_000_000 };
@@ -487,6 +494,63 @@ async function main(): Promise<void> {
       );
     };
 
+    // The issue's own words: TCP over the lab (client pod -> node-a -> node-lb -> node-c -> server
+    // pod, pod to pod, no sidecar on the way), an agent on each of the three nodes, all on 2 CPUs.
+    const labSection = async (): Promise<void> => {
+      const state = await labUp({});
+      const children: ChildProcess[] = [];
+      const python = pythonRunner(children);
+      const client = state.pods.client!;
+      const server = state.pods.server!;
+      const topic = `hoptrace.bench.lab.${randomBytes(4).toString('hex')}`;
+      topics.push(topic);
+      const env = { ...process.env, HOPTRACE_HOPS_TOPIC: topic };
+      // Three agents on one kernel run three program sets at every hook (each skips the others'
+      // namespaces), where a real node runs one: so also one agent owning every lab namespace.
+      const three = agentPlans(state);
+      const one = [{ node: 'bench-lab', netns: [...new Set(three.flatMap((p) => p.netns))], clockSkewMs: 0, metricsPort: three[0]!.metricsPort + 10 }];
+      type Mode = 'off' | 'one-none' | 'one-full' | 'one-sampled' | 'three-full' | 'three-sampled';
+      const runs: Record<Mode, (TpRow['runs'][number] & { events: number })[]> = { off: [], 'one-none': [], 'one-full': [], 'one-sampled': [], 'three-full': [], 'three-sampled': [] };
+      const sampleOf: Record<Mode, number | undefined> = { off: undefined, 'one-none': 1 << 20, 'one-full': undefined, 'one-sampled': args.sample, 'three-full': undefined, 'three-sampled': args.sample };
+      const once = async (mode: Mode) => {
+        const plans = mode === 'off' ? [] : mode.startsWith('one') ? one : three;
+        const agents = await startAgents(plans.map((p) => ({ ...p, sampleN: sampleOf[mode] })), env);
+        try {
+          const cpuOf = () => agents.reduce((s, a) => s + procCpuS(a.pid), 0);
+          let cpu0 = 0;
+          const t = await tcpBetween(python, client.netns, server.netns, server.ip, tcp(args.tpStreams, BULK, args.tpConns), () => (cpu0 = cpuOf()));
+          const captureCpuS = cpuOf() - cpu0;
+          let events = 0;
+          for (const p of plans) events += (await scrape(p.metricsPort, ['hoptrace_agent_records_read_total']))[0]!;
+          runs[mode].push({ tcp: t, captureCpuS, captureS: t.seconds, events });
+        } finally {
+          await stopAgents(plans.map((p) => p.node));
+        }
+      };
+      try {
+        for (let i = 0; i < R; i++) for (const m of rotate(Object.keys(runs) as Mode[], i)) await once(m);
+      } finally {
+        for (const c of children) c.kill('SIGKILL');
+        await stopAgents([...three, ...one].map((p) => p.node));
+        await labDown();
+      }
+      console.log(
+        `\n### TCP throughput over the lab: ${client.netns} -> ${server.netns} (${server.ip}) through node-a, node-lb and node-c, ${args.tpStreams} senders x ${args.tpConns} connections, ${BULK >> 10} KiB writes; capture -> Kafka; everything shares every CPU\n`,
+      );
+      const labRow = (label: string, m: Mode): TpRow => ({ label, runs: runs[m], extra: [m === 'off' ? '' : fmt(median(runs[m].map((r) => r.events / r.tcp.seconds)))] });
+      throughputTable(
+        ['events/s read by the agents'],
+        [
+          labRow('off', 'off'),
+          labRow('one agent, every flow sampled out (the kernel side and an idle agent)', 'one-none'),
+          labRow('full, one agent owning every lab namespace (one program set per hook, as on a node)', 'one-full'),
+          labRow(`1 flow in ${args.sample} sampled, one agent`, 'one-sampled'),
+          labRow("full, the lab's three agents (three program sets at every hook of this one kernel)", 'three-full'),
+          labRow(`1 flow in ${args.sample} sampled, three agents`, 'three-sampled'),
+        ],
+      );
+    };
+
     if (args.sections.includes('drain')) {
       const runs: InProcessRun[] = [];
       for (let i = 0; i < R; i++) runs.push(await inProcessRun(lab, 'owned', tcp(1, SMALL)));
@@ -606,6 +670,7 @@ async function main(): Promise<void> {
       await samplingSection();
       if (cpus().length > 1) await samplingSection({ traffic: '0', agent: String(cpus().length - 1) });
     }
+    if (args.sections.includes('lab')) await labSection();
   } finally {
     await cleanup();
   }

@@ -107,17 +107,7 @@ export function createLab(): BenchLab {
     remove();
     throw err;
   }
-  const python: BenchLab['python'] = (ns, code, args, cpus) => {
-    const pin = cpus ? ['taskset', '-c', cpus] : [];
-    const child = spawn('ip', ['netns', 'exec', ns, ...pin, 'python3', '-c', code, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
-    children.push(child);
-    const done = new Promise<string>((resolve, reject) => {
-      let out = '';
-      child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-      child.on('exit', (code) => (code === 0 || code === null ? resolve(out) : reject(new Error(`python in ${ns} exited ${code}`))));
-    });
-    return { child, done };
-  };
+  const python = pythonRunner(children);
   return {
     a,
     b,
@@ -130,32 +120,50 @@ export function createLab(): BenchLab {
         else sh('ip', ['netns', 'exec', ns, 'tc', 'qdisc', 'del', 'dev', dev, 'root']);
       }
     },
-    async tcp(o, onStart) {
-      const ports = Array.from({ length: o.streams }, (_, i) => String(o.port + i));
-      const conns = String(o.conns ?? 1);
-      const sinks = ports.map((p) => python(b, TCP_SINK, [addrB, p, conns], o.cpus));
-      await Promise.all(sinks.map((s) => new Promise<void>((r) => s.child.stdout!.once('data', () => r()))));
-      onStart?.();
-      const soft0 = ksoftirqdCpuS();
-      const outs = await Promise.all(ports.map((p) => python(a, TCP_SOURCE, [addrB, p, String(o.seconds), String(o.size), conns], o.cpus).done));
-      const sinkOuts = await Promise.all(sinks.map((s) => s.done));
-      const ksoftirqdS = ksoftirqdCpuS() - soft0;
-      let bytes = 0;
-      let gbps = 0;
-      let seconds = 0;
-      let cpuS = 0;
-      for (const out of outs) {
-        const [sent = '0', el = '1', cpu = 'NaN'] = out.trim().split(/\s+/);
-        bytes += Number(sent);
-        gbps += (Number(sent) * 8) / Number(el) / 1e9;
-        seconds = Math.max(seconds, Number(el));
-        cpuS += Number(cpu);
-      }
-      for (const out of sinkOuts) cpuS += Number(out.trim().split(/\s+/).pop());
-      return { gbps, bytes, seconds, cpuS, ksoftirqdS };
-    },
+    tcp: (o, onStart) => tcpBetween(python, a, b, addrB, o, onStart),
     remove,
   };
+}
+
+/** Runs python3 code inside a namespace; every child is pushed on `children` (to be killed on cleanup). */
+export function pythonRunner(children: ChildProcess[]): BenchLab['python'] {
+  return (ns, code, args, cpus) => {
+    const pin = cpus ? ['taskset', '-c', cpus] : [];
+    const child = spawn('ip', ['netns', 'exec', ns, ...pin, 'python3', '-c', code, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    children.push(child);
+    const done = new Promise<string>((resolve, reject) => {
+      let out = '';
+      child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+      child.on('exit', (code) => (code === 0 || code === null ? resolve(out) : reject(new Error(`python in ${ns} exited ${code}`))));
+    });
+    return { child, done };
+  };
+}
+
+/** BenchLab.tcp between any two namespaces: senders in `from`, sinks in `to` listening on `addr`. */
+export async function tcpBetween(python: BenchLab['python'], from: string, to: string, addr: string, o: TcpRun, onStart?: () => void): Promise<TcpResult> {
+  const ports = Array.from({ length: o.streams }, (_, i) => String(o.port + i));
+  const conns = String(o.conns ?? 1);
+  const sinks = ports.map((p) => python(to, TCP_SINK, [addr, p, conns], o.cpus));
+  await Promise.all(sinks.map((s) => new Promise<void>((r) => s.child.stdout!.once('data', () => r()))));
+  onStart?.();
+  const soft0 = ksoftirqdCpuS();
+  const outs = await Promise.all(ports.map((p) => python(from, TCP_SOURCE, [addr, p, String(o.seconds), String(o.size), conns], o.cpus).done));
+  const sinkOuts = await Promise.all(sinks.map((s) => s.done));
+  const ksoftirqdS = ksoftirqdCpuS() - soft0;
+  let bytes = 0;
+  let gbps = 0;
+  let seconds = 0;
+  let cpuS = 0;
+  for (const out of outs) {
+    const [sent = '0', el = '1', cpu = 'NaN'] = out.trim().split(/\s+/);
+    bytes += Number(sent);
+    gbps += (Number(sent) * 8) / Number(el) / 1e9;
+    seconds = Math.max(seconds, Number(el));
+    cpuS += Number(cpu);
+  }
+  for (const out of sinkOuts) cpuS += Number(out.trim().split(/\s+/).pop());
+  return { gbps, bytes, seconds, cpuS, ksoftirqdS };
 }
 
 /** TCP sink: accepts `conns` connections (argv[3], default 1), reads them all until EOF; prints "ready" first, then its CPU seconds after accepting. */

@@ -29,6 +29,8 @@ export interface AgentPlan {
   clockSkewMs: number;
   /** Prometheus /metrics on 127.0.0.1:metricsPort. */
   metricsPort: number;
+  /** Keep 1 flow in N (agent --sample); all when absent. */
+  sampleN?: number;
 }
 
 /** Agents' /metrics ports: node-a, node-lb, node-c in order from here. */
@@ -75,7 +77,7 @@ export async function startAgents(plans: readonly AgentPlan[], env: NodeJS.Proce
     }
     writeFileSync(log, '');
     const fd = openSync(log, 'a');
-    const child = spawn(process.execPath, ['--enable-source-maps', ...AGENT_NODE_FLAGS, cli, 'agent', '--live', '--node', p.node, '--netns', p.netns.join(','), '--clock-skew-ms', String(p.clockSkewMs)], {
+    const child = spawn(process.execPath, ['--enable-source-maps', ...AGENT_NODE_FLAGS, cli, 'agent', '--live', '--node', p.node, '--netns', p.netns.join(','), '--clock-skew-ms', String(p.clockSkewMs), ...(p.sampleN ? ['--sample', String(p.sampleN)] : [])], {
       detached: true,
       stdio: ['ignore', fd, fd],
       env: { ...env, HOPTRACE_AGENT_NAME: p.node, HOPTRACE_METRICS_PORT: String(p.metricsPort) },
