@@ -45,9 +45,11 @@
  *              per CPU second (senders, sinks, ksoftirqd, capture) and its ratio.
  *  lab         TCP throughput over the lab (`hoptrace lab`, which it brings up and
  *              takes down again: a lab already up is replaced), pod to pod across
- *              the three nodes, --tp-streams x --tp-conns flows of 128 KiB writes:
- *              capture off / the lab's three agents with full capture / with 1-in-N
- *              sampling, everything sharing every CPU.
+ *              the three nodes, --tp-streams x --tp-conns flows of 128 KiB writes,
+ *              everything sharing every CPU: capture off; one agent owning the node
+ *              and pod namespaces (a node's view: one program set per hook) with every
+ *              flow sampled out, full capture and 1-in-N sampling; the lab's three
+ *              agents (three program sets per hook on this one kernel), full and 1-in-N.
  *
  * Every figure is the median of --repeat runs. Each agent process gets a Kafka
  * topic of its own, deleted once counted; namespaces, processes, topics and the
@@ -495,7 +497,7 @@ async function main(): Promise<void> {
     };
 
     // The issue's own words: TCP over the lab (client pod -> node-a -> node-lb -> node-c -> server
-    // pod, pod to pod, no sidecar on the way), an agent on each of the three nodes, all on 2 CPUs.
+    // pod, pod to pod, no sidecar on the way), all on 2 CPUs.
     const labSection = async (): Promise<void> => {
       const state = await labUp({});
       const children: ChildProcess[] = [];
