@@ -28,7 +28,6 @@
  * correlator (its own fetch, decode, rows, insert) and ClickHouse. Costs this process a
  * little CPU (shown in the CPU table).
  */
-import { AGENT_NODE_FLAGS } from '../services/agent/node-flags.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, createWriteStream, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -39,6 +38,7 @@ import type { Consumer, Kafka } from 'kafkajs';
 import { pino } from 'pino';
 import { clickhouseCpuS, cpuStallUs, deleteTopics, isolatedConfig, kafkaCpuS, numArg, percentile, procCpuS, sleep } from './common.js';
 import { generateRecording } from '../services/agent/generate.js';
+import { AGENT_NODE_FLAGS } from '../services/agent/node-flags.js';
 import { decodeBatch } from '../services/shared/batch.js';
 import { createClickHouse, migrate, type ClickHouseClient } from '../services/shared/clickhouse.js';
 import { loadConfig, type Config } from '../services/shared/config.js';

@@ -8,7 +8,7 @@ import { open } from 'node:fs/promises';
 import { checkRecord, RECORD_SIZE, type CorruptReason } from '../shared/record.js';
 import { decodeHeader, HEADER_SIZE, type RecordingHeader } from '../shared/recording.js';
 import { sleep } from '../shared/retry.js';
-import type { RecordChunk, RecordSource } from './source.js';
+import { rejectedStats, type RecordChunk, type RecordSource } from './source.js';
 
 export interface CorruptReport {
   file: string;
@@ -115,7 +115,7 @@ export async function openRecording(o: RecordingSourceOptions): Promise<RecordSo
     async stop() {
       stopped = true;
     },
-    stats: () => ({ ...counters, ...Object.fromEntries(Object.entries(rejected).map(([k, v]) => [`corrupt_${k}`, v])) }),
+    stats: () => ({ ...counters, ...rejectedStats(rejected) }),
     rejected: () => rejected,
   };
 }

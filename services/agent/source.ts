@@ -54,3 +54,7 @@ export interface RecordSource {
    */
   rejected(): Readonly<Record<string, number>>;
 }
+
+/** rejected() tallies as stats() reports them: corrupt_<reason>. */
+export const rejectedStats = (rejected: Readonly<Record<string, number>>): Record<string, number> =>
+  Object.fromEntries(Object.entries(rejected).map(([k, v]) => [`corrupt_${k}`, v]));

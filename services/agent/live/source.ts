@@ -16,7 +16,7 @@ import { randomInt } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import koffi from 'koffi';
 import { checkRecord, RECORD_SIZE, type CorruptReason } from '../../shared/record.js';
-import type { RecordChunk, RecordSource } from '../source.js';
+import { rejectedStats, type RecordChunk, type RecordSource } from '../source.js';
 import { bindings, clockOffsetNs } from './libbpf.js';
 import { openKernelBtf } from './btf.js';
 import { loadObjects, type AttachedProgram, type KernelObjects } from './objects.js';
@@ -254,8 +254,7 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
     },
 
     stats(): Record<string, number> {
-      const out: Record<string, number> = { ...local, queued_chunks: queue.length };
-      for (const [k, v] of Object.entries(corrupt)) out[`corrupt_${k}`] = v;
+      const out: Record<string, number> = { ...local, queued_chunks: queue.length, ...rejectedStats(corrupt) };
       for (const [k, v] of Object.entries(finalKernel ?? kernelCounters())) out[`kernel_${k}`] = v;
       out.programs_attached = kernel.attached.length;
       out.programs_failed = kernel.problems.length;
