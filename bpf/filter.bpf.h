@@ -19,18 +19,45 @@ static __always_inline void hop_count(void *counters, __u32 idx)
 		__sync_fetch_and_add(v, 1);
 }
 
+static __always_inline __u32 hop_mix32(__u32 h)
+{
+	h *= 0x9e3779b1u;
+	h ^= h >> 15;
+	h *= 0x85ebca6bu;
+	h ^= h >> 13;
+	return h;
+}
+
 static __always_inline const struct hop_filter_cfg *hop_cfg_get(void *cfg_map)
 {
 	__u32 zero = 0;
 	return bpf_map_lookup_elem(cfg_map, &zero);
 }
 
-/* Events outside the owned namespaces never leave the kernel. */
+/*
+ * Events outside the owned namespaces never leave the kernel. An owned inode sits in
+ * the live table within HOP_NETNS_PROBES slots of its home slot, hop_mix32(ino), and
+ * before the first empty one (linear probing; services/agent/live/filters.ts places
+ * them the same way).
+ */
 static __always_inline bool hop_netns_admit(const struct hop_filter_cfg *cfg, void *netns_map, __u32 ino)
 {
 	if (!cfg || !(cfg->flags & HOP_CFG_NETNS))
 		return true;
-	return ino && bpf_map_lookup_elem(netns_map, &ino);
+	if (!ino)
+		return false;
+	__u32 base = cfg->netns_base ? HOP_NETNS_SLOTS : 0;
+	__u32 home = hop_mix32(ino);
+#pragma unroll
+	for (__u32 i = 0; i < HOP_NETNS_PROBES; i++) {
+		__u32 slot = base + ((home + i) & (HOP_NETNS_SLOTS - 1));
+		const __u32 *v = bpf_map_lookup_elem(netns_map, &slot);
+		if (!v || !*v)
+			return false;
+		if (*v == ino)
+			return true;
+	}
+	return false;
 }
 
 static __always_inline bool hop_addr_match(void *addrs, const __u8 *addr, __u8 family)
@@ -68,15 +95,6 @@ static __always_inline __u32 hop_tuple_admit(const struct hop_filter_cfg *cfg, v
 			return HOP_CTR_PORT_FILTERED;
 	}
 	return 0;
-}
-
-static __always_inline __u32 hop_mix32(__u32 h)
-{
-	h *= 0x9e3779b1u;
-	h ^= h >> 15;
-	h *= 0x85ebca6bu;
-	h ^= h >> 13;
-	return h;
 }
 
 #define HOP_TCPF_SYN 0x02

@@ -13,7 +13,8 @@
  *   hop_events:  RINGBUF of struct hop_event (bpf/events.h); size set by the agent
  *   hop_counters: PERCPU_ARRAY, u32 enum hop_counter -> u64
  *   hop_cfg:     ARRAY[1], u32 0 -> struct hop_filter_cfg
- *   hop_netns:   HASH, u32 netns inode -> u8 (owned namespaces)
+ *   hop_netns:   ARRAY[2 x HOP_NETNS_SLOTS], u32 slot -> u32 netns inode (owned namespaces:
+ *                two open-addressed tables, hop_filter_cfg.netns_base picks the live one)
  *   hop_addrs:   LPM_TRIE, struct hop_addr_key -> u8
  *   hop_ports:   HASH, u16 port (host order) -> u8
  *   hop_ifnames: HASH, char[16] device name -> u8
@@ -22,10 +23,14 @@
 #define HOPTRACE_MAPS_BPF_H
 
 #define HOP_MAX_NETNS 1024
+/* Slots of one owned-namespace table (a power of two, 8x HOP_MAX_NETNS: short probe runs). */
+#define HOP_NETNS_SLOTS 8192
+/* Slots probed from an inode's home slot; the agent refuses a set that needs more. */
+#define HOP_NETNS_PROBES 8
 #define HOP_MAX_ADDRS 256
 #define HOP_MAX_PORTS 256
 #define HOP_MAX_IFNAMES 64
-#define HOP_MAX_CT 65536
+#define HOP_CT_SLOTS 65536 /* power of two */
 #define HOP_SAMPLE_SLOTS (1 << 18) /* power of two */
 
 /* Why a would-be record was not written, or what happened to it. */
@@ -58,6 +63,8 @@ struct hop_filter_cfg {
 	__u32 flags;         /* enum hop_cfg_flag */
 	__u32 sample_n;      /* PACKET records: keep flows whose hash % n == 0; 0 or 1 = all */
 	__u64 proto_bits[4]; /* bit p set: IPPROTO p admitted (with HOP_CFG_PROTO) */
+	__u32 netns_base;    /* first slot of the live hop_netns table: 0 or HOP_NETNS_SLOTS */
+	__u32 _pad;
 };
 
 /* LPM key: IPv4 is stored IPv4-mapped (::ffff:a.b.c.d, prefix + 96). */
@@ -66,10 +73,11 @@ struct hop_addr_key {
 	__u8 addr[16];
 };
 
-/* Value of the per-object LRU map that deduplicates CT records. */
+/* A slot of packet.bpf.c's direct-mapped table that deduplicates CT records. */
 struct hop_ct_seen {
+	__u64 ct;          /* nf_conn address last reported in this slot */
 	__u32 status;
-	__u32 fingerprint; /* of the original tuple: a reused nf_conn address is a new entry */
+	__u32 fingerprint; /* of the tuples: a reused nf_conn address is a new entry */
 };
 
 #endif /* HOPTRACE_MAPS_BPF_H */

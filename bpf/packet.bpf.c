@@ -35,11 +35,15 @@ struct {
 
 /* --- private --- */
 
-/* nf_conn address -> last reported status: a CT record per new entry or change. */
+/* Last CT record per nf_conn, so one is written per new entry or change: direct-mapped
+ * by the entry's address (HOP_CT_SLOTS x 16 bytes). An array, not an LRU hash: the
+ * check runs for every packet that carries an entry, and an inlined lookup costs a few
+ * loads where a hash lookup cost ~50 ns. Two live entries sharing a slot only repeat
+ * a record now and then (harmless: records of one entry are the same facts). */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, HOP_MAX_CT);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, HOP_CT_SLOTS);
+	__type(key, __u32);
 	__type(value, struct hop_ct_seen);
 } hop_ct_seen SEC(".maps");
 
@@ -64,12 +68,28 @@ struct {
 
 static __always_inline void maybe_emit_ct(const struct hop_event *pkt, const struct nf_conn *ct)
 {
+	__u32 slot = hop_mix32(hop_fold_ptr(ct)) & (HOP_CT_SLOTS - 1);
+	struct hop_ct_seen *was = bpf_map_lookup_elem(&hop_ct_seen, &slot);
+	if (!was)
+		return;
+	struct nf_conntrack_tuple orig, reply;
+	hop_ct_read_tuple(&orig, ct, 0);
+	hop_ct_read_tuple(&reply, ct, 1);
+	__u32 fingerprint = hop_ct_fingerprint(&orig, &reply);
+	if (was->ct == (__u64)ct && was->status == pkt->ct_status && was->fingerprint == fingerprint) {
+		hop_count(&hop_counters, HOP_CTR_CT_DEDUPED);
+		return;
+	}
+	was->ct = (__u64)ct;
+	was->status = pkt->ct_status;
+	was->fingerprint = fingerprint;
+
 	__u32 zero = 0;
 	struct hop_event *e = bpf_map_lookup_elem(&hop_scratch, &zero);
 	if (!e)
 		return;
 	__builtin_memset(e, 0, sizeof(*e));
-	hop_fill_ct_record(e, ct);
+	hop_fill_ct_record(e, &orig, &reply);
 	e->ts_ns = pkt->ts_ns;
 	e->skb_id = pkt->skb_id;
 	e->netns_ino = pkt->netns_ino;
@@ -79,15 +99,6 @@ static __always_inline void maybe_emit_ct(const struct hop_event *pkt, const str
 	e->ct_status = pkt->ct_status;
 	e->ct_info = pkt->ct_info;
 	e->flags = HOP_F_CT | (pkt->flags & (HOP_F_INGRESS | HOP_F_EGRESS));
-
-	__u64 key = (__u64)ct;
-	struct hop_ct_seen now = { .status = e->ct_status, .fingerprint = hop_ct_fingerprint(e) };
-	struct hop_ct_seen *was = bpf_map_lookup_elem(&hop_ct_seen, &key);
-	if (was && was->status == now.status && was->fingerprint == now.fingerprint) {
-		hop_count(&hop_counters, HOP_CTR_CT_DEDUPED);
-		return;
-	}
-	bpf_map_update_elem(&hop_ct_seen, &key, &now, BPF_ANY);
 	hop_emit(&hop_events, &hop_counters, e, hop_wakeup_bytes);
 }
 

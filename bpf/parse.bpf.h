@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
  * Static inline helpers that read kernel objects (skb, net_device, sock,
- * nf_conn) into a struct hop_event. No maps, no programs: the including
- * *.bpf.c decides what to filter and where to emit.
+ * nf_conn) into a struct hop_event. No maps, no programs (one .rodata knob,
+ * hop_btf_nf_conn): the including *.bpf.c decides what to filter and where to emit.
  *
  * Include after vmlinux.h, bpf_helpers.h, bpf_core_read.h, bpf_endian.h and
  * events.h. All reads go through CO-RE relocations, so one object works on any
@@ -31,6 +31,18 @@
 #define HOP_RTN_LOCAL 2
 #define HOP_RTF_LOCAL 0x80000000U
 #define HOP_SKB_DST_NOREF 1UL
+
+/*
+ * Memory reached through an integer (packet headers at skb->head + offset, the
+ * nf_conn in skb->_nfct: hop_ct_read_tuple) is read through bpf_rdonly_cast (kernel >= 6.2): the cast
+ * gives an untrusted pointer of the named kernel type, and the verifier turns each
+ * load through it into a fault-safe load (a faulting address reads as 0), so a
+ * struct costs a few loads instead of a bpf_probe_read_kernel call (~40 ns each
+ * here). Each load takes one whole field (or part of an array field): the verifier
+ * checks loads against the type's BTF layout.
+ */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+#define hop_cast(type, p) ((const type *)bpf_rdonly_cast((const void *)(p), bpf_core_type_id_kernel(type)))
 
 enum hop_parse_result {
 	HOP_PARSE_OK = 0,
@@ -63,7 +75,9 @@ static __always_inline void hop_fill_dev(struct hop_event *e, const struct net_d
 	if (!dev)
 		return;
 	e->ifindex = dev->ifindex;
-	bpf_probe_read_kernel(e->pkt.ifname, sizeof(e->pkt.ifname), dev->name);
+	/* dev->name is a char array in a BTF-typed struct: two direct loads, no helper call */
+	__u64 n[2] = { *(const __u64 *)&dev->name[0], *(const __u64 *)&dev->name[8] };
+	__builtin_memcpy(e->pkt.ifname, n, sizeof(n));
 }
 
 /* Conntrack is in use in a namespace iff something took a defrag reference
@@ -94,6 +108,80 @@ static __always_inline __u32 hop_fold_ptr(const void *p)
 }
 
 /*
+ * Where the kernel's own BTF has struct nf_conn (conntrack built in), the agent puts
+ * its type id here before load and entries are read in place (hop_cast); where
+ * conntrack is a module its types are in the module's BTF, which bpf_rdonly_cast
+ * cannot name, so they are copied out with bpf_probe_read_kernel. (A CO-RE type-id
+ * relocation cannot give the id: vmlinux also has the flavour nf_conn___init.)
+ */
+const volatile __u64 hop_btf_nf_conn = 0;
+
+/* IPS_* status bits of a conntrack entry. */
+static __always_inline __u32 hop_ct_status(const struct nf_conn *ct)
+{
+	if (hop_btf_nf_conn)
+		return ((const struct nf_conn *)bpf_rdonly_cast(ct, hop_btf_nf_conn))->status;
+	return BPF_CORE_READ(ct, status);
+}
+
+/* One direction's tuple of a conntrack entry (0 original, 1 reply) into out. */
+static __always_inline void hop_ct_read_tuple(struct nf_conntrack_tuple *out, const struct nf_conn *ct, int dir)
+{
+	if (!hop_btf_nf_conn) {
+		bpf_probe_read_kernel(out, sizeof(*out), &ct->tuplehash[dir & 1].tuple);
+		return;
+	}
+	const struct nf_conn *c = bpf_rdonly_cast(ct, hop_btf_nf_conn);
+	const struct nf_conntrack_tuple *t = dir ? &c->tuplehash[1].tuple : &c->tuplehash[0].tuple;
+	const __u64 *src = (const __u64 *)&t->src.u3, *dst = (const __u64 *)&t->dst.u3;
+	__u64 a[4] = { src[0], src[1], dst[0], dst[1] };
+	__builtin_memcpy(&out->src.u3, &a[0], 16);
+	__builtin_memcpy(&out->dst.u3, &a[2], 16);
+	out->src.u.all = t->src.u.all;
+	out->dst.u.all = t->dst.u.all;
+	out->src.l3num = t->src.l3num;
+	out->dst.protonum = t->dst.protonum;
+}
+
+static __always_inline void hop_ct_tuple(struct hop_tuple *t, const struct nf_conntrack_tuple *tup)
+{
+	__builtin_memcpy(t->saddr, &tup->src.u3, 16);
+	__builtin_memcpy(t->daddr, &tup->dst.u3, 16);
+	t->sport = bpf_ntohs(tup->src.u.all);
+	t->dport = bpf_ntohs(tup->dst.u.all);
+}
+
+/* A KIND_CT record from an entry's tuples: original in e->tuple, reply in e->ct.reply. */
+static __always_inline void hop_fill_ct_record(struct hop_event *e, const struct nf_conntrack_tuple *orig,
+					       const struct nf_conntrack_tuple *reply)
+{
+	e->kind = HOP_KIND_CT;
+	e->family = orig->src.l3num;
+	e->l4proto = orig->dst.protonum;
+	hop_ct_tuple(&e->tuple, orig);
+	hop_ct_tuple(&e->ct.reply, reply);
+	if (e->family == HOP_AF_INET) {
+		/* nf_inet_addr keeps IPv4 in the first word; the rest is not guaranteed zero */
+		__builtin_memset(e->tuple.saddr + 4, 0, 12);
+		__builtin_memset(e->tuple.daddr + 4, 0, 12);
+		__builtin_memset(e->ct.reply.saddr + 4, 0, 12);
+		__builtin_memset(e->ct.reply.daddr + 4, 0, 12);
+	}
+}
+
+/* Fingerprint of an entry's tuples: detects reuse of an nf_conn address (a new
+ * connection) and a NAT mapping that changed after the entry was first seen. */
+static __always_inline __u32 hop_ct_fingerprint(const struct nf_conntrack_tuple *o, const struct nf_conntrack_tuple *r)
+{
+	__u32 h = ((__u32)o->src.u.all << 16 | o->dst.u.all) ^ o->dst.protonum;
+	h ^= o->src.u3.all[0] * 0x9e3779b1u;
+	h ^= o->dst.u3.all[0] * 0x85ebca6bu;
+	h ^= ((__u32)r->src.u.all << 16 | r->dst.u.all) * 0xc2b2ae35u;
+	h ^= r->src.u3.all[0] * 0x27d4eb2fu;
+	return h;
+}
+
+/*
  * Conntrack state of an skb into e (ct_id, ct_status, ct_info, flags).
  * post_ct: conntrack has already run for this skb at this hook (egress after
  * POSTROUTING, or local delivery after INPUT), so "no entry" means INVALID.
@@ -116,7 +204,7 @@ static __always_inline struct nf_conn *hop_fill_ct(struct hop_event *e, const st
 			e->flags |= HOP_F_CT_MISSING;
 		return NULL;
 	}
-	__u32 status = BPF_CORE_READ(ct, status);
+	__u32 status = hop_ct_status(ct);
 	if (status & HOP_IPS_TEMPLATE) /* raw-table template: conntrack has not run yet */
 		return NULL;
 	e->flags |= HOP_F_CT;
@@ -126,106 +214,32 @@ static __always_inline struct nf_conn *hop_fill_ct(struct hop_event *e, const st
 	return ct;
 }
 
-static __always_inline void hop_ct_tuple(struct hop_tuple *t, const struct nf_conn *ct, int dir)
-{
-	struct nf_conntrack_tuple tup;
-	bpf_probe_read_kernel(&tup, sizeof(tup), &ct->tuplehash[dir & 1].tuple);
-	__builtin_memcpy(t->saddr, &tup.src.u3, 16);
-	__builtin_memcpy(t->daddr, &tup.dst.u3, 16);
-	t->sport = bpf_ntohs(tup.src.u.all);
-	t->dport = bpf_ntohs(tup.dst.u.all);
-}
+/* Headers are read in place (hop_cast). The skb's head buffer always extends past
+ * them (tailroom, then skb_shared_info), so what lies past a short packet's end is
+ * readable and never used unless its headers say it is there. */
 
-/* A KIND_CT record for ct: original tuple in e->tuple, reply in e->ct.reply. */
-static __always_inline void hop_fill_ct_record(struct hop_event *e, const struct nf_conn *ct)
-{
-	e->kind = HOP_KIND_CT;
-	e->family = BPF_CORE_READ(ct, tuplehash[0].tuple.src.l3num);
-	e->l4proto = BPF_CORE_READ(ct, tuplehash[0].tuple.dst.protonum);
-	hop_ct_tuple(&e->tuple, ct, 0);
-	hop_ct_tuple(&e->ct.reply, ct, 1);
-	if (e->family == HOP_AF_INET) {
-		/* nf_inet_addr keeps IPv4 in the first word; the rest is not guaranteed zero */
-		__builtin_memset(e->tuple.saddr + 4, 0, 12);
-		__builtin_memset(e->tuple.daddr + 4, 0, 12);
-		__builtin_memset(e->ct.reply.saddr + 4, 0, 12);
-		__builtin_memset(e->ct.reply.daddr + 4, 0, 12);
-	}
-}
-
-/* Fingerprint of a CT record's tuples: detects reuse of an nf_conn address. */
-static __always_inline __u32 hop_ct_fingerprint(const struct hop_event *e)
-{
-	__u32 h = ((__u32)e->tuple.sport << 16 | e->tuple.dport) ^ e->l4proto;
-	h ^= *(const __u32 *)e->tuple.saddr * 0x9e3779b1u;
-	h ^= *(const __u32 *)e->tuple.daddr * 0x85ebca6bu;
-	h ^= ((__u32)e->ct.reply.sport << 16 | e->ct.reply.dport) * 0xc2b2ae35u;
-	return h;
-}
-
-/* Bytes read at the network header in one go: IPv4 without options or IPv6
- * without extension headers, then a TCP header. The skb's head buffer always
- * extends past them (tailroom, then skb_shared_info), so the read does not
- * fault; what lies past the packet's end is never used unless its headers say
- * it is there. */
-#define HOP_HDR_READ 60
-
-static __always_inline void hop_tcp_into(struct hop_event *e, const struct tcphdr *th, __u32 l4len)
-{
-	e->tuple.sport = bpf_ntohs(th->source);
-	e->tuple.dport = bpf_ntohs(th->dest);
-	e->pkt.seq = bpf_ntohl(th->seq);
-	e->pkt.ack = bpf_ntohl(th->ack_seq);
-	e->pkt.window = bpf_ntohs(th->window);
-	e->tcp_flags = ((const __u8 *)th)[13];
-	__u32 doff = th->doff * 4;
-	e->payload_len = l4len > doff ? l4len - doff : 0;
-}
-
-static __always_inline void hop_udp_into(struct hop_event *e, const struct udphdr *uh, __u32 l4len)
-{
-	e->tuple.sport = bpf_ntohs(uh->source);
-	e->tuple.dport = bpf_ntohs(uh->dest);
-	e->payload_len = l4len > 8 ? l4len - 8 : 0;
-}
-
-/*
- * `size` bytes of the L4 header at nh + off into dst. `h` holds `have` bytes already
- * read at nh: a header at the usual offset (20 for IPv4, 40 for IPv6) is taken from
- * there, anything else is read. Nonzero when the read fails.
- */
-static __always_inline long hop_l4_header(void *dst, __u32 size, const __u8 *h, __u32 have, const unsigned char *nh,
-					  __u32 off)
-{
-	if (off == 20 && have >= 20 + size) {
-		__builtin_memcpy(dst, h + 20, size);
-		return 0;
-	}
-	if (off == 40 && have >= 40 + size) {
-		__builtin_memcpy(dst, h + 40, size);
-		return 0;
-	}
-	return bpf_probe_read_kernel(dst, size, nh + off);
-}
-
-/* TCP/UDP header at nh + off into e; l4len = bytes of L4 header + payload. */
-static __always_inline int hop_parse_l4(struct hop_event *e, const __u8 *h, __u32 have, const unsigned char *nh,
-					__u32 off, __u32 l4len)
+/* TCP/UDP header at l4 into e; l4len = bytes of L4 header + payload. */
+static __always_inline void hop_parse_l4(struct hop_event *e, const unsigned char *l4, __u32 l4len)
 {
 	if (e->l4proto == IPPROTO_TCP) {
-		struct tcphdr th;
-		if (hop_l4_header(&th, sizeof(th), h, have, nh, off))
-			return HOP_PARSE_TRUNCATED;
-		hop_tcp_into(e, &th, l4len);
+		const struct tcphdr *th = hop_cast(struct tcphdr, l4);
+		const __u8 *b = (const __u8 *)th;
+		e->tuple.sport = bpf_ntohs(th->source);
+		e->tuple.dport = bpf_ntohs(th->dest);
+		e->pkt.seq = bpf_ntohl(th->seq);
+		e->pkt.ack = bpf_ntohl(th->ack_seq);
+		e->pkt.window = bpf_ntohs(th->window);
+		e->tcp_flags = b[13];
+		__u32 doff = (b[12] >> 4) * 4;
+		e->payload_len = l4len > doff ? l4len - doff : 0;
 	} else if (e->l4proto == IPPROTO_UDP) {
-		struct udphdr uh;
-		if (hop_l4_header(&uh, sizeof(uh), h, have, nh, off))
-			return HOP_PARSE_TRUNCATED;
-		hop_udp_into(e, &uh, l4len);
+		const struct udphdr *uh = hop_cast(struct udphdr, l4);
+		e->tuple.sport = bpf_ntohs(uh->source);
+		e->tuple.dport = bpf_ntohs(uh->dest);
+		e->payload_len = l4len > 8 ? l4len - 8 : 0;
 	} else {
 		e->payload_len = l4len;
 	}
-	return HOP_PARSE_OK;
 }
 
 /*
@@ -235,45 +249,37 @@ static __always_inline int hop_parse_l4(struct hop_event *e, const __u8 *h, __u3
  */
 static __always_inline int hop_parse_l3(struct hop_event *e, const unsigned char *nh, __u32 l3len)
 {
-	__u8 h[HOP_HDR_READ] __attribute__((aligned(8)));
-	__u32 have = sizeof(h);
-	if (bpf_probe_read_kernel(h, sizeof(h), nh)) {
-		have = sizeof(struct iphdr); /* a bad pointer, but try the least */
-		if (bpf_probe_read_kernel(h, sizeof(struct iphdr), nh))
-			return HOP_PARSE_TRUNCATED;
-	}
-
-	if ((h[0] >> 4) == 4) {
-		struct iphdr ip;
-		__builtin_memcpy(&ip, h, sizeof(ip));
-		__u32 ihl = ip.ihl * 4;
-		__u32 tot = bpf_ntohs(ip.tot_len);
+	const struct iphdr *ip = hop_cast(struct iphdr, nh);
+	__u8 vihl = *(const __u8 *)ip;
+	if ((vihl >> 4) == 4) {
+		__u32 ihl = (vihl & 0xf) * 4;
+		__u32 tot = bpf_ntohs(ip->tot_len);
 		if (!tot)
 			tot = l3len;
 		e->family = HOP_AF_INET;
-		e->l4proto = ip.protocol;
-		e->ip_id = bpf_ntohs(ip.id);
-		__builtin_memcpy(e->tuple.saddr, &ip.saddr, 4);
-		__builtin_memcpy(e->tuple.daddr, &ip.daddr, 4);
-		if (bpf_ntohs(ip.frag_off) & 0x1fff)
+		e->l4proto = ip->protocol;
+		e->ip_id = bpf_ntohs(ip->id);
+		__u32 s = ip->saddr, d = ip->daddr;
+		__builtin_memcpy(e->tuple.saddr, &s, 4);
+		__builtin_memcpy(e->tuple.daddr, &d, 4);
+		if (bpf_ntohs(ip->frag_off) & 0x1fff)
 			return HOP_PARSE_OK;
-		return hop_parse_l4(e, h, have, nh, ihl, tot > ihl ? tot - ihl : 0);
+		hop_parse_l4(e, nh + ihl, tot > ihl ? tot - ihl : 0);
+		return HOP_PARSE_OK;
 	}
-	if ((h[0] >> 4) != 6)
+	if ((vihl >> 4) != 6)
 		return HOP_PARSE_NOT_IP;
 
-	struct ipv6hdr ip6;
-	if (have >= sizeof(ip6))
-		__builtin_memcpy(&ip6, h, sizeof(ip6));
-	else if (bpf_probe_read_kernel(&ip6, sizeof(ip6), nh))
-		return HOP_PARSE_TRUNCATED;
+	const struct ipv6hdr *ip6 = hop_cast(struct ipv6hdr, nh);
 	e->family = HOP_AF_INET6;
-	__builtin_memcpy(e->tuple.saddr, &ip6.saddr, 16);
-	__builtin_memcpy(e->tuple.daddr, &ip6.daddr, 16);
-	__u32 plen = bpf_ntohs(ip6.payload_len);
+	const __u64 *s6 = (const __u64 *)&ip6->saddr, *d6 = (const __u64 *)&ip6->daddr;
+	__u64 a[4] = { s6[0], s6[1], d6[0], d6[1] };
+	__builtin_memcpy(e->tuple.saddr, &a[0], 16);
+	__builtin_memcpy(e->tuple.daddr, &a[2], 16);
+	__u32 plen = bpf_ntohs(ip6->payload_len);
 	if (!plen && l3len > 40)
 		plen = l3len - 40;
-	__u8 next = ip6.nexthdr;
+	__u8 next = ip6->nexthdr;
 	__u32 off = 40;
 	/* Skip the usual extension headers; give up on anything longer. */
 	for (int i = 0; i < 4; i++) {
@@ -299,7 +305,8 @@ static __always_inline int hop_parse_l3(struct hop_event *e, const unsigned char
 	}
 	e->l4proto = next;
 	__u32 hdrs = off - 40;
-	return hop_parse_l4(e, h, have, nh, off, plen > hdrs ? plen - hdrs : 0);
+	hop_parse_l4(e, nh + off, plen > hdrs ? plen - hdrs : 0);
+	return HOP_PARSE_OK;
 }
 
 /* Socket tuple as local -> remote. IPv4-mapped IPv6 sockets are reported as

@@ -15,6 +15,8 @@ import {
   MAX_IFNAMES,
   MAX_NETNS,
   MAX_PORTS,
+  NETNS_PROBES,
+  NETNS_SLOTS,
   OBJECTS,
   SHARED_MAP_NAMES,
   SharedMap,
@@ -62,6 +64,7 @@ describe('kernel/agent ABI of the live capture', () => {
       MAX_PORTS,
       MAX_IFNAMES,
     ]);
+    expect([define('HOP_NETNS_SLOTS'), define('HOP_NETNS_PROBES')]).toEqual([NETNS_SLOTS, NETNS_PROBES]);
   });
 
   it('shared maps are listed in the header and defined once: in shared_maps.bpf.h, which every object includes, or in one object', () => {

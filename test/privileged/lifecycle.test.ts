@@ -12,6 +12,8 @@ import { Kind } from '../../services/shared/record.js';
 import { createLiveSource, describeLiveStatus, parseLiveFilters, parseLiveOptions, registerLiveMetrics, LiveError } from '../../services/agent/live/index.js';
 import { loadObjects } from '../../services/agent/live/objects.js';
 import { openKernelBtf } from '../../services/agent/live/btf.js';
+import { netnsHome } from '../../services/agent/live/filters.js';
+import { NETNS_SLOTS } from '../../services/agent/live/kernel-abi.js';
 import { describePrivileged, OBJ_DIR } from './preflight.js';
 import { Lab, TCP_CLIENT, TCP_ECHO_SERVER, waitLine, type Link, type Ns } from './netns.js';
 import { startCapture } from './capture.js';
@@ -143,6 +145,24 @@ describePrivileged('live capture: lifecycle, filters and counters', () => {
       // The same programs all along.
       expect(new Set(hopProgs().map((p) => p.id))).toEqual(ids);
       expect(cap.source.status().filters.sampleN).toBe(1_000_000);
+    } finally {
+      await cap.stop();
+    }
+  });
+
+  it('admits an owned namespace the table holds past its home slot', async () => {
+    // An inode that is no namespace takes srv's home slot first, so srv sits one slot on:
+    // the kernel must probe as the agent placed it (filters.ts netnsLayout).
+    const home = (ino: number) => netnsHome(ino) & (NETNS_SLOTS - 1);
+    let decoy = srv.inode + 1;
+    while (home(decoy) !== home(srv.inode)) decoy++;
+    const cap = startCapture({ netns: [String(decoy), srv.name] });
+    try {
+      const port = await exchange(16020);
+      await cap.waitFor((r) => r.kind === Kind.PACKET && r.netnsIno === srv.inode && (r.tuple.sport === port || r.tuple.dport === port), { what: 'packets in srv' });
+      await cap.settle();
+      expect(cap.records.every((r) => r.netnsIno === srv.inode)).toBe(true);
+      expect(cap.source.kernelCounters().netns_filtered).toBeGreaterThan(0); // cli's packets
     } finally {
       await cap.stop();
     }

@@ -72,11 +72,25 @@ describePrivileged('live capture: netfilter and conntrack', () => {
     expect(cap.records.some((r) => r.kind === Kind.DROP && r.netnsIno === cli.inode && r.tuple.dport === port)).toBe(false);
   });
 
-  it('reports DNAT as CT records whose original and reply tuples match conntrack -L', async () => {
-    const vip = link.addrB.replace(/\.\d+\.2$/, '.200.1'); // a service address routed to srv
+  // Entries are read in place where the kernel's BTF has nf_conn, else copied out (conntrack as a module): both here.
+  it.each([
+    { conntrackInPlace: true, vipHost: 1 },
+    { conntrackInPlace: false, vipHost: 2 },
+  ])('reports DNAT as CT records whose original and reply tuples match conntrack -L (conntrackInPlace $conntrackInPlace)', async ({ conntrackInPlace, vipHost }) => {
+    const cap = startCapture({ netns: [cli.name, srv.name], protocols: ['tcp'], conntrackInPlace });
+    try {
+      await dnatCase(cap, vipHost);
+    } finally {
+      await cap.stop();
+    }
+  });
+
+  async function dnatCase(cap: Capture, vipHost: number): Promise<void> {
+    const vip = link.addrB.replace(/\.\d+\.2$/, `.200.${vipHost}`); // a service address routed to srv
     cli.run('ip', ['route', 'add', `${vip}/32`, 'via', link.addrB]);
-    srv.run('iptables', ['-t', 'nat', '-A', 'PREROUTING', '-d', vip, '-p', 'tcp', '--dport', '80', '-j', 'DNAT', '--to-destination', `${link.addrB}:8080`]);
-    const server = srv.spawn('node', ['-e', TCP_ECHO_SERVER, link.addrB, '8080']);
+    const port = 8080 + vipHost;
+    srv.run('iptables', ['-t', 'nat', '-A', 'PREROUTING', '-d', vip, '-p', 'tcp', '--dport', '80', '-j', 'DNAT', '--to-destination', `${link.addrB}:${port}`]);
+    const server = srv.spawn('node', ['-e', TCP_ECHO_SERVER, link.addrB, String(port)]);
     await waitLine(server, /listening/);
     const res = JSON.parse(cli.run('node', ['-e', TCP_CLIENT, vip, '80', 'through the NAT']).trim()) as { local: number; got: string };
     expect(res.got).toBe('through the NAT');
@@ -84,7 +98,7 @@ describePrivileged('live capture: netfilter and conntrack', () => {
     const entries = conntrackList(srv, '-p', 'tcp', '--orig-dst', vip);
     const entry = entries.find((e) => e.orig.sport === res.local);
     expect(entry, `conntrack -L in ${srv.name}: ${entries.map((e) => e.line).join('\n')}`).toBeDefined();
-    expect(entry!.reply).toEqual({ saddr: link.addrB, daddr: link.addrA, sport: 8080, dport: res.local });
+    expect(entry!.reply).toEqual({ saddr: link.addrB, daddr: link.addrA, sport: port, dport: res.local });
 
     const cts = await cap.waitFor((r) => r.kind === Kind.CT && r.tuple.sport === res.local && r.tuple.daddr === vip, { what: 'CT record' });
     for (const ct of cts) {
@@ -107,7 +121,7 @@ describePrivileged('live capture: netfilter and conntrack', () => {
       expect(p.tuple).toMatchObject({ saddr: vip, sport: 80 });
     }
     server.kill();
-  });
+  }
 
   it('shows an INVALID segment that escaped a REDIRECT and was reset by the listener', async () => {
     const appPort = 9080;

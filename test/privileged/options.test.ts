@@ -4,7 +4,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { parseLiveFilters, parseLiveOptions, LiveError } from '../../services/agent/live/index.js';
-import { encodeFilterCfg } from '../../services/agent/live/filters.js';
+import { encodeFilterCfg, netnsHome, netnsLayout } from '../../services/agent/live/filters.js';
+import { NETNS_PROBES, NETNS_SLOTS } from '../../services/agent/live/kernel-abi.js';
 import { CfgFlag } from '../../services/agent/live/kernel-abi.js';
 import { checkCapabilities } from '../../services/agent/live/privileges.js';
 
@@ -62,6 +63,21 @@ describe('live options', () => {
     expect(b.readUInt32LE(0)).toBe(CfgFlag.NETNS | CfgFlag.PORT | CfgFlag.PROTO);
     expect(b.readUInt32LE(4)).toBe(8);
     expect(b.readBigUInt64LE(8)).toBe((1n << 6n) | (1n << 58n));
+    expect(encodeFilterCfg(parseLiveFilters({}), true, NETNS_SLOTS).readUInt32LE(40)).toBe(NETNS_SLOTS);
+  });
+
+  it('places owned namespaces by linear probing from their home slot, as the kernel looks them up', () => {
+    const home = (ino: number) => netnsHome(ino) & (NETNS_SLOTS - 1);
+    // hop_mix32 of these inodes, as the C definition computes them (gcc, uint32_t arithmetic).
+    expect([netnsHome(1), netnsHome(4026531840)]).toEqual([0xf281be04, 0x6b8bfc45]);
+    const first = 4026531840;
+    const same: number[] = [];
+    for (let ino = first + 1; same.length < NETNS_PROBES; ino++) if (home(ino) === home(first)) same.push(ino);
+    const layout = netnsLayout([first, ...same.slice(0, NETNS_PROBES - 1), first]);
+    expect(layout.size).toBe(NETNS_PROBES);
+    [first, ...same.slice(0, NETNS_PROBES - 1)].forEach((ino, i) => expect(layout.get((home(first) + i) & (NETNS_SLOTS - 1))).toBe(ino));
+    // One more with the same home slot would sit past the kernel's probe window.
+    expect(() => netnsLayout([first, ...same])).toThrow(expect.objectContaining({ code: 'HOP_LIVE_BAD_OPTION' }));
   });
 
   it('names the missing privilege', () => {

@@ -5,7 +5,7 @@
  * never rot across kernel versions.
  */
 import { existsSync } from 'node:fs';
-import { bindings, BTF_KIND_DATASEC, BTF_KIND_ENUM, BTF_KIND_ENUM64, BTF_KIND_TYPEDEF, readI32, readU32, type Ptr } from './libbpf.js';
+import { bindings, BTF_KIND_DATASEC, BTF_KIND_ENUM, BTF_KIND_ENUM64, BTF_KIND_STRUCT, BTF_KIND_TYPEDEF, readI32, readU32, type Ptr } from './libbpf.js';
 import { LiveError } from './errors.js';
 
 export const VMLINUX_BTF = '/sys/kernel/btf/vmlinux';
@@ -59,6 +59,8 @@ export function datasecVarOffset(btf: Ptr, section: string, variable: string): n
 export interface KernelBtf {
   hasTracepoint(name: string): boolean;
   enumNames(name: string, prefix?: string): Map<number, string> | null;
+  /** Type id of a struct in the kernel's own BTF (not a module's), or 0 when it has none. */
+  structId(name: string): number;
   close(): void;
 }
 
@@ -76,6 +78,7 @@ export function openKernelBtf(): KernelBtf {
   return {
     hasTracepoint: (name) => bpf.btf__find_by_name_kind(btf!, `btf_trace_${name}`, BTF_KIND_TYPEDEF) >= 0,
     enumNames: (name, prefix) => readEnum(btf!, name, prefix),
+    structId: (name) => Math.max(0, bpf.btf__find_by_name_kind(btf!, name, BTF_KIND_STRUCT)),
     close: () => {
       if (btf) bpf.btf__free(btf);
       btf = null;

@@ -7,7 +7,7 @@
  */
 import { bindings, lastErrno, BPF_ANY } from './libbpf.js';
 import { LiveError } from './errors.js';
-import { ADDR_KEY_SIZE, CfgFlag, FILTER_CFG_SIZE, IFNAMSIZ, SharedMap } from './kernel-abi.js';
+import { ADDR_KEY_SIZE, CfgFlag, FILTER_CFG_SIZE, IFNAMSIZ, NETNS_PROBES, NETNS_SLOTS, SharedMap } from './kernel-abi.js';
 import type { LiveFilters } from './options.js';
 
 export interface FilterMaps {
@@ -42,7 +42,7 @@ export function u32Key(n: number): Uint8Array {
   return b;
 }
 
-export function encodeFilterCfg(f: LiveFilters, netnsOn: boolean): Buffer {
+export function encodeFilterCfg(f: LiveFilters, netnsOn: boolean, netnsBase = 0): Buffer {
   const b = Buffer.alloc(FILTER_CFG_SIZE);
   let flags = 0;
   if (netnsOn) flags |= CfgFlag.NETNS;
@@ -55,57 +55,126 @@ export function encodeFilterCfg(f: LiveFilters, netnsOn: boolean): Buffer {
   const bits = [0n, 0n, 0n, 0n];
   for (const p of f.protocols ?? []) bits[p >> 6]! |= 1n << BigInt(p & 63);
   bits.forEach((v, i) => b.writeBigUInt64LE(v, 8 + 8 * i));
+  b.writeUInt32LE(netnsBase, 40);
   return b;
 }
 
-/** Replaces the owned namespace set only (the config flag is unchanged). */
-export function applyNetnsSet(maps: FilterMaps, netns: ReadonlySet<number>): void {
-  const fd = maps.get(SharedMap.NETNS);
-  if (fd !== undefined) replaceSet(fd, 4, [...netns].map(u32Key), SharedMap.NETNS);
+/** Home slot of a namespace inode in an owned-namespace table: hop_mix32 (bpf/filter.bpf.h). */
+export function netnsHome(ino: number): number {
+  let h = Math.imul(ino, 0x9e3779b1);
+  h ^= h >>> 15;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  return h >>> 0;
 }
 
-/** Applies filters; `netns` null = all namespaces, else the owned inodes. */
-export function applyFilters(maps: FilterMaps, f: LiveFilters, netns: ReadonlySet<number> | null): void {
+/**
+ * Slot -> inode of one owned-namespace table holding `inodes`, placed as the programs
+ * look them up (hop_netns_admit): linear probing from the home slot, at most
+ * NETNS_PROBES slots. Throws for a set that would need more (practically never below
+ * MAX_NETNS namespaces in NETNS_SLOTS slots).
+ */
+export function netnsLayout(inodes: Iterable<number>): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const ino of new Set(inodes)) {
+    const home = netnsHome(ino);
+    let placed = false;
+    for (let i = 0; i < NETNS_PROBES && !placed; i++) {
+      const slot = (home + i) & (NETNS_SLOTS - 1);
+      if (out.has(slot)) continue;
+      out.set(slot, ino);
+      placed = true;
+    }
+    if (!placed) throw new LiveError('HOP_LIVE_BAD_OPTION', `live option netns: cannot place namespace ${ino} within ${NETNS_PROBES} slots of the kernel's table; own fewer namespaces`);
+  }
+  return out;
+}
+
+/** Writes filters into the kernel's maps; holds which owned-namespace table is live. */
+export interface FilterWriter {
+  /** Applies filters; `netns` null = all namespaces, else the owned inodes. */
+  apply(f: LiveFilters, netns: ReadonlySet<number> | null): void;
+  /** Replaces the owned namespace set only (the other filters as last applied). */
+  applyNetns(netns: ReadonlySet<number>): void;
+}
+
+/**
+ * The owned namespaces live in two tables (bpf/shared_maps.bpf.h hop_netns): a change is
+ * written into the one the programs are not reading, then the config flips to it in one
+ * update, so no event meets a half-written set.
+ */
+export function createFilterWriter(maps: FilterMaps): FilterWriter {
   const { bpf } = bindings();
   const fd = (name: string): number | undefined => maps.get(name);
+  let live = 0;
+  /** What each table holds: slot -> inode. */
+  const tables = [new Map<number, number>(), new Map<number, number>()];
+  let last: { f: LiveFilters; netnsOn: boolean } | null = null;
 
-  const netnsFd = fd(SharedMap.NETNS);
-  if (netnsFd !== undefined) replaceSet(netnsFd, 4, [...(netns ?? [])].map(u32Key), SharedMap.NETNS);
-
-  const addrsFd = fd(SharedMap.ADDRS);
-  if (addrsFd !== undefined) {
-    const keys = (f.addrs ?? []).map((c) => {
-      const k = Buffer.alloc(ADDR_KEY_SIZE);
-      k.writeUInt32LE(c.prefixlen, 0);
-      k.set(c.addr, 4);
-      return k;
-    });
-    replaceSet(addrsFd, ADDR_KEY_SIZE, keys, SharedMap.ADDRS);
+  /** Fills the table not in use with `netns`; returns its index. */
+  function fillSpare(netns: Iterable<number>): number {
+    const spare = 1 - live;
+    const netnsFd = fd(SharedMap.NETNS);
+    const want = netnsLayout(netns);
+    if (netnsFd === undefined) return spare;
+    const had = tables[spare]!;
+    const write = (slot: number, ino: number) => {
+      if (bpf.bpf_map_update_elem(netnsFd, u32Key(spare * NETNS_SLOTS + slot), u32Key(ino), BPF_ANY) !== 0) fail(`cannot update ${SharedMap.NETNS}`);
+    };
+    for (const [slot, ino] of want) if (had.get(slot) !== ino) write(slot, ino);
+    for (const slot of had.keys()) if (!want.has(slot)) write(slot, 0);
+    tables[spare] = want;
+    return spare;
   }
 
-  const portsFd = fd(SharedMap.PORTS);
-  if (portsFd !== undefined) {
-    const keys = (f.ports ?? []).map((p) => {
-      const k = Buffer.alloc(2);
-      k.writeUInt16LE(p);
-      return k;
-    });
-    replaceSet(portsFd, 2, keys, SharedMap.PORTS);
+  function writeCfg(f: LiveFilters, netnsOn: boolean, table: number): void {
+    const cfgFd = fd(SharedMap.CFG);
+    if (cfgFd === undefined) throw new LiveError('HOP_LIVE_MAP_FAILED', `map ${SharedMap.CFG} missing`);
+    if (bpf.bpf_map_update_elem(cfgFd, u32Key(0), encodeFilterCfg(f, netnsOn, table * NETNS_SLOTS), BPF_ANY) !== 0) fail(`cannot update ${SharedMap.CFG}`);
+    live = table;
+    last = { f, netnsOn };
   }
 
-  const ifFd = fd(SharedMap.IFNAMES);
-  if (ifFd !== undefined) {
-    const keys = (f.interfaces ?? []).map((n) => {
-      const k = Buffer.alloc(IFNAMSIZ);
-      k.write(n, 'latin1');
-      return k;
-    });
-    replaceSet(ifFd, IFNAMSIZ, keys, SharedMap.IFNAMES);
-  }
+  return {
+    apply(f, netns) {
+      const table = fillSpare(netns ?? []);
 
-  const cfgFd = fd(SharedMap.CFG);
-  if (cfgFd === undefined) throw new LiveError('HOP_LIVE_MAP_FAILED', `map ${SharedMap.CFG} missing`);
-  if (bpf.bpf_map_update_elem(cfgFd, u32Key(0), encodeFilterCfg(f, netns !== null), BPF_ANY) !== 0) {
-    fail(`cannot update ${SharedMap.CFG}`);
-  }
+      const addrsFd = fd(SharedMap.ADDRS);
+      if (addrsFd !== undefined) {
+        const keys = (f.addrs ?? []).map((c) => {
+          const k = Buffer.alloc(ADDR_KEY_SIZE);
+          k.writeUInt32LE(c.prefixlen, 0);
+          k.set(c.addr, 4);
+          return k;
+        });
+        replaceSet(addrsFd, ADDR_KEY_SIZE, keys, SharedMap.ADDRS);
+      }
+
+      const portsFd = fd(SharedMap.PORTS);
+      if (portsFd !== undefined) {
+        const keys = (f.ports ?? []).map((p) => {
+          const k = Buffer.alloc(2);
+          k.writeUInt16LE(p);
+          return k;
+        });
+        replaceSet(portsFd, 2, keys, SharedMap.PORTS);
+      }
+
+      const ifFd = fd(SharedMap.IFNAMES);
+      if (ifFd !== undefined) {
+        const keys = (f.interfaces ?? []).map((n) => {
+          const k = Buffer.alloc(IFNAMSIZ);
+          k.write(n, 'latin1');
+          return k;
+        });
+        replaceSet(ifFd, IFNAMSIZ, keys, SharedMap.IFNAMES);
+      }
+
+      writeCfg(f, netns !== null, table);
+    },
+    applyNetns(netns) {
+      if (!last) throw new LiveError('HOP_LIVE_MAP_FAILED', 'owned namespaces changed before any filter was applied');
+      writeCfg(last.f, last.netnsOn, fillSpare(netns));
+    },
+  };
 }

@@ -46,16 +46,21 @@ export const CfgFlag = {
   IFNAME: 1 << 4,
 } as const;
 
-/** struct hop_filter_cfg: u32 flags, u32 sample_n, u64 proto_bits[4]. */
-export const FILTER_CFG_SIZE = 40;
+/** struct hop_filter_cfg: u32 flags, u32 sample_n, u64 proto_bits[4], u32 netns_base, u32 pad. */
+export const FILTER_CFG_SIZE = 48;
 /** struct hop_addr_key: u32 prefixlen, u8 addr[16]. */
 export const ADDR_KEY_SIZE = 20;
 export const IFNAMSIZ = 16;
 
 export const MAX_NETNS = 1024;
+/** Slots of one owned-namespace table, and slots probed from an inode's home slot. */
+export const NETNS_SLOTS = 8192;
+export const NETNS_PROBES = 8;
 export const MAX_ADDRS = 256;
 export const MAX_PORTS = 256;
 export const MAX_IFNAMES = 64;
 
-/** Runtime knob in every object's .rodata, set before load. */
+/** Runtime knobs in every object's .rodata, set before load. */
 export const RODATA_WAKEUP_BYTES = 'hop_wakeup_bytes';
+/** The kernel BTF id of struct nf_conn (0: conntrack is a module; entries are copied out instead of read in place). */
+export const RODATA_BTF_NF_CONN = 'hop_btf_nf_conn';

@@ -69,6 +69,7 @@ export const BPF_MAP_TYPE_ARRAY = 2;
 export const BPF_ANY = 0n;
 
 /** BTF kinds used here (include/uapi/linux/btf.h). */
+export const BTF_KIND_STRUCT = 4;
 export const BTF_KIND_ENUM = 6;
 export const BTF_KIND_TYPEDEF = 8;
 export const BTF_KIND_DATASEC = 15;

@@ -13,7 +13,7 @@ import koffi from 'koffi';
 import { bindings, lastErrno, type Ptr } from './libbpf.js';
 import { datasecVarOffset, type KernelBtf } from './btf.js';
 import { LiveError, type ProgramProblem } from './errors.js';
-import { OBJECTS, RODATA_WAKEUP_BYTES, SharedMap, SHARED_MAP_NAMES, type ObjectName } from './kernel-abi.js';
+import { OBJECTS, RODATA_BTF_NF_CONN, RODATA_WAKEUP_BYTES, SharedMap, SHARED_MAP_NAMES, type ObjectName } from './kernel-abi.js';
 
 /** What each program's absence costs. */
 const LOST: Record<string, string> = {
@@ -58,6 +58,8 @@ export interface LoadOptions {
   btf: KernelBtf;
   ringBytes: number;
   wakeupBytes: number;
+  /** Read conntrack entries in place where the kernel BTF allows (options.ts conntrackInPlace). */
+  conntrackInPlace?: boolean;
   /** Objects to load (default all). */
   objects?: readonly ObjectName[];
 }
@@ -147,6 +149,7 @@ export function loadObjects(o: LoadOptions): KernelObjects {
       if (!loadable) continue;
 
       setRodataU64(obj, RODATA_WAKEUP_BYTES, BigInt(o.wakeupBytes));
+      setRodataU64(obj, RODATA_BTF_NF_CONN, BigInt(o.conntrackInPlace === false ? 0 : o.btf.structId('nf_conn')));
       prepareSharedMaps(obj, shared, shapes, o.ringBytes);
 
       if (bpf.bpf_object__load(obj) !== 0) {

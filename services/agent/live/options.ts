@@ -197,6 +197,15 @@ export const LIVE_SPEC = {
       );
     },
   },
+  conntrackInPlace: {
+    doc: 'Read conntrack entries in place (bpf_rdonly_cast) where the kernel\'s own BTF has struct nf_conn; false copies them out with bpf_probe_read_kernel, as happens anyway where conntrack is a module. Default true.',
+    parse: (v: unknown, f: string) => {
+      if (v === undefined) return true;
+      if (typeof v === 'boolean') return v;
+      if (v === 'true' || v === 'false') return v === 'true';
+      return bad(f, `expected true or false, got ${JSON.stringify(v)}`);
+    },
+  },
   objDir: {
     doc: 'Directory holding the compiled *.bpf.o. Default: bpf/.output of this checkout.',
     parse: (v: unknown, f: string) => {

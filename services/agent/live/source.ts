@@ -20,7 +20,7 @@ import { rejectedStats, type RecordChunk, type RecordSource } from '../source.js
 import { bindings, clockOffsetNs } from './libbpf.js';
 import { openKernelBtf } from './btf.js';
 import { loadObjects, type AttachedProgram, type KernelObjects } from './objects.js';
-import { applyFilters, applyNetnsSet, u32Key } from './filters.js';
+import { createFilterWriter, u32Key } from './filters.js';
 import { KERNEL_COUNTERS, SharedMap, type KernelCounter } from './kernel-abi.js';
 import { namedNetns, resolveNetns, resolveNetnsPresent } from './netns.js';
 import { filtersOf, parseLiveFilters, type LiveFilters, type LiveFiltersInput, type LiveOptions } from './options.js';
@@ -91,14 +91,16 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
       btf,
       ringBytes: opts.ringBytes,
       wakeupBytes,
+      conntrackInPlace: opts.conntrackInPlace,
       objects: opts.objects,
     });
   } finally {
     btf.close();
   }
   let ring: RingReader;
+  const filterWriter = createFilterWriter(kernel.maps);
   try {
-    applyFilters(kernel.maps, filters, owned);
+    filterWriter.apply(filters, owned);
     kernel.attach();
     ring = new RingReader(kernel.maps.get(SharedMap.EVENTS)!, opts.ringBytes);
   } catch (err) {
@@ -142,7 +144,7 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
     const now = resolveNetnsPresent(filters.netns);
     if (now.size === owned.size && [...now].every((i) => owned!.has(i))) return;
     try {
-      applyNetnsSet(kernel.maps, now);
+      filterWriter.applyNetns(now);
       owned = now;
       local.netns_changes++;
     } catch {
@@ -265,7 +267,7 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
       const next = parseLiveFilters(plain);
       const nextOwned = next.netns ? resolveNetns(next.netns) : null;
       if (stopped) return;
-      applyFilters(kernel.maps, next, nextOwned);
+      filterWriter.apply(next, nextOwned);
       filters = next;
       owned = nextOwned;
       netnsNames = namedNetns();
