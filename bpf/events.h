@@ -84,6 +84,7 @@ enum hop_flag {
 	HOP_F_INGRESS = 1 << 3,     /* the packet was entering the namespace at this hook */
 	HOP_F_EGRESS = 1 << 4,      /* the packet was leaving the namespace at this hook */
 	HOP_F_TRUNCATED = 1 << 5,   /* headers could not be read in full; tuple may be partial */
+	HOP_F_CONN = 1 << 6,        /* PACKET: aux[1], aux[2] hold the TCP connection's client and server ISNs */
 };
 
 /* DROP records, aux[2]: where in the IP path the skb was when dropped, read from the
@@ -114,7 +115,9 @@ struct hop_pkt {
 	__u32 mark;                 /* skb->mark */
 	/*
 	 * kind-specific:
-	 *   PACKET:   aux[0] = skb->len (bytes from the current header on, GSO super-packet whole)
+	 *   PACKET:   aux[0] = skb->len (bytes from the current header on, GSO super-packet whole);
+	 *             with HOP_F_CONN, aux[1] = client ISN, aux[2] = server ISN (0 before the
+	 *             SYN-ACK passed this node), learned by the kernel from the handshake
 	 *   DROP:     aux[0..1] = kernel text address that freed the skb (low, high word; symbolize
 	 *             with /proc/kallsyms), aux[2] = enum hop_stage
 	 *   RST_SENT, RST_RECV: aux[0] = snd_nxt, aux[1] = rcv_nxt, aux[2] = snd_una (full sockets only)

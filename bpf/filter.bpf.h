@@ -101,41 +101,63 @@ static __always_inline __u32 hop_tuple_admit(const struct hop_filter_cfg *cfg, v
 #define HOP_TCPF_ACK 0x10
 
 /*
- * Flow sampling, the same choice on every node a connection crosses. A TCP
- * connection is kept or not by its client's ISN, which NAT leaves alone: the SYN
- * carries it as seq, the SYN-ACK as ack - 1. The choice is remembered for the
- * connection's later packets in `decisions`, an array of HOP_SAMPLE_SLOTS u64
- * slots indexed by a symmetric hash of the tuple this node sees (so both
- * directions find it), each holding that hash << 8 | HOP_SAMPLE_SET | choice. Other
- * flows, connections whose handshake this node did not see, and a connection
- * whose slot a newer one took are chosen by the tuple hash, so the two sides of a
- * NAT may choose differently for them.
+ * Per-connection state of TCP packets, in `slots` (HOP_CONN_SLOTS struct
+ * hop_conn_slot, indexed by a symmetric hash of the tuple this node sees, so both
+ * directions find it), learned from the handshake as it passes:
+ *
+ * - Identity: the connection's client and server ISNs (the SYN carries the client's
+ *   as seq; the SYN-ACK the server's as seq and the client's as ack - 1). NAT leaves
+ *   them alone, so the pair names the connection on every node and both sides of a
+ *   NAT. Each later packet of the connection is stamped with it (aux[1], aux[2],
+ *   HOP_F_CONN), so the agent joins it to its connection without a lookup of its own.
+ *   Before the SYN-ACK has passed, records carry the client ISN and a server ISN of 0.
+ * - Sampling: 1 connection in sample_n is kept, chosen by its client ISN, so every
+ *   node it crosses keeps or drops it alike.
+ *
+ * Other flows, connections whose handshake this node did not see, and a connection
+ * whose slot a newer one took are sampled by the tuple hash (so the two sides of a
+ * NAT may choose differently for them) and not stamped.
  */
-#define HOP_SAMPLE_SET 2
-static __always_inline bool hop_sampled_in(const struct hop_filter_cfg *cfg, void *decisions, const struct hop_event *e)
+#define HOP_SLOT_KEEP 1
+#define HOP_SLOT_SET 2
+static __always_inline bool hop_conn_packet(const struct hop_filter_cfg *cfg, void *slots, struct hop_event *e)
 {
-	if (!cfg || cfg->sample_n <= 1)
-		return true;
+	__u32 n = cfg ? cfg->sample_n : 1;
 	const __u32 *s = (const __u32 *)e->tuple.saddr;
 	const __u32 *d = (const __u32 *)e->tuple.daddr;
 	__u32 h = e->l4proto ^ ((__u32)e->tuple.sport ^ e->tuple.dport);
 	h ^= (s[0] ^ d[0]) ^ (s[1] ^ d[1]) ^ (s[2] ^ d[2]) ^ (s[3] ^ d[3]);
 	__u32 key = hop_mix32(h);
+	bool by_tuple = n <= 1 || key % n == 0;
 	if (e->l4proto != IPPROTO_TCP || (e->flags & HOP_F_TRUNCATED))
-		return key % cfg->sample_n == 0;
-	__u32 slot = key & (HOP_SAMPLE_SLOTS - 1);
-	__u64 *v = bpf_map_lookup_elem(decisions, &slot);
+		return by_tuple;
+	__u32 idx = key & (HOP_CONN_SLOTS - 1);
+	struct hop_conn_slot *v = bpf_map_lookup_elem(slots, &idx);
+	if (!v)
+		return by_tuple;
+	__u32 isn_c, isn_s;
+	bool keep;
 	if (e->tcp_flags & HOP_TCPF_SYN) {
-		__u32 isn = (e->tcp_flags & HOP_TCPF_ACK) ? e->pkt.ack - 1 : e->pkt.seq;
-		bool in = hop_mix32(isn) % cfg->sample_n == 0;
-		if (v)
-			*v = (__u64)key << 8 | HOP_SAMPLE_SET | in; /* one aligned store */
-		return in;
+		bool synack = e->tcp_flags & HOP_TCPF_ACK;
+		isn_c = synack ? e->pkt.ack - 1 : e->pkt.seq;
+		isn_s = synack ? e->pkt.seq : 0;
+		keep = n <= 1 || hop_mix32(isn_c) % n == 0;
+		/* ISNs first, then the tag that makes them valid (x86 keeps stores in order) */
+		v->isns = (__u64)isn_s << 32 | isn_c;
+		v->tag = (__u64)key << 8 | HOP_SLOT_SET | keep;
+	} else {
+		__u64 tag = v->tag;
+		if (!(tag & HOP_SLOT_SET) || (__u32)(tag >> 8) != key)
+			return by_tuple;
+		__u64 isns = v->isns;
+		isn_c = (__u32)isns;
+		isn_s = isns >> 32;
+		keep = tag & HOP_SLOT_KEEP;
 	}
-	__u64 seen = v ? *v : 0;
-	if ((seen & HOP_SAMPLE_SET) && (__u32)(seen >> 8) == key)
-		return seen & 1;
-	return key % cfg->sample_n == 0;
+	e->pkt.aux[1] = isn_c;
+	e->pkt.aux[2] = isn_s;
+	e->flags |= HOP_F_CONN;
+	return keep;
 }
 
 /*

@@ -31,7 +31,7 @@
 #define HOP_MAX_PORTS 256
 #define HOP_MAX_IFNAMES 64
 #define HOP_CT_SLOTS 65536 /* power of two */
-#define HOP_SAMPLE_SLOTS (1 << 18) /* power of two */
+#define HOP_CONN_SLOTS (1 << 18) /* power of two */
 
 /* Why a would-be record was not written, or what happened to it. */
 enum hop_counter {
@@ -71,6 +71,12 @@ struct hop_filter_cfg {
 struct hop_addr_key {
 	__u32 prefixlen;
 	__u8 addr[16];
+};
+
+/* A slot of packet.bpf.c's direct-mapped table of TCP connections (filter.bpf.h hop_conn_packet). */
+struct hop_conn_slot {
+	__u64 tag;  /* symmetric tuple hash << 8 | HOP_SLOT_SET | HOP_SLOT_KEEP (sampled in) */
+	__u64 isns; /* client ISN | server ISN << 32 (0 until the SYN-ACK has passed) */
 };
 
 /* A slot of packet.bpf.c's direct-mapped table that deduplicates CT records. */

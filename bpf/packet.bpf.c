@@ -47,15 +47,15 @@ struct {
 	__type(value, struct hop_ct_seen);
 } hop_ct_seen SEC(".maps");
 
-/* Sampling choice per TCP connection (hop_sampled_in): 2 MiB, direct-mapped by the
- * connection's tuple hash. An array, not a hash map: its lookup is a few inlined
- * instructions, where a hash lookup added ~30 ns to every sampled-out packet. */
+/* TCP connections' identity and sampling choice (filter.bpf.h hop_conn_packet): 4 MiB,
+ * direct-mapped by the connection's tuple hash. An array, not a hash map: its lookup
+ * is a few inlined instructions, where a hash lookup added ~30 ns to every packet. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, HOP_SAMPLE_SLOTS);
+	__uint(max_entries, HOP_CONN_SLOTS);
 	__type(key, __u32);
-	__type(value, __u64);
-} hop_flow_sample SEC(".maps");
+	__type(value, struct hop_conn_slot);
+} hop_conns SEC(".maps");
 
 /* Scratch for the CT record: a second 128-byte record would crowd the 512-byte
  * BPF stack that the packet record and header parsing already use. */
@@ -149,7 +149,7 @@ static __always_inline int on_device(struct sk_buff *skb, __u8 hook, bool ingres
 		hop_count(&hop_counters, why);
 		return 0;
 	}
-	if (!hop_sampled_in(cfg, &hop_flow_sample, e)) {
+	if (!hop_conn_packet(cfg, &hop_conns, e)) {
 		hop_count(&hop_counters, HOP_CTR_SAMPLED_OUT);
 		return 0;
 	}

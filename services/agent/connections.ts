@@ -12,16 +12,24 @@
  * Records of a connection whose handshake this agent did not see (it started
  * before capture) keep an unknown identity and are joined by tuple downstream.
  * Pure bookkeeping over record bytes: no I/O, clocks passed in.
+ *
+ * A live kernel stamps most packets itself (HOP_F_CONN: aux[1], aux[2] are the ISNs,
+ * learned by the programs from the same handshake), and those with both ISNs pass
+ * without a lookup here: the per-record cost is then a few word loads. Recordings,
+ * the other kinds, and packets the kernel could not stamp take the lookup by tuple.
  */
 import { direction, flowId } from '../shared/flowkey.js';
-import { Kind, RECORD_SIZE } from '../shared/record.js';
+import { Flag, Kind, RECORD_SIZE } from '../shared/record.js';
 import type { RecordChunk } from './source.js';
 
-/** Records with their seqs and connection ids (8 bytes each: client ISN, server ISN, u32 LE). */
+/**
+ * Records with their seqs and connection ids (8 bytes each: client ISN, server ISN, u32 LE).
+ * Valid until the tracker's next process() or expire(): the consumer copies what it keeps.
+ */
 export interface AnnotatedChunk {
   buf: Buffer;
   count: number;
-  seqs: number[];
+  seqs: Float64Array;
   conn: Buffer;
   clockOffsetNs: bigint;
 }
@@ -34,8 +42,20 @@ interface Entry {
   held?: { recs: Buffer[]; seqs: number[]; offsets: bigint[]; sinceNs: number; sinceMs: number };
 }
 
-/** A record's kernel timestamp as a double: exact to 256 ns at 2^60 ns of uptime, plenty for hold times. */
-const tsOf = (buf: Buffer, off: number) => buf.readUInt32LE(off + 4) * 0x1_0000_0000 + buf.readUInt32LE(off);
+/** Record fields as 32-bit word indexes (bpf/events.h): ts_ns, flags (high half), PACKET aux[1], aux[2]. */
+const W_TS = 0;
+const W_FLAGS = 11;
+const W_ISN_C = 30;
+const W_ISN_S = 31;
+const WORDS = RECORD_SIZE >>> 2;
+const KIND = 25;
+const L4PROTO = 28;
+
+/** A 32-bit word view of b; b itself is copied first in the rare case it is not 4-byte aligned. */
+function words(b: Buffer): { buf: Buffer; w: Uint32Array } {
+  if (b.byteOffset & 3) b = Buffer.from(Uint8Array.prototype.slice.call(b).buffer);
+  return { buf: b, w: new Uint32Array(b.buffer, b.byteOffset, b.length >>> 2) };
+}
 
 export interface ConnTrackerOptions {
   holdNs?: bigint;
@@ -57,6 +77,9 @@ export interface ConnTracker {
   stats(): { connections: number; held: number; releasedUnanswered: number; releasedEarly: number };
 }
 
+/** A record's kernel timestamp as a double. */
+const tsOf = (buf: Buffer, off: number) => buf.readUInt32LE(off + 4) * 0x1_0000_0000 + buf.readUInt32LE(off);
+
 class Out {
   recs: Buffer[] = [];
   seqs: number[] = [];
@@ -75,7 +98,7 @@ class Out {
       conn.writeUInt32LE(this.conns[2 * i]! >>> 0, 8 * i);
       conn.writeUInt32LE(this.conns[2 * i + 1]! >>> 0, 8 * i + 4);
     }
-    return { buf: Buffer.concat(this.recs, n * RECORD_SIZE), count: n, seqs: this.seqs, conn, clockOffsetNs: this.clockOffsetNs };
+    return { buf: Buffer.concat(this.recs, n * RECORD_SIZE), count: n, seqs: Float64Array.from(this.seqs), conn, clockOffsetNs: this.clockOffsetNs };
   }
 }
 
@@ -96,6 +119,18 @@ export function createConnTracker(o: ConnTrackerOptions = {}): ConnTracker {
   let watermarkNs = 0;
   let releasedUnanswered = 0;
   let releasedEarly = 0;
+  /** Ids and seqs of the last process(), reused (grown as needed). */
+  let conn = Buffer.alloc(0);
+  let conn32 = new Uint32Array(0);
+  let seqBuf = new Float64Array(0);
+  function scratch(count: number) {
+    if (seqBuf.length < count) {
+      conn = Buffer.from(new ArrayBuffer(8 * count));
+      conn32 = new Uint32Array(conn.buffer);
+      seqBuf = new Float64Array(count);
+    }
+    return { conn, conn32, seqs: seqBuf };
+  }
 
   function release(e: Entry, outs: AnnotatedChunk[]) {
     const h = e.held;
@@ -129,13 +164,14 @@ export function createConnTracker(o: ConnTrackerOptions = {}): ConnTracker {
   return {
     process(chunk, nowMs) {
       const outs: AnnotatedChunk[] = [];
-      const { buf, count } = chunk;
+      const { count } = chunk;
+      const { buf, w } = words(chunk.buf);
       // Pass 1: learn handshakes, so records earlier in the chunk (a CT record before its SYN) are stamped too.
       for (let i = 0; i < count; i++) {
         const off = i * RECORD_SIZE;
-        const ts = tsOf(buf, off);
+        const ts = w[i * WORDS + W_TS + 1]! * 0x1_0000_0000 + w[i * WORDS + W_TS]!; // a double: exact to 256 ns at 2^60 ns, plenty for holds
         if (ts > watermarkNs) watermarkNs = ts;
-        if (buf[off + 25] !== Kind.PACKET || buf[off + 28] !== 6) continue;
+        if (buf[off + KIND] !== Kind.PACKET || buf[off + L4PROTO] !== 6) continue;
         const flags = buf[off + 29]!;
         if (!(flags & SYN)) continue;
         const key = flowId(buf, off);
@@ -163,33 +199,46 @@ export function createConnTracker(o: ConnTrackerOptions = {}): ConnTracker {
         }
       }
       // Pass 2: stamp, or hold what precedes the SYN-ACK. Records not held are
-      // compacted in place (the chunk's buffer is ours once yielded), so the common
-      // case allocates one conn buffer and one seq array per chunk, nothing per record.
-      const conn = Buffer.allocUnsafe(8 * count);
-      const seqs: number[] = [];
+      // compacted in place (the chunk's buffer is ours once yielded); ids and seqs go
+      // into scratch arrays reused from chunk to chunk, so nothing is allocated per record.
+      const { conn, conn32, seqs } = scratch(count);
       let kept = 0;
       for (let i = 0; i < count; i++) {
         const off = i * RECORD_SIZE;
         const seq = chunk.seqs ? chunk.seqs[i]! : chunk.firstSeq + i;
-        const e = buf[off + 28] === 6 ? conns.get(flowId(buf, off)) : undefined;
-        if (e && e.isnS === 0) {
-          if (!e.held) {
-            e.held = { recs: [], seqs: [], offsets: [], sinceNs: tsOf(buf, off), sinceMs: nowMs };
-            holding.add(e);
+        let isnC = 0;
+        let isnS = 0;
+        if (buf[off + L4PROTO] === 6) {
+          const stamped = buf[off + KIND] === Kind.PACKET && (w[i * WORDS + W_FLAGS]! >>> 16) & Flag.CONN;
+          if (stamped && (isnS = w[i * WORDS + W_ISN_S]!) !== 0) {
+            isnC = w[i * WORDS + W_ISN_C]!;
+          } else {
+            isnS = 0;
+            const e = conns.get(flowId(buf, off));
+            if (e && e.isnS === 0) {
+              if (!e.held) {
+                e.held = { recs: [], seqs: [], offsets: [], sinceNs: tsOf(buf, off), sinceMs: nowMs };
+                holding.add(e);
+              }
+              e.held.recs.push(Buffer.from(buf.subarray(off, off + RECORD_SIZE)));
+              e.held.seqs.push(seq);
+              e.held.offsets.push(chunk.clockOffsetNs);
+              held++;
+              continue;
+            }
+            if (e) {
+              isnC = e.isnC;
+              isnS = e.isnS;
+            }
           }
-          e.held.recs.push(Buffer.from(buf.subarray(off, off + RECORD_SIZE)));
-          e.held.seqs.push(seq);
-          e.held.offsets.push(chunk.clockOffsetNs);
-          held++;
-          continue;
         }
         if (kept !== i) buf.copyWithin(kept * RECORD_SIZE, off, off + RECORD_SIZE);
-        conn.writeUInt32LE(e ? e.isnC >>> 0 : 0, 8 * kept);
-        conn.writeUInt32LE(e ? e.isnS >>> 0 : 0, 8 * kept + 4);
-        seqs.push(seq);
+        conn32[2 * kept] = isnC;
+        conn32[2 * kept + 1] = isnS;
+        seqs[kept] = seq;
         kept++;
       }
-      if (kept) outs.push({ buf: buf.subarray(0, kept * RECORD_SIZE), count: kept, seqs, conn, clockOffsetNs: chunk.clockOffsetNs });
+      if (kept) outs.push({ buf: buf.subarray(0, kept * RECORD_SIZE), count: kept, seqs: seqs.subarray(0, kept), conn: conn.subarray(0, 8 * kept), clockOffsetNs: chunk.clockOffsetNs });
       while (held > maxHeld && holding.size > 0) {
         const oldest = holding.values().next().value!;
         releasedEarly += oldest.held!.recs.length;

@@ -128,6 +128,9 @@ export async function generateRecording(o: GenerateOptions): Promise<GenerateRes
     let t = f * flowGapNs + rnd() * flowGapNs;
     let cseq = Math.floor(rnd() * 0xffffffff);
     let sseq = Math.floor(rnd() * 0xffffffff);
+    // What a live kernel stamps on each packet (HOP_F_CONN): the ISNs, the server's from the SYN-ACK on.
+    const isnC = cseq;
+    const isnS = sseq;
     const reset = rnd() < 0.01;
     const exchanges = 1 + Math.floor(rnd() * 4);
     // Packets as (from client?, flags, payload length).
@@ -169,7 +172,8 @@ export async function generateRecording(o: GenerateOptions): Promise<GenerateRes
           tcpFlags: flags,
           ipId,
           payloadLen: len,
-          flags: (fromClient ? h.egress : !h.egress) ? Flag.EGRESS : Flag.INGRESS,
+          flags: ((fromClient ? h.egress : !h.egress) ? Flag.EGRESS : Flag.INGRESS) | Flag.CONN,
+          aux: [0, isnC, flags === SYN ? 0 : isnS],
           tuple: fromClient ? { saddr: client, daddr: server, sport: cport, dport: sport } : { saddr: server, daddr: client, sport, dport: cport },
           seq,
           ack,

@@ -55,6 +55,8 @@ export const Flag = {
   INGRESS: 1 << 3,
   EGRESS: 1 << 4,
   TRUNCATED: 1 << 5,
+  /** PACKET: aux[1], aux[2] are the TCP connection's client and server ISNs (the kernel learned them). */
+  CONN: 1 << 6,
 } as const;
 
 /** enum hop_stage (bpf/events.h): DROP records, aux[2]. */
@@ -89,7 +91,7 @@ export const AF_INET6 = 10;
 
 const KIND_MAX = 7;
 const HOOK_MAX = 10;
-const FLAGS_ALL = 0x3f;
+const FLAGS_ALL = Object.values(Flag).reduce((a, b) => a | b, 0);
 
 export interface Tuple {
   /** Source address in text form (dotted quad or RFC 5952 IPv6). */

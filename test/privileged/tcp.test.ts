@@ -90,6 +90,18 @@ describePrivileged('live capture: TCP between namespaces', () => {
       expect(r.ack).toBe((synOut!.seq + 1 + msg.length) >>> 0);
     }
 
+    // The kernel stamps each packet with the connection's ISNs (HOP_F_CONN, aux[1..2]) from the
+    // handshake: the SYN with the client's alone, everything from the SYN-ACK on with both.
+    const isnC = synOut!.seq;
+    const isnS = sa.seq;
+    await cap.settle();
+    const packets = cap.records.filter((r) => c2s(r) || s2c(r));
+    expect(packets.length).toBeGreaterThanOrEqual(12);
+    for (const r of packets) {
+      expect(r.flags & Flag.CONN, `HOP_F_CONN on hook ${r.hook} flags 0x${r.tcpFlags.toString(16)} seq ${r.seq}`).toBeTruthy();
+      expect(r.aux.slice(1)).toEqual(r.tcpFlags === SYN ? [isnC, 0] : [isnC, isnS]);
+    }
+
     // Socket state changes of both ends (local -> remote tuples).
     await cap.waitFor((r) => r.kind === Kind.SOCK_STATE && r.netnsIno === srv.inode && r.skState === 1 && isFlow(r, link.addrB, port, link.addrA, cport), { what: 'server ESTABLISHED' });
     await cap.waitFor((r) => r.kind === Kind.SOCK_STATE && r.netnsIno === cli.inode && r.skState === 1 && isFlow(r, link.addrA, cport, link.addrB, port), { what: 'client ESTABLISHED' });

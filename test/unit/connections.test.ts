@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { createConnTracker, type AnnotatedChunk } from '../../services/agent/connections.js';
-import { Kind } from '../../services/shared/record.js';
+import { Flag, Kind } from '../../services/shared/record.js';
 import { pack, pkt } from './helpers.js';
 
 const SYN = 0x02;
@@ -14,7 +14,7 @@ function chunk(recs: Buffer[], firstSeq = 0) {
 }
 /** (seq, isnC, isnS) per record of annotated chunks. */
 function ids(out: AnnotatedChunk[]) {
-  return out.flatMap((c) => c.seqs.map((s, i) => [s, c.conn.readUInt32LE(8 * i), c.conn.readUInt32LE(8 * i + 4)]));
+  return out.flatMap((c) => Array.from(c.seqs, (s, i) => [s, c.conn.readUInt32LE(8 * i), c.conn.readUInt32LE(8 * i + 4)]));
 }
 
 describe('connection tracker', () => {
@@ -74,6 +74,21 @@ describe('connection tracker', () => {
     const conn = (isnC: number, isnS: number) => chunk([pkt(...C, ...VIP, { tcpFlags: SYN, seq: isnC }), pkt(...VIP, ...C, { tcpFlags: SYN | ACK, seq: isnS, ack: isnC + 1 }), pkt(...C, ...VIP, { tcpFlags: ACK, seq: isnC + 1 })]);
     expect(ids(t.process(conn(100, 200), 0)).map((r) => r.slice(1))).toEqual([[100, 200], [100, 200], [100, 200]]);
     expect(ids(t.process(conn(300, 400), 0)).map((r) => r.slice(1))).toEqual([[300, 400], [300, 400], [300, 400]]);
+  });
+
+  it('takes the ISNs the kernel stamped on a packet (HOP_F_CONN) without having seen the handshake', () => {
+    const t = createConnTracker();
+    const stamped = pkt(...C, ...VIP, { tcpFlags: ACK, seq: 5, flags: Flag.CONN, aux: [1500, 41, 42] });
+    const unstamped = pkt(...C, ...VIP, { tcpFlags: ACK, seq: 6, aux: [1500, 41, 42] });
+    expect(ids(t.process(chunk([stamped, unstamped]), 0))).toEqual([[0, 41, 42], [1, 0, 0]]);
+  });
+
+  it('holds a stamped SYN (server ISN 0) until the SYN-ACK, then gives it the pair', () => {
+    const t = createConnTracker();
+    const syn = pkt(...C, ...VIP, { tcpFlags: SYN, seq: 1000, flags: Flag.CONN, aux: [60, 1000, 0] });
+    expect(ids(t.process(chunk([syn], 0), 0))).toEqual([]);
+    const synack = pkt(...VIP, ...C, { tcpFlags: SYN | ACK, seq: 5000, ack: 1001, flags: Flag.CONN, aux: [60, 1000, 5000] });
+    expect(ids(t.process(chunk([synack], 1), 1)).sort()).toEqual([[0, 1000, 5000], [1, 1000, 5000]]);
   });
 
   it('bounds what it holds', () => {
