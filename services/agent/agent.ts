@@ -69,6 +69,7 @@ export function kernelNames(names: KernelNames, records: Buffer, count: number) 
   for (let i = 0; i < count; i++) {
     const off = i * RECORD_SIZE;
     const kind = records[off + 25];
+    if (kind !== Kind.DROP && kind !== Kind.RST_SENT) continue;
     const reason = records.readUInt16LE(off + 40);
     if (kind === Kind.DROP) {
       const n = names.dropReason(reason);
@@ -108,7 +109,15 @@ export function createAgent(d: AgentDeps): Agent {
 
   function enqueue(batches: ReadyBatch[]) {
     for (const b of batches) {
-      const meta = { agent: agentName, node: source.node, boot: source.boot, clockOffsetNs: b.clockOffsetNs, netnsNames, ...(source.names ? kernelNames(source.names, b.records, b.count) : {}) };
+      const meta = {
+        agent: agentName,
+        node: source.node,
+        boot: source.boot,
+        clockOffsetNs: b.clockOffsetNs,
+        netnsNames,
+        compress: cfg.recordCompression === 'snappy',
+        ...(source.names ? kernelNames(source.names, b.records, b.count) : {}),
+      };
       const value = encodeBatch(meta, b.records, b.seqs, b.count, b.conn); // copies the records
       batcher.recycle(b);
       queue.push({ partition: b.partition, key: `${agentName}/${b.partition}`, value, records: b.count });
@@ -189,22 +198,34 @@ export function createAgent(d: AgentDeps): Agent {
 
   return {
     async run() {
-      const ticker = setInterval(() => {
+      // Batches linger and handshake records wait for their SYN-ACK: a timer looks at
+      // them, but only while there are some (an idle agent sleeps until records come).
+      const tickMs = Math.max(5, Math.floor(cfg.lingerMs / 2));
+      let ticker: NodeJS.Timeout | undefined;
+      let running = true;
+      const arm = () => {
+        if (!ticker && running && (batcher.pending > 0 || tracker.held > 0)) ticker = setTimeout(tick, tickMs);
+      };
+      const tick = () => {
+        ticker = undefined;
         add(tracker.expire(Date.now()));
         enqueue(batcher.due(Date.now()));
-      }, Math.max(5, Math.floor(cfg.lingerMs / 2)));
+        arm();
+      };
       try {
         for await (const chunk of source.chunks()) {
           if (chunk.netnsNames) netnsNames = chunk.netnsNames;
           metrics.recordsRead.inc(chunk.count);
           totals.read += chunk.count;
           add(tracker.process(chunk, Date.now()));
+          arm();
           syncSourceCounters();
           await drainTo(cfg.bufferBytes);
           if (stopping) break;
         }
       } finally {
-        clearInterval(ticker);
+        running = false;
+        clearTimeout(ticker);
         syncSourceCounters();
         add(tracker.expire(Date.now(), true));
         enqueue(batcher.due(Date.now(), true));

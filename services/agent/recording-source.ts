@@ -62,12 +62,13 @@ export async function openRecording(o: RecordingSourceOptions): Promise<RecordSo
   async function* chunks(): AsyncGenerator<RecordChunk> {
     const started = Date.now();
     let index = 0;
+    // One buffer for every chunk: the consumer has a chunk only until it pulls the next
+    // (RecordChunk.buf), and a fresh buffer each time was most of a replay's garbage.
+    const buf = Buffer.from(new ArrayBuffer(chunkRecords * RECORD_SIZE));
     try {
       while (!stopped && index < totalRecords) {
         const n = Math.min(chunkRecords, totalRecords - index);
-        // A fresh buffer per chunk: the consumer keeps it. Valid records are compacted
-        // to its front in place (nothing moves unless a record is corrupt).
-        const buf = Buffer.allocUnsafe(n * RECORD_SIZE);
+        // Valid records are compacted to the front in place (nothing moves unless a record is corrupt).
         const { bytesRead } = await fh.read(buf, 0, n * RECORD_SIZE, HEADER_SIZE + index * RECORD_SIZE);
         const got = Math.floor(bytesRead / RECORD_SIZE);
         if (got === 0) break;

@@ -4,6 +4,7 @@
  */
 import Long from 'long';
 import protobuf from 'protobufjs/minimal.js';
+import { compressSync, uncompressSync } from 'snappy';
 import { hoptrace } from './gen/hop.js';
 import { ABI_VERSION, RECORD_SIZE } from './record.js';
 import { HopError } from './errors.js';
@@ -23,6 +24,8 @@ export interface BatchMeta {
   clockOffsetNs: bigint;
   netnsNames?: ReadonlyMap<number, string>;
   droppedSinceLast?: number;
+  /** Records (and conn) as snappy blocks (HopBatch.records_snappy), or as they are. */
+  compress?: boolean;
   /** Names of the reasons and kernel addresses found in the batch's records. */
   dropReasonNames?: ReadonlyMap<number, string>;
   resetReasonNames?: ReadonlyMap<number, string>;
@@ -48,6 +51,8 @@ export function encodeBatch(meta: BatchMeta, records: Buffer, seqs: ArrayLike<nu
   for (let i = 0; i < count && contiguous; i++) contiguous = seqs[i] === first + i;
   const deltas: number[] = [];
   if (!contiguous) for (let i = 0; i < count; i++) deltas.push(seqs[i]! - first);
+  const packed = records.subarray(0, count * RECORD_SIZE);
+  const ids = conn && hasConn(conn, count) ? conn.subarray(0, 8 * count) : EMPTY;
   const msg = HopBatch.create({
     agent: meta.agent,
     node: meta.node,
@@ -56,17 +61,36 @@ export function encodeBatch(meta: BatchMeta, records: Buffer, seqs: ArrayLike<nu
     clockOffsetNs: Long.fromString(meta.clockOffsetNs.toString(), false),
     recordSize: RECORD_SIZE,
     abiVersion: ABI_VERSION,
-    records: records.subarray(0, count * RECORD_SIZE),
+    records: meta.compress ? EMPTY : packed,
+    recordsSnappy: meta.compress ? compressSync(packed) : EMPTY,
     seqDeltas: deltas,
     netnsNames: toObject(meta.netnsNames),
     dropReasonNames: toObject(meta.dropReasonNames),
     resetReasonNames: toObject(meta.resetReasonNames),
     symbols: toObject(meta.symbols),
     droppedSinceLast: u64(meta.droppedSinceLast ?? 0),
-    conn: conn && hasConn(conn, count) ? conn.subarray(0, 8 * count) : new Uint8Array(0),
+    conn: meta.compress ? EMPTY : ids,
+    connSnappy: meta.compress && ids.length ? compressSync(ids) : EMPTY,
   });
   const bytes = HopBatch.encode(msg).finish();
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength); // a view, not a copy
+}
+
+const EMPTY = new Uint8Array(0);
+
+/** A snappy block's contents, or HOP_BATCH_INVALID naming the field. */
+function unsnappy(block: Uint8Array, field: string): Buffer {
+  try {
+    return uncompressSync(Buffer.from(block.buffer, block.byteOffset, block.byteLength), { asBuffer: true }) as Buffer;
+  } catch (err) {
+    throw new HopError('HOP_BATCH_INVALID', `${field} is not a snappy block: ${(err as Error).message}`, false, { cause: err });
+  }
+}
+
+/** A bytes field that may come as a snappy block instead: the one set, or HOP_BATCH_INVALID when both are. */
+function plainOrSnappy(plain: Uint8Array, snappy: Uint8Array, field: string): Buffer {
+  if (snappy.length && plain.length) throw new HopError('HOP_BATCH_INVALID', `both ${field} and ${field}_snappy are set`);
+  return snappy.length ? unsnappy(snappy, `${field}_snappy`) : Buffer.from(plain.buffer, plain.byteOffset, plain.byteLength);
 }
 
 function hasConn(conn: Buffer, count: number): boolean {
@@ -96,14 +120,14 @@ export function decodeBatch(value: Buffer): DecodedBatch {
   }
   if (m.abiVersion !== ABI_VERSION) throw new HopError('HOP_BATCH_INVALID', `record ABI ${m.abiVersion}, this build reads ${ABI_VERSION}`);
   if (m.recordSize !== RECORD_SIZE) throw new HopError('HOP_BATCH_INVALID', `record size ${m.recordSize}, this build reads ${RECORD_SIZE}`);
-  const records = Buffer.from(m.records.buffer, m.records.byteOffset, m.records.byteLength);
+  const records = plainOrSnappy(m.records, m.recordsSnappy, 'records');
   if (records.length % RECORD_SIZE !== 0) throw new HopError('HOP_BATCH_INVALID', `records field is ${records.length} bytes, not a multiple of ${RECORD_SIZE}`);
   const count = records.length / RECORD_SIZE;
   const deltas = m.seqDeltas;
   if (deltas.length !== 0 && deltas.length !== count) throw new HopError('HOP_BATCH_INVALID', `${deltas.length} seq deltas for ${count} records`);
   if (!m.agent) throw new HopError('HOP_BATCH_INVALID', 'batch has no agent name');
   const firstSeq = Number(toBig(m.firstSeq));
-  const conn = Buffer.from(m.conn.buffer, m.conn.byteOffset, m.conn.byteLength);
+  const conn = plainOrSnappy(m.conn, m.connSnappy, 'conn');
   if (conn.length !== 0 && conn.length !== 8 * count) throw new HopError('HOP_BATCH_INVALID', `conn field is ${conn.length} bytes for ${count} records`);
   const numKeys = (o: Record<string, string>) => new Map(Object.entries(o).map(([k, v]) => [Number(k), v]));
   return {

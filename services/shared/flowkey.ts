@@ -1,8 +1,7 @@
 /**
  * Flow identity from raw records: both directions of a 5-tuple get the same key.
  *
- * Works on the record bytes (bpf/events.h tuple at offset 48) so the agent can
- * partition without decoding. The canonical order puts the endpoint with the
+ * Works on the record bytes (bpf/events.h tuple at offset 48), without decoding. The canonical order puts the endpoint with the
  * smaller (address bytes, port) first; `direction` says whether a record's source
  * is that first endpoint (0) or the second (1).
  *
@@ -47,33 +46,11 @@ function fmix(h: number): number {
   return h >>> 0;
 }
 
-/** murmur3-32 of the canonical tuple: address words of the first endpoint, then the second, ports, protocol. */
-function hashTuple(buf: Buffer, off: number, seed: number): number {
-  const rev = compareEndpoints(buf, off) > 0;
-  const a = off + TUPLE + (rev ? 16 : 0);
-  const b = off + TUPLE + (rev ? 0 : 16);
-  const pa = buf.readUInt16LE(off + TUPLE + (rev ? 34 : 32));
-  const pb = buf.readUInt16LE(off + TUPLE + (rev ? 32 : 34));
-  let h = seed;
-  for (let i = 0; i < 16; i += 4) h = mix(h, buf.readInt32LE(a + i));
-  for (let i = 0; i < 16; i += 4) h = mix(h, buf.readInt32LE(b + i));
-  h = mix(h, (pa << 16) | pb);
-  h = mix(h, (buf[off + L4PROTO]! << 8) | buf[off + FAMILY]!);
-  return fmix(h ^ 40);
-}
-
-/** Kafka partition for the record: both directions of a flow land on the same one. */
-export function partitionOf(buf: Buffer, off: number, partitions: number): number {
-  return hashTuple(buf, off, 0x9747b28c) % partitions;
-}
-
 /**
- * 53-bit flow id of the record's canonical 5-tuple: hashTuple seeded 0x2f1a7c3d
- * (top 21 bits) and 0x5bd1e995 (32 bits), computed in one pass over the tuple
- * (the agent does this for every TCP record). Stored flow ids depend on it: the
- * unit test pins values computed by the two-pass definition. The canonical order is
- * written out again here rather than shared with hashTuple: filling a shared word
- * scratch that both read measured 7-50% slower per call.
+ * 53-bit flow id of the record's canonical 5-tuple: two murmur3-32 hashes of the
+ * canonical tuple (address words of the first endpoint, then the second, ports,
+ * protocol and family), seeded 0x2f1a7c3d (top 21 bits) and 0x5bd1e995 (32 bits),
+ * computed in one pass. Stored flow ids depend on it: the unit test pins values.
  */
 export function flowId(buf: Buffer, off: number): number {
   const rev = compareEndpoints(buf, off) > 0;
@@ -109,11 +86,6 @@ export interface ConnId {
   isnC: number;
   /** Server ISN (the SYN-ACK's sequence number); 0 = unknown or never answered. */
   isnS: number;
-}
-
-/** Kafka partition of a connection: by client ISN alone, so SYN records (no server ISN yet) land with the rest. */
-export function partitionOfConn(isnC: number, partitions: number): number {
-  return fmix(mix(0x3c6ef372, isnC | 0) ^ 4) % partitions;
 }
 
 /** 53-bit flow id of a connection identified by its ISNs (seeded apart from tuple flow ids). */

@@ -1,11 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { decodeBatch, encodeBatch } from '../../services/shared/batch.js';
 import { HopError } from '../../services/shared/errors.js';
+import { hoptrace } from '../../services/shared/gen/hop.js';
 import { createBatcher } from '../../services/agent/batcher.js';
-import { partitionOf, partitionOfConn } from '../../services/shared/flowkey.js';
 import { RECORD_SIZE } from '../../services/shared/record.js';
 import { pack, pkt } from './helpers.js';
 
+const HopBatch = hoptrace.v1.HopBatch;
 const meta = { agent: 'a1', node: 'node-a', boot: 2 ** 52 + 7, clockOffsetNs: 1_764_000_000_123_456_789n };
 
 describe('HopBatch codec', () => {
@@ -26,6 +27,28 @@ describe('HopBatch codec', () => {
     const d = decodeBatch(encodeBatch(meta, recs, [12, 4], 2, conn));
     expect([d.seqOf(0), d.seqOf(1)]).toEqual([12, 4]);
     expect([d.isnC(0), d.isnS(0), d.isnC(1), d.isnS(1)]).toEqual([7, 9, 0, 0]);
+  });
+
+  it('compresses records and ids into snappy blocks when asked, and reads them back the same', () => {
+    const recs = pack(Array.from({ length: 50 }, (_, i) => pkt('10.0.0.1', 1000 + (i % 3), '10.0.0.2', 80, { seq: i })));
+    const conn = Buffer.alloc(8 * 50);
+    for (let i = 0; i < 50; i++) conn.writeUInt32LE(1000 + (i % 3), 8 * i);
+    const plain = encodeBatch(meta, recs, Array.from({ length: 50 }, (_, i) => i), 50, conn);
+    const packed = encodeBatch({ ...meta, compress: true }, recs, Array.from({ length: 50 }, (_, i) => i), 50, conn);
+    expect(packed.length).toBeLessThan(plain.length / 3);
+    const d = decodeBatch(packed);
+    expect(d.records.equals(recs)).toBe(true);
+    expect(Array.from({ length: 50 }, (_, i) => d.isnC(i))).toEqual(Array.from({ length: 50 }, (_, i) => 1000 + (i % 3)));
+  });
+
+  it('rejects a snappy block that does not decompress, and records given twice, naming the field', () => {
+    const recs = pack([pkt('10.0.0.1', 1, '10.0.0.2', 2)]);
+    const msg = HopBatch.decode(encodeBatch({ ...meta, compress: true }, recs, [0], 1));
+    msg.recordsSnappy = Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3]);
+    expect(() => decodeBatch(Buffer.from(HopBatch.encode(msg).finish()))).toThrow(/records_snappy is not a snappy block/);
+    msg.recordsSnappy = Buffer.from(HopBatch.decode(encodeBatch({ ...meta, compress: true }, recs, [0], 1)).recordsSnappy);
+    msg.records = recs;
+    expect(() => decodeBatch(Buffer.from(HopBatch.encode(msg).finish()))).toThrow(/both records and records_snappy/);
   });
 
   it('carries kernel names for reasons and drop locations', () => {
@@ -51,33 +74,31 @@ describe('HopBatch codec', () => {
 });
 
 describe('batcher', () => {
-  const chunk = (bufs: Buffer[], firstSeq = 0, conn = Buffer.alloc(8 * bufs.length)) => ({ buf: pack(bufs), count: bufs.length, seqs: bufs.map((_, i) => firstSeq + i), conn, clockOffsetNs: 5n });
+  const chunk = (bufs: Buffer[], firstSeq = 0, conn = Buffer.alloc(8 * bufs.length)) => ({ buf: pack(bufs), count: bufs.length, seqs: Float64Array.from(bufs, (_, i) => firstSeq + i), conn, clockOffsetNs: 5n });
 
-  it('puts both directions of a flow in one partition batch, in order, with their seqs', () => {
-    const b = createBatcher(4, 100, 1000);
+  it('keeps records in the order given, with their seqs and connection ids', () => {
+    const b = createBatcher(4, 100, 1000, 2);
     const fwd = pkt('10.0.0.1', 1234, '10.0.0.2', 80);
     const rev = pkt('10.0.0.2', 80, '10.0.0.1', 1234);
-    expect(b.add(chunk([fwd, rev, fwd], 7), 0)).toEqual([]);
+    const conn = Buffer.alloc(24);
+    conn.writeUInt32LE(0xabc, 8);
+    conn.writeUInt32LE(0xdef, 12);
+    expect(b.add(chunk([fwd, rev, fwd], 7, conn), 0)).toEqual([]);
     expect(b.pending).toBe(3);
     const out = b.due(0, true);
     expect(out).toHaveLength(1);
-    expect(out[0]!.partition).toBe(partitionOf(fwd, 0, 4));
-    expect(out[0]!.seqs).toEqual([7, 8, 9]);
-    expect(out[0]!.records.subarray(RECORD_SIZE, 2 * RECORD_SIZE).equals(rev)).toBe(true);
+    expect(out[0]!.partition).toBe(2);
+    expect([...out[0]!.seqs]).toEqual([7, 8, 9]);
+    expect(out[0]!.records.equals(pack([fwd, rev, fwd]))).toBe(true);
+    expect(out[0]!.conn.equals(conn)).toBe(true);
     expect(b.pending).toBe(0);
   });
 
-  it('sends a known connection to its client ISN partition, whatever the tuple (NAT)', () => {
-    const b = createBatcher(8, 100, 1000);
-    const conn = Buffer.alloc(16);
-    conn.writeUInt32LE(0xabc, 0);
-    conn.writeUInt32LE(0xdef, 4);
-    conn.writeUInt32LE(0xabc, 8);
-    b.add(chunk([pkt('10.0.0.1', 1234, '10.96.0.10', 80), pkt('10.0.0.1', 1234, '10.244.0.5', 8080)], 0, conn), 0);
-    const out = b.due(0, true);
-    expect(out).toHaveLength(1);
-    expect(out[0]!.partition).toBe(partitionOfConn(0xabc, 8));
-    expect(out[0]!.conn.equals(conn)).toBe(true);
+  it('sends batch after batch to the partitions in turn', () => {
+    const b = createBatcher(3, 2, 1000, 1);
+    const r = pkt('10.0.0.1', 1, '10.0.0.2', 2);
+    const out = b.add(chunk([r, r, r, r, r, r, r, r]), 0);
+    expect(out.map((x) => x.partition)).toEqual([1, 2, 0, 1]);
   });
 
   it('seals a batch when full, and others on linger', () => {

@@ -173,8 +173,12 @@ export const LIVE_SPEC = {
     },
   },
   drainIntervalMs: {
-    doc: 'Timer drain period in ms (upper bound on added latency at low rates). Default 10.',
+    doc: 'Shortest timer drain period in ms, while drains find records. Default 10.',
     parse: (v: unknown, f: string) => (v === undefined ? 10 : int(v, f, 1, 1000)),
+  },
+  drainIdleMs: {
+    doc: 'Longest timer drain period in ms (upper bound on added latency at low rates): the period doubles from drainIntervalMs while drains find fewer than 256 records. Default 50; drainIntervalMs when smaller.',
+    parse: (v: unknown, f: string) => (v === undefined ? 50 : int(v, f, 1, 10_000)),
   },
   chunkRecords: {
     doc: 'Most records per yielded chunk. Default 8192 (1 MiB).',

@@ -25,6 +25,7 @@ import { KERNEL_COUNTERS, SharedMap, type KernelCounter } from './kernel-abi.js'
 import { namedNetns, resolveNetns, resolveNetnsPresent } from './netns.js';
 import { filtersOf, parseLiveFilters, type LiveFilters, type LiveFiltersInput, type LiveOptions } from './options.js';
 import { checkCapabilities, probeBpfSyscall } from './privileges.js';
+import { RecordArena } from './arena.js';
 import { RingReader } from './ring.js';
 import { Tally } from './tally.js';
 import type { ProgramProblem } from './errors.js';
@@ -71,6 +72,9 @@ export function readProgramStats(fd: number): { runs: number; runNs: number } {
   const field = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)$`, 'm').exec(text)?.[1] ?? 0);
   return { runs: field('run_cnt'), runNs: field('run_time_ns') };
 }
+
+/** A timer drain that finds at least this many records keeps the timer at its shortest period. */
+const DRAIN_BUSY_RECORDS = 256;
 
 /** How often namespace names are re-read (chunk names, owned-by-name re-resolution). */
 const NETNS_NAMES_REFRESH_MS = 2000;
@@ -125,6 +129,9 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
   const tsScratch = new Uint8Array(16);
   const queue: RecordChunk[] = [];
   const maxQueuedRecords = opts.maxQueuedChunks * opts.chunkRecords;
+  // Chunks live in one area, given back as the consumer pulls the next: room for the
+  // queue's bound, the chunk in the consumer's hands, and the space a wrap skips.
+  const arena = new RecordArena(maxQueuedRecords + 2 * opts.chunkRecords);
   let queuedRecords = 0;
   let waiter: (() => void) | null = null;
   let seq = 0;
@@ -186,11 +193,11 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
       local.records += kept;
       const firstSeq = seq;
       seq += kept;
-      if (queuedRecords + kept > maxQueuedRecords) {
+      const buf = queuedRecords + kept <= maxQueuedRecords ? arena.alloc(kept) : null;
+      if (!buf) {
         local.queue_full += kept; // the seq gap marks the loss downstream
         continue;
       }
-      const buf = Buffer.allocUnsafe(kept * RECORD_SIZE);
       staging.copy(buf, 0, 0, kept * RECORD_SIZE);
       queue.push({ buf, count: kept, firstSeq, clockOffsetNs: clockOffsetNs(libc, tsScratch), netnsNames });
       queuedRecords += kept;
@@ -206,8 +213,16 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
   // Under load the fd stays readable (level-triggered) and draining follows the
   // event loop; batches grow with the load. A timer-only or alarm-only scheme
   // measured worse: bursts overflowed the ring between ticks.
+  // The timer's period doubles, up to drainIdleMs, while drains find little, and is
+  // drainIntervalMs again once one finds more: a quiet agent wakes a few times a
+  // second instead of a hundred, and a busy one is driven by the fd anyway.
   const poll = koffi.node.poll(kernel.maps.get(SharedMap.EVENTS)!, { readable: true }, () => void drain());
-  const timer = setInterval(drain, opts.drainIntervalMs);
+  let period = opts.drainIntervalMs;
+  const onTimer = (): void => {
+    period = drain() >= DRAIN_BUSY_RECORDS ? opts.drainIntervalMs : Math.max(opts.drainIntervalMs, Math.min(opts.drainIdleMs, period * 2));
+    timer = setTimeout(onTimer, period);
+  };
+  let timer = setTimeout(onTimer, period);
 
   const kernelCounters = (): Record<KernelCounter, number> => {
     const ncpu = bpf.libbpf_num_possible_cpus();
@@ -235,6 +250,7 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
         if (c) {
           queuedRecords -= c.count;
           yield c;
+          arena.release(); // the consumer is done with c once it pulls the next
           continue;
         }
         if (stopped) return;
@@ -244,7 +260,7 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
 
     async stop(): Promise<void> {
       if (stopped) return;
-      clearInterval(timer);
+      clearTimeout(timer);
       poll.close();
       kernel.detach(); // no new events...
       drain(); // ...then take what is already in the ring
