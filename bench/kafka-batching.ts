@@ -2,14 +2,20 @@
  * Kafka batching strategies for the agent's produce path, on the real broker, with the
  * same generated recording (3 nodes, one agent each, concurrently) for every strategy:
  *
- *   A  packed HopBatch messages at 64, the default (1024) and 4096 records per message
+ *   A  packed HopBatch messages at 64, 1024 and 4096 records per message
  *      (HOPTRACE_BATCH_RECORDS), the agent's own Kafka sink, uncompressed;
  *   B  one Kafka message per event: the agent with batchRecords 1 (each record its own
  *      one-record HopBatch, partitioned by flow like A), and a sink that leaves batching to
  *      kafkajs: up to 1024 messages per producer.send, 4 sends in flight;
- *   C  A at the default size with kafkajs's gzip (HOPTRACE_KAFKA_COMPRESSION=gzip);
- *   D  A at the default size with snappy (services/shared/kafka-snappy.ts: the native
- *      binding as kafkajs's codec), the agent's default.
+ *   C  A at 1024 with kafkajs's gzip (HOPTRACE_KAFKA_COMPRESSION=gzip);
+ *   D  A at 1024 with snappy as kafkajs's codec (services/shared/kafka-snappy.ts:
+ *      the native binding; HOPTRACE_KAFKA_COMPRESSION=snappy): kafkajs concatenates and
+ *      compresses the encoded records of each produce request;
+ *   E  A at 1024 and 4096 with the records compressed by the agent, one snappy block per
+ *      HopBatch (HOPTRACE_RECORD_COMPRESSION=snappy, Kafka's compression off); 4096 is the
+ *      default.
+ *
+ * A-D ship the records as they are in the HopBatch (HOPTRACE_RECORD_COMPRESSION=none).
  *
  *   npm run build && node dist/bench/kafka-batching.js [--events 500000] [--runs 3]
  *
@@ -20,7 +26,7 @@
  * noisy); bytes per event the broker holds for the topic (segment file sizes = record
  * batches as produced, framing and compression included); then the consumer side: a
  * kafkajs consumer fetching the whole topic and decoding every HopBatch (decodeBatch),
- * CPU per event. Medians of the runs; ratios to the default packed size within each run.
+ * CPU per event. Medians of the runs; ratios to A at 1024 within each run.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -40,8 +46,8 @@ import { createKafka, ensureTopic } from '../services/shared/kafka.js';
 const log = pino({ level: 'warn' });
 const EVENTS = numArg('events', 500_000);
 const RUNS = numArg('runs', 3);
-/** The shipped default, whatever the environment says. */
-const DEFAULT_BATCH = loadConfig({}, {}).batchRecords;
+/** The shipped defaults, whatever the environment says. */
+const DEFAULTS = loadConfig({}, {});
 /** Strategy B: messages per producer.send, and sends in flight. */
 const B_PER_SEND = 1024;
 const B_SENDS_IN_FLIGHT = 4;
@@ -94,19 +100,26 @@ function coalescingSink(inner: Sink, perSend: number): Sink {
 }
 
 const realSink = (cfg: Config, kafka: Kafka) => createKafkaSink(cfg, kafka, log);
-const BASE = `A packed, ${DEFAULT_BATCH} records/message, uncompressed`;
+const BASE = 'A packed, 1024 records/message, uncompressed';
+const PLAIN = { recordCompression: 'none' } as const;
 const STRATEGIES: Strategy[] = [
-  { name: 'A packed, 64 records/message, uncompressed', cfg: { batchRecords: 64, kafkaCompression: 'none' }, sink: realSink },
-  { name: BASE, cfg: { batchRecords: DEFAULT_BATCH, kafkaCompression: 'none' }, sink: realSink },
-  { name: 'A packed, 4096 records/message, uncompressed', cfg: { batchRecords: 4096, kafkaCompression: 'none' }, sink: realSink },
+  { name: 'A packed, 64 records/message, uncompressed', cfg: { ...PLAIN, batchRecords: 64, kafkaCompression: 'none' }, sink: realSink },
+  { name: BASE, cfg: { ...PLAIN, batchRecords: 1024, kafkaCompression: 'none' }, sink: realSink },
+  { name: 'A packed, 4096 records/message, uncompressed', cfg: { ...PLAIN, batchRecords: 4096, kafkaCompression: 'none' }, sink: realSink },
   {
     name: `B one message per event (≤${B_PER_SEND} per send, ${B_SENDS_IN_FLIGHT} sends in flight)`,
     // The agent's window counts its 16-message calls: B_SENDS_IN_FLIGHT full sends' worth.
-    cfg: { batchRecords: 1, maxInFlight: (B_PER_SEND / 16) * B_SENDS_IN_FLIGHT, kafkaCompression: 'none' },
+    cfg: { ...PLAIN, batchRecords: 1, maxInFlight: (B_PER_SEND / 16) * B_SENDS_IN_FLIGHT, kafkaCompression: 'none' },
     sink: async (cfg, kafka) => coalescingSink(await realSink(cfg, kafka), B_PER_SEND),
   },
-  { name: `C packed, ${DEFAULT_BATCH} records/message, gzip`, cfg: { batchRecords: DEFAULT_BATCH, kafkaCompression: 'gzip' }, sink: realSink },
-  { name: `D packed, ${DEFAULT_BATCH} records/message, snappy (default)`, cfg: { batchRecords: DEFAULT_BATCH, kafkaCompression: 'snappy' }, sink: realSink },
+  { name: 'C packed, 1024 records/message, gzip (kafkajs)', cfg: { ...PLAIN, batchRecords: 1024, kafkaCompression: 'gzip' }, sink: realSink },
+  { name: 'D packed, 1024 records/message, snappy (kafkajs codec)', cfg: { ...PLAIN, batchRecords: 1024, kafkaCompression: 'snappy' }, sink: realSink },
+  { name: 'E packed, 1024 records/message, snappy block per HopBatch', cfg: { batchRecords: 1024, recordCompression: 'snappy', kafkaCompression: 'none' }, sink: realSink },
+  {
+    name: `E packed, ${DEFAULTS.batchRecords} records/message, snappy block per HopBatch (the defaults)`,
+    cfg: { batchRecords: DEFAULTS.batchRecords, recordCompression: DEFAULTS.recordCompression, kafkaCompression: DEFAULTS.kafkaCompression },
+    sink: realSink,
+  },
 ];
 
 interface Result {
