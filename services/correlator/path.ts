@@ -18,9 +18,8 @@
  *    joined it to the flow; each segment gets per-packet latencies and p50/p99.
  */
 import { percentile } from '../shared/stats.js';
-import { sentByClient } from '../shared/flowkey.js';
 import { Kind } from '../shared/record.js';
-import { hookName, type TimelineRow } from './timeline.js';
+import { directionOf, hookName, isnC, type Direction, type TimelineRow } from './timeline.js';
 
 /**
  * Drop reasons that are the stack's normal work, not incidents: a closing socket purging
@@ -32,7 +31,6 @@ import { hookName, type TimelineRow } from './timeline.js';
  */
 export const BENIGN_DROPS: ReadonlySet<string> = new Set(['NOT_SPECIFIED', 'QUEUE_PURGE', 'OTHERHOST', 'TCP_RFC7323_TW_PAWS', 'TCP_OLD_DATA', 'TCP_OLD_SEQUENCE', 'TCP_ZEROWINDOW', 'TCP_OFOMERGE', 'SOCKET_CLOSE', 'TCP_CLOSE', 'SKB_CONSUMED', 'TCP_OLD_ACK']);
 
-export type Dir = 'forward' | 'reverse';
 
 export interface Endpoint {
   addr: string;
@@ -60,7 +58,7 @@ export interface PathHop {
 }
 
 export interface Segment {
-  direction: Dir;
+  direction: Direction;
   from: string;
   to: string;
   crossNode: boolean;
@@ -82,7 +80,7 @@ export interface ClockOffset {
 export interface FlowPath {
   client: Endpoint | null;
   server: Endpoint | null;
-  paths: Record<Dir, PathHop[]>;
+  paths: Record<Direction, PathHop[]>;
   segments: Segment[];
   clock: ClockOffset[];
   packets: number;
@@ -102,18 +100,8 @@ interface Sighting {
 }
 
 interface Instance {
-  dir: Dir;
+  dir: Direction;
   sightings: Sighting[];
-}
-
-const isnC = (r: TimelineRow) => Number(r.isn_c ?? 0);
-const isnS = (r: TimelineRow) => Number(r.isn_s ?? 0);
-
-/** Forward = sent by the client, from the ISNs when known, else from the tuple orientation. */
-function directionOf(r: TimelineRow, forwardDir: number): Dir {
-  const c = isnC(r);
-  if (c === 0) return r.dir === forwardDir ? 'forward' : 'reverse';
-  return sentByClient(r.tcp_seq, r.tcp_ack, r.tcp_flags, c, isnS(r)) ? 'forward' : 'reverse';
 }
 
 /** Tuple orientation for flows without ISNs: the SYN's sender is the client. */
@@ -143,7 +131,7 @@ function dedupe(rows: readonly TimelineRow[]): TimelineRow[] {
 export function packetInstances(rows: readonly TimelineRow[]): Instance[] {
   const forwardDir = tupleForwardDir(rows);
   // key -> node -> sightings in time order (one node's clock orders its own sightings).
-  const byKey = new Map<string, { dir: Dir; nodes: Map<string, Sighting[]> }>();
+  const byKey = new Map<string, { dir: Direction; nodes: Map<string, Sighting[]> }>();
   for (const r of dedupe(rows)) {
     // A benign drop (a socket purging its queue at close...) ends no path: not a hop.
     if (r.kind !== Kind.PACKET && (r.kind !== Kind.DROP || BENIGN_DROPS.has(r.reason_name ?? ''))) continue;
@@ -227,7 +215,7 @@ function robustMin(xs: bigint[]): bigint {
  * offset cancels out), so flows going either way between two nodes can be pooled.
  */
 export function collectPairs(instances: readonly Instance[], into = new Map<string, PairStats>()): Map<string, PairStats> {
-  const local = new Map<string, { a: string; b: string; samples: { dir: Dir; inDiff: bigint; ab: bigint; ba: bigint }[] }>();
+  const local = new Map<string, { a: string; b: string; samples: { dir: Direction; inDiff: bigint; ab: bigint; ba: bigint }[] }>();
   for (const inst of instances) {
     const span = new Map<string, { tin: bigint; tout: bigint }>();
     for (const s of inst.sightings) {
@@ -350,7 +338,7 @@ export const fmt = (e: Endpoint) => (e.addr.includes(':') ? `[${e.addr}]:${e.por
 export const same = (x: Endpoint, y: Endpoint) => x.addr === y.addr && x.port === y.port;
 
 /** Translation between two consecutive hops; on replies it is the reverse of the connection's NAT. */
-function natBetween(prev: PathHop, cur: Pick<PathHop, 'src' | 'dst'>, dir: Dir): string | null {
+function natBetween(prev: PathHop, cur: Pick<PathHop, 'src' | 'dst'>, dir: Direction): string | null {
   const parts: string[] = [];
   if (!same(prev.dst, cur.dst)) parts.push(`${dir === 'forward' ? 'DNAT' : 'reverse SNAT'} ${fmt(prev.dst)} -> ${fmt(cur.dst)}`);
   if (!same(prev.src, cur.src)) parts.push(`${dir === 'forward' ? 'SNAT' : 'reverse DNAT'} ${fmt(prev.src)} -> ${fmt(cur.src)}`);
@@ -386,7 +374,7 @@ export function buildPath(rows: readonly TimelineRow[], offsets?: Map<string, bi
   const est = estimateOffsets(collectPairs(instances));
   const use = offsets ?? est.offsets;
   const cts = dedupe(rows).filter((r) => r.kind === Kind.CT);
-  const paths: Record<Dir, PathHop[]> = { forward: [], reverse: [] };
+  const paths: Record<Direction, PathHop[]> = { forward: [], reverse: [] };
   for (const dir of ['forward', 'reverse'] as const) {
     // The most common sequence of hook points, preferring longer ones on ties.
     const counts = new Map<string, { n: number; inst: Instance; order: ReturnType<typeof correctedOrder> }>();

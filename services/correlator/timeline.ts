@@ -5,7 +5,9 @@
  * names kept), in any order, possibly with redelivered copies. Output is:
  *  - every event in time order (ties broken by event id: agent, boot, seq), with the
  *    time since the previous event and since the flow's first event, and its
- *    direction relative to the flow's initiator;
+ *    direction relative to the flow's initiator (from the connection's ISNs when
+ *    known, which NAT keeps; the stored `dir` is the tuple's canonical order as seen
+ *    at that hop, which a DNAT or SNAT can flip);
  *  - a per-packet view: the same packet seen at several hooks or nodes, identified by
  *    (direction, tcp seq, tcp ack, payload length, tcp flags, and IP ID where nonzero),
  *    with its hops in order and the time between consecutive hops (that hop's latency).
@@ -14,6 +16,7 @@
  * include the clock offset between those nodes (not corrected yet): such hops are
  * marked `crossNode`.
  */
+import { sentByClient } from '../shared/flowkey.js';
 import { Hook, Kind, TcpState } from '../shared/record.js';
 
 /** ClickHouse returns UInt64 as a decimal string (JSON); tests may pass numbers or bigints. */
@@ -84,6 +87,20 @@ export interface Endpoint {
 
 /** `forward` = sent by the flow's initiator (`Timeline.from`), `reverse` = towards it. */
 export type Direction = 'forward' | 'reverse';
+
+export const isnC = (r: TimelineRow) => Number(r.isn_c ?? 0);
+export const isnS = (r: TimelineRow) => Number(r.isn_s ?? 0);
+
+/**
+ * Forward = sent by the client: from the ISNs when known (the same on every side of a
+ * NAT), else from the tuple's canonical order at this hop against `forwardDir`, the
+ * initiator's.
+ */
+export function directionOf(r: TimelineRow, forwardDir: number): Direction {
+  const c = isnC(r);
+  if (c === 0) return r.dir === forwardDir ? 'forward' : 'reverse';
+  return sentByClient(r.tcp_seq, r.tcp_ack, r.tcp_flags, c, isnS(r)) ? 'forward' : 'reverse';
+}
 
 export interface TimelineEvent {
   /** Position in `Timeline.events`. */
@@ -312,7 +329,7 @@ export function buildTimeline(rows: readonly TimelineRow[]): Timeline | null {
   let prev = start;
   for (const [index, { row: r, ts, boot, seq }] of sorted.entries()) {
     if (!nodes.includes(r.node)) nodes.push(r.node);
-    const direction: Direction = r.dir === forwardDir ? 'forward' : 'reverse';
+    const direction = directionOf(r, forwardDir);
     const ev: TimelineEvent = {
       index,
       tsNs: ts.toString(),
@@ -381,7 +398,7 @@ export function buildTimeline(rows: readonly TimelineRow[]): Timeline | null {
  * be credited to the original (which would report an RTO as a hop's latency).
  */
 function addHop(r: TimelineRow, ev: TimelineEvent, ts: bigint, direction: Direction, open: Map<string, OpenPacket[]>, packets: PacketPath[]): number {
-  const key = `${r.dir}|${r.tcp_seq}|${r.tcp_ack}|${r.payload_len}|${r.tcp_flags}`;
+  const key = `${direction}|${r.tcp_seq}|${r.tcp_ack}|${r.payload_len}|${r.tcp_flags}`;
   const point = `${r.node}\u0000${r.netns_ino}\u0000${r.ifindex}\u0000${r.hook}`;
   const candidates = open.get(key) ?? [];
   let pkt: OpenPacket | undefined;

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { buildTimeline, hookName, isoNs, kindName, nsToUs, tcpFlagNames, tcpStateName, type TimelineRow } from '../../services/correlator/timeline.js';
 import { Hook, Kind, TcpState } from '../../services/shared/record.js';
+import { flowRows } from './fixtures/flows.js';
 
 const FIN = 0x01;
 const SYN = 0x02;
@@ -289,6 +290,19 @@ describe('buildTimeline', () => {
       if (e.packet !== null) expect(t.packets[e.packet]!.hops.some((h) => h.event === i)).toBe(true);
     });
     for (const p of t.packets) for (const h of p.hops) expect(t.events[h.event]!.packet).toBe(p.index);
+  });
+
+  it('keeps one packet across a DNAT that flips the tuple\'s canonical order, by the ISNs', () => {
+    // 10.50.0.1 sorts before the VIP (10.96.0.10) and after the pod (10.10.3.2): the stored
+    // dir of the same packet is 0 before node-lb's DNAT and 1 after it.
+    const rows = flowRows({ client: { addr: '10.50.0.1', port: 40000 } }).filter((r) => r.kind === Kind.PACKET);
+    expect(new Set(rows.filter((r) => r.tcp_flags === SYN).map((r) => r.dir))).toEqual(new Set([0, 1]));
+    const t = buildTimeline(rows)!;
+    expect(t.packets).toHaveLength(10);
+    expect(t.packets.map((p) => [p.direction, p.hops.length])).toEqual(
+      [true, false, true, true, false, false, true, true, false, true].map((fwd) => (fwd ? ['forward', 7] : ['reverse', 6])),
+    );
+    expect(t.packets[0]!.hops.map((h) => h.node)).toEqual(['node-a', 'node-a', 'node-lb', 'node-lb', 'node-lb', 'node-c', 'node-c']);
   });
 
   it('describes each event: names, endpoints, conntrack, times', () => {
