@@ -51,6 +51,9 @@ const WORDS = RECORD_SIZE >>> 2;
 const KIND = 25;
 const L4PROTO = 28;
 
+/** Record i's kernel timestamp as a double: exact to 256 ns at 2^60 ns of uptime, plenty for hold times. */
+const tsOf = (w: Uint32Array, i: number) => w[i * WORDS + W_TS + 1]! * 0x1_0000_0000 + w[i * WORDS + W_TS]!;
+
 /** A 32-bit word view of b; b itself is copied first in the rare case it is not 4-byte aligned. */
 function words(b: Buffer): { buf: Buffer; w: Uint32Array } {
   if (b.byteOffset & 3) b = Buffer.from(Uint8Array.prototype.slice.call(b).buffer);
@@ -76,9 +79,6 @@ export interface ConnTracker {
   readonly held: number;
   stats(): { connections: number; held: number; releasedUnanswered: number; releasedEarly: number };
 }
-
-/** A record's kernel timestamp as a double. */
-const tsOf = (buf: Buffer, off: number) => buf.readUInt32LE(off + 4) * 0x1_0000_0000 + buf.readUInt32LE(off);
 
 class Out {
   recs: Buffer[] = [];
@@ -169,7 +169,7 @@ export function createConnTracker(o: ConnTrackerOptions = {}): ConnTracker {
       // Pass 1: learn handshakes, so records earlier in the chunk (a CT record before its SYN) are stamped too.
       for (let i = 0; i < count; i++) {
         const off = i * RECORD_SIZE;
-        const ts = w[i * WORDS + W_TS + 1]! * 0x1_0000_0000 + w[i * WORDS + W_TS]!; // a double: exact to 256 ns at 2^60 ns, plenty for holds
+        const ts = tsOf(w, i);
         if (ts > watermarkNs) watermarkNs = ts;
         if (buf[off + KIND] !== Kind.PACKET || buf[off + L4PROTO] !== 6) continue;
         const flags = buf[off + 29]!;
@@ -209,15 +209,16 @@ export function createConnTracker(o: ConnTrackerOptions = {}): ConnTracker {
         let isnC = 0;
         let isnS = 0;
         if (buf[off + L4PROTO] === 6) {
-          const stamped = buf[off + KIND] === Kind.PACKET && (w[i * WORDS + W_FLAGS]! >>> 16) & Flag.CONN;
-          if (stamped && (isnS = w[i * WORDS + W_ISN_S]!) !== 0) {
+          const stamped = buf[off + KIND] === Kind.PACKET && ((w[i * WORDS + W_FLAGS]! >>> 16) & Flag.CONN) !== 0;
+          const kernelIsnS = stamped ? w[i * WORDS + W_ISN_S]! : 0;
+          if (kernelIsnS !== 0) {
             isnC = w[i * WORDS + W_ISN_C]!;
+            isnS = kernelIsnS;
           } else {
-            isnS = 0;
             const e = conns.get(flowId(buf, off));
             if (e && e.isnS === 0) {
               if (!e.held) {
-                e.held = { recs: [], seqs: [], offsets: [], sinceNs: tsOf(buf, off), sinceMs: nowMs };
+                e.held = { recs: [], seqs: [], offsets: [], sinceNs: tsOf(w, i), sinceMs: nowMs };
                 holding.add(e);
               }
               e.held.recs.push(Buffer.from(buf.subarray(off, off + RECORD_SIZE)));
