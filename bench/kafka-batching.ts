@@ -11,9 +11,9 @@
  *   D  A at 1024 with snappy as kafkajs's codec (services/shared/kafka-snappy.ts:
  *      the native binding; HOPTRACE_KAFKA_COMPRESSION=snappy): kafkajs concatenates and
  *      compresses the encoded records of each produce request;
- *   E  A at 1024 and 4096 with the records compressed by the agent, one snappy block per
- *      HopBatch (HOPTRACE_RECORD_COMPRESSION=snappy, Kafka's compression off); 4096 is the
- *      default.
+ *   E  A at 1024 with the records compressed by the agent, one snappy block per HopBatch
+ *      (HOPTRACE_RECORD_COMPRESSION=snappy, Kafka's compression off);
+ *   F  the same with one LZ4 block per HopBatch, at 1024 and at the default 4096.
  *
  * A-D ship the records as they are in the HopBatch (HOPTRACE_RECORD_COMPRESSION=none).
  *
@@ -115,8 +115,9 @@ const STRATEGIES: Strategy[] = [
   { name: 'C packed, 1024 records/message, gzip (kafkajs)', cfg: { ...PLAIN, batchRecords: 1024, kafkaCompression: 'gzip' }, sink: realSink },
   { name: 'D packed, 1024 records/message, snappy (kafkajs codec)', cfg: { ...PLAIN, batchRecords: 1024, kafkaCompression: 'snappy' }, sink: realSink },
   { name: 'E packed, 1024 records/message, snappy block per HopBatch', cfg: { batchRecords: 1024, recordCompression: 'snappy', kafkaCompression: 'none' }, sink: realSink },
+  { name: 'F packed, 1024 records/message, LZ4 block per HopBatch', cfg: { batchRecords: 1024, recordCompression: 'lz4', kafkaCompression: 'none' }, sink: realSink },
   {
-    name: `E packed, ${DEFAULTS.batchRecords} records/message, snappy block per HopBatch (the defaults)`,
+    name: `F packed, ${DEFAULTS.batchRecords} records/message, ${DEFAULTS.recordCompression.toUpperCase()} block per HopBatch (the defaults)`,
     cfg: { batchRecords: DEFAULTS.batchRecords, recordCompression: DEFAULTS.recordCompression, kafkaCompression: DEFAULTS.kafkaCompression },
     sink: realSink,
   },

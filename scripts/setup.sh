@@ -53,11 +53,12 @@ debian_packages() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
 }
 
-# koffi and vitest (via esbuild) are the dependencies with native parts; prove they load rather
-# than trust that their install scripts ran.
+# koffi, the codecs (prebuilt napi-rs binaries) and vitest (via esbuild) are the dependencies
+# with native parts; prove they load rather than trust that their install scripts ran.
 node_natives_work() {
   (cd "$REPO" &&
     node -e "require('koffi')" &&
+    node -e "require('lz4-napi').compressSync(Buffer.from('x')); require('snappy').compressSync(Buffer.from('x'))" &&
     node -e "require('esbuild').transformSync('let a: number = 1', { loader: 'ts' })" &&
     npx --no vitest --version) >/dev/null 2>&1
 }

@@ -5,7 +5,7 @@
  * retried with backoff while Kafka is away; nothing is dropped except what is
  * still unsent when a shutdown's flush deadline passes, and that is counted.
  */
-import { encodeBatch } from '../shared/batch.js';
+import { encodeBatch, type RecordCodecName } from '../shared/batch.js';
 import type { Config } from '../shared/config.js';
 import { describeError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
@@ -115,7 +115,7 @@ export function createAgent(d: AgentDeps): Agent {
         boot: source.boot,
         clockOffsetNs: b.clockOffsetNs,
         netnsNames,
-        compress: cfg.recordCompression === 'snappy',
+        codec: cfg.recordCompression as RecordCodecName,
         ...(source.names ? kernelNames(source.names, b.records, b.count) : {}),
       };
       const value = encodeBatch(meta, b.records, b.seqs, b.count, b.conn); // copies the records

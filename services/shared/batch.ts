@@ -4,7 +4,8 @@
  */
 import Long from 'long';
 import protobuf from 'protobufjs/minimal.js';
-import { compressSync, uncompressSync } from 'snappy';
+import * as lz4 from 'lz4-napi';
+import * as snappy from 'snappy';
 import { hoptrace } from './gen/hop.js';
 import { ABI_VERSION, RECORD_SIZE } from './record.js';
 import { HopError } from './errors.js';
@@ -14,6 +15,17 @@ protobuf.util.Long = Long;
 protobuf.configure();
 
 const HopBatch = hoptrace.v1.HopBatch;
+const Codec = hoptrace.v1.RecordCodec;
+
+/** HOPTRACE_RECORD_COMPRESSION values. */
+export type RecordCodecName = 'lz4' | 'snappy' | 'none';
+
+/** Each codec's block of a buffer and back (npm run bench:kafka compares them). */
+const CODECS: Record<number, { name: string; compress(b: Buffer): Buffer; uncompress(b: Buffer): Buffer }> = {
+  [Codec.RECORD_CODEC_LZ4]: { name: 'lz4', compress: (b) => lz4.compressSync(b), uncompress: (b) => lz4.uncompressSync(b) },
+  [Codec.RECORD_CODEC_SNAPPY]: { name: 'snappy', compress: (b) => snappy.compressSync(b), uncompress: (b) => snappy.uncompressSync(b, { asBuffer: true }) as Buffer },
+};
+const CODEC_OF: Record<RecordCodecName, number> = { lz4: Codec.RECORD_CODEC_LZ4, snappy: Codec.RECORD_CODEC_SNAPPY, none: Codec.RECORD_CODEC_NONE };
 const u64 = (n: number) => Long.fromNumber(n, true);
 const toBig = (v: Long | number) => BigInt(v.toString());
 
@@ -24,8 +36,8 @@ export interface BatchMeta {
   clockOffsetNs: bigint;
   netnsNames?: ReadonlyMap<number, string>;
   droppedSinceLast?: number;
-  /** Records (and conn) as snappy blocks (HopBatch.records_snappy), or as they are. */
-  compress?: boolean;
+  /** Records (and conn) as one compressed block each (HopBatch.codec), or as they are. */
+  codec?: RecordCodecName;
   /** Names of the reasons and kernel addresses found in the batch's records. */
   dropReasonNames?: ReadonlyMap<number, string>;
   resetReasonNames?: ReadonlyMap<number, string>;
@@ -51,8 +63,9 @@ export function encodeBatch(meta: BatchMeta, records: Buffer, seqs: ArrayLike<nu
   for (let i = 0; i < count && contiguous; i++) contiguous = seqs[i] === first + i;
   const deltas: number[] = [];
   if (!contiguous) for (let i = 0; i < count; i++) deltas.push(seqs[i]! - first);
-  const packed = records.subarray(0, count * RECORD_SIZE);
-  const ids = conn && hasConn(conn, count) ? conn.subarray(0, 8 * count) : EMPTY;
+  const codec = CODEC_OF[meta.codec ?? 'none'];
+  const pack = CODECS[codec]?.compress ?? ((b: Buffer) => b);
+  const ids = conn && hasConn(conn, count) ? conn.subarray(0, 8 * count) : undefined;
   const msg = HopBatch.create({
     agent: meta.agent,
     node: meta.node,
@@ -61,36 +74,31 @@ export function encodeBatch(meta: BatchMeta, records: Buffer, seqs: ArrayLike<nu
     clockOffsetNs: Long.fromString(meta.clockOffsetNs.toString(), false),
     recordSize: RECORD_SIZE,
     abiVersion: ABI_VERSION,
-    records: meta.compress ? EMPTY : packed,
-    recordsSnappy: meta.compress ? compressSync(packed) : EMPTY,
+    records: pack(records.subarray(0, count * RECORD_SIZE)),
+    codec,
     seqDeltas: deltas,
     netnsNames: toObject(meta.netnsNames),
     dropReasonNames: toObject(meta.dropReasonNames),
     resetReasonNames: toObject(meta.resetReasonNames),
     symbols: toObject(meta.symbols),
     droppedSinceLast: u64(meta.droppedSinceLast ?? 0),
-    conn: meta.compress ? EMPTY : ids,
-    connSnappy: meta.compress && ids.length ? compressSync(ids) : EMPTY,
+    conn: ids ? pack(ids) : new Uint8Array(0),
   });
   const bytes = HopBatch.encode(msg).finish();
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength); // a view, not a copy
 }
 
-const EMPTY = new Uint8Array(0);
-
-/** A snappy block's contents, or HOP_BATCH_INVALID naming the field. */
-function unsnappy(block: Uint8Array, field: string): Buffer {
+/** A bytes field as its codec left it, uncompressed; HOP_BATCH_INVALID naming the field when it is not. */
+function unpack(field: Uint8Array, codec: number, name: string): Buffer {
+  const b = Buffer.from(field.buffer, field.byteOffset, field.byteLength);
+  if (codec === Codec.RECORD_CODEC_NONE || b.length === 0) return b;
+  const c = CODECS[codec];
+  if (!c) throw new HopError('HOP_BATCH_INVALID', `unknown record codec ${codec}`);
   try {
-    return uncompressSync(Buffer.from(block.buffer, block.byteOffset, block.byteLength), { asBuffer: true }) as Buffer;
+    return c.uncompress(b);
   } catch (err) {
-    throw new HopError('HOP_BATCH_INVALID', `${field} is not a snappy block: ${(err as Error).message}`, false, { cause: err });
+    throw new HopError('HOP_BATCH_INVALID', `${name} is not a ${c.name} block: ${(err as Error).message}`, false, { cause: err });
   }
-}
-
-/** A bytes field that may come as a snappy block instead: the one set, or HOP_BATCH_INVALID when both are. */
-function plainOrSnappy(plain: Uint8Array, snappy: Uint8Array, field: string): Buffer {
-  if (snappy.length && plain.length) throw new HopError('HOP_BATCH_INVALID', `both ${field} and ${field}_snappy are set`);
-  return snappy.length ? unsnappy(snappy, `${field}_snappy`) : Buffer.from(plain.buffer, plain.byteOffset, plain.byteLength);
 }
 
 function hasConn(conn: Buffer, count: number): boolean {
@@ -120,14 +128,14 @@ export function decodeBatch(value: Buffer): DecodedBatch {
   }
   if (m.abiVersion !== ABI_VERSION) throw new HopError('HOP_BATCH_INVALID', `record ABI ${m.abiVersion}, this build reads ${ABI_VERSION}`);
   if (m.recordSize !== RECORD_SIZE) throw new HopError('HOP_BATCH_INVALID', `record size ${m.recordSize}, this build reads ${RECORD_SIZE}`);
-  const records = plainOrSnappy(m.records, m.recordsSnappy, 'records');
+  const records = unpack(m.records, m.codec, 'records');
   if (records.length % RECORD_SIZE !== 0) throw new HopError('HOP_BATCH_INVALID', `records field is ${records.length} bytes, not a multiple of ${RECORD_SIZE}`);
   const count = records.length / RECORD_SIZE;
   const deltas = m.seqDeltas;
   if (deltas.length !== 0 && deltas.length !== count) throw new HopError('HOP_BATCH_INVALID', `${deltas.length} seq deltas for ${count} records`);
   if (!m.agent) throw new HopError('HOP_BATCH_INVALID', 'batch has no agent name');
   const firstSeq = Number(toBig(m.firstSeq));
-  const conn = plainOrSnappy(m.conn, m.connSnappy, 'conn');
+  const conn = unpack(m.conn, m.codec, 'conn');
   if (conn.length !== 0 && conn.length !== 8 * count) throw new HopError('HOP_BATCH_INVALID', `conn field is ${conn.length} bytes for ${count} records`);
   const numKeys = (o: Record<string, string>) => new Map(Object.entries(o).map(([k, v]) => [Number(k), v]));
   return {

@@ -29,26 +29,25 @@ describe('HopBatch codec', () => {
     expect([d.isnC(0), d.isnS(0), d.isnC(1), d.isnS(1)]).toEqual([7, 9, 0, 0]);
   });
 
-  it('compresses records and ids into snappy blocks when asked, and reads them back the same', () => {
+  it.each(['lz4', 'snappy'] as const)('compresses records and ids into %s blocks when asked, and reads them back the same', (codec) => {
     const recs = pack(Array.from({ length: 50 }, (_, i) => pkt('10.0.0.1', 1000 + (i % 3), '10.0.0.2', 80, { seq: i })));
     const conn = Buffer.alloc(8 * 50);
     for (let i = 0; i < 50; i++) conn.writeUInt32LE(1000 + (i % 3), 8 * i);
     const plain = encodeBatch(meta, recs, Array.from({ length: 50 }, (_, i) => i), 50, conn);
-    const packed = encodeBatch({ ...meta, compress: true }, recs, Array.from({ length: 50 }, (_, i) => i), 50, conn);
+    const packed = encodeBatch({ ...meta, codec }, recs, Array.from({ length: 50 }, (_, i) => i), 50, conn);
     expect(packed.length).toBeLessThan(plain.length / 3);
     const d = decodeBatch(packed);
     expect(d.records.equals(recs)).toBe(true);
     expect(Array.from({ length: 50 }, (_, i) => d.isnC(i))).toEqual(Array.from({ length: 50 }, (_, i) => 1000 + (i % 3)));
   });
 
-  it('rejects a snappy block that does not decompress, and records given twice, naming the field', () => {
+  it.each(['lz4', 'snappy'] as const)('rejects a %s block that does not decompress, and an unknown codec, naming the field', (codec) => {
     const recs = pack([pkt('10.0.0.1', 1, '10.0.0.2', 2)]);
-    const msg = HopBatch.decode(encodeBatch({ ...meta, compress: true }, recs, [0], 1));
-    msg.recordsSnappy = Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3]);
-    expect(() => decodeBatch(Buffer.from(HopBatch.encode(msg).finish()))).toThrow(/records_snappy is not a snappy block/);
-    msg.recordsSnappy = Buffer.from(HopBatch.decode(encodeBatch({ ...meta, compress: true }, recs, [0], 1)).recordsSnappy);
-    msg.records = recs;
-    expect(() => decodeBatch(Buffer.from(HopBatch.encode(msg).finish()))).toThrow(/both records and records_snappy/);
+    const msg = HopBatch.decode(encodeBatch({ ...meta, codec }, recs, [0], 1));
+    msg.records = Buffer.from([0xff, 0xff, 0xff, 0x7f, 0x0f, 1, 2, 3]);
+    expect(() => decodeBatch(Buffer.from(HopBatch.encode(msg).finish()))).toThrow(new RegExp(`records is not a ${codec} block`));
+    msg.codec = 9 as hoptrace.v1.RecordCodec;
+    expect(() => decodeBatch(Buffer.from(HopBatch.encode(msg).finish()))).toThrow(/unknown record codec 9/);
   });
 
   it('carries kernel names for reasons and drop locations', () => {
