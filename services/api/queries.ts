@@ -128,8 +128,8 @@ export interface FlowStore {
   ping(timeoutMs: number): Promise<PingResult>;
   listFlows(filter: FlowFilter): Promise<FlowSummary[]>;
   getFlow(flowId: bigint): Promise<FlowSummary | null>;
-  /** The flow's first `limit` events in time order (fewer when it has fewer); `span` (the flow's summary) limits the days read. */
-  flowEvents(flowId: bigint, limit: number, span?: { firstTsNs: string; lastTsNs: string }): Promise<TimelineRow[]>;
+  /** The flow's first `limit` events in time order (fewer when it has fewer), from the days its summary spans or from all days (FlowDays). */
+  flowEvents(flowId: bigint, limit: number, days: FlowDays): Promise<TimelineRow[]>;
   /** Events of the most recent flows matching the filter, grouped by flow (at most maxRows in all). */
   reportEvents(filter: ReportFilter): Promise<{ flows: TimelineRow[][]; truncated: boolean }>;
   listIncidents(filter: IncidentFilter): Promise<Incident[]>;
@@ -319,20 +319,32 @@ GROUP BY flow_id`;
 }
 
 /**
- * The days to read for a flow whose summary spans firstNs..lastNs, a day wider each side
- * (events that count in no summary, such as a socket's state change before its port is
- * bound, sit just outside it). Every daily partition costs one granule per part (~0.4 ms
- * each at 100M events), so without this a lookup grows with retention.
+ * Which days a flow's events are read from. `summary`: the days its summary spans
+ * (flow_parts), an hour wider each side: events that count in no summary, such as a
+ * socket's state change before its port is bound, sit just outside that span. Every
+ * daily partition read costs a granule per part, so this keeps a lookup from growing
+ * with retention. `all`: every day, for a flow with no summary yet.
  */
-export function daysSql(span: { firstTsNs: string; lastTsNs: string }): string {
-  const day = (ns: string, delta: number) => new Date(Number(BigInt(ns) / 86_400_000_000_000n + BigInt(delta)) * 86_400_000).toISOString().slice(0, 10);
-  return `event_date BETWEEN ${str(day(span.firstTsNs, -1))} AND ${str(day(span.lastTsNs, 1))}`;
+export type FlowDays = 'summary' | 'all';
+
+export const SUMMARY_MARGIN_NS = 3_600_000_000_000n;
+
+/**
+ * The flow's days from its summary rows, as scalar subqueries: ClickHouse evaluates them
+ * before it picks partitions, so the events statement needs no round trip for the
+ * summary first and can run beside it. No FINAL: a redelivered partial changes neither
+ * end. A flow with no summary gets 1970-01-01 here, so no events: read it with `all`.
+ */
+function summaryDaysSql(flowId: bigint): string {
+  const m = SUMMARY_MARGIN_NS.toString();
+  const day = (ns: string) => `(SELECT toDate(toDateTime(intDiv(${ns}, 1000000000), 'UTC')) FROM flow_parts PREWHERE flow_id = ${uint(flowId)})`;
+  return `event_date BETWEEN ${day(`greatest(min(first_ts_ns), ${m}) - ${m}`)} AND ${day(`max(last_ts_ns) + ${m}`)}`;
 }
 
-export function flowEventsSql(flowId: bigint, limit: number, span?: { firstTsNs: string; lastTsNs: string }): string {
+export function flowEventsSql(flowId: bigint, limit: number, days: FlowDays): string {
   return `SELECT ${EVENT_COLUMNS.join(', ')}
 FROM hop_events FINAL
-PREWHERE flow_id = ${uint(flowId)}${span ? `\nWHERE ${daysSql(span)}` : ''}
+PREWHERE flow_id = ${uint(flowId)}${days === 'summary' ? `\nWHERE ${summaryDaysSql(flowId)}` : ''}
 ORDER BY wall_ts_ns, agent, boot, seq
 LIMIT ${uint(limit)}`;
 }
@@ -437,8 +449,8 @@ export function createFlowStore(ch: ClickHouseClient, clickhouseUrl: string): Fl
       const [r] = await rows<SummaryRow>(flowSql(flowId), `read flow ${flowId}`);
       return r ? toSummary(r) : null;
     },
-    async flowEvents(flowId, limit, span) {
-      return rows<TimelineRow>(flowEventsSql(flowId, limit, span), `read events of flow ${flowId}`);
+    async flowEvents(flowId, limit, days) {
+      return rows<TimelineRow>(flowEventsSql(flowId, limit, days), `read events of flow ${flowId}`);
     },
     async listIncidents(filter) {
       return (await rows<IncidentSqlRow>(listIncidentsSql(filter), 'list incidents')).map(toIncident);

@@ -303,3 +303,60 @@ describe('query API on a real ClickHouse', () => {
     }
   });
 });
+
+describe('a timeline reads the days its summary spans', () => {
+  let cfg: Config;
+  let ch: ClickHouseClient;
+  let api: FastifyInstance;
+  // Flow 5: from 0.5 ms after a UTC midnight, summed in one partial; a socket event 1 ms
+  // before its first packet, the day before, counts in no summary. Flow 6: events, no summary.
+  const midnight = (BigInt(Math.floor(NOW / 86_400_000)) - 2n) * 86_400_000_000_000n;
+  const F5 = '55';
+  const F6 = '66';
+  const first = midnight + 500_000n;
+  const last = first + 30n * MIN_NS;
+  const socket = hop(F5, first - 1_000_000n, { kind: Kind.SOCK_STATE, hook: Hook.SOCK_SET_STATE, sport: 0, sk_state: TcpState.SYN_SENT });
+  const f5Events = [socket, hop(F5, first, { tcp_flags: SYN }), hop(F5, last, { tcp_flags: ACK })];
+  // The same id three days before: outside the summary's span by far, so not read.
+  const stray = hop(F5, first - 3n * 1440n * MIN_NS, { tcp_flags: ACK });
+  const f5Parts: FlowPartRow[] = [
+    { event_date: date(first), flow_id: F5 as unknown as number, part_key: 'agent-a:1:100', proto: 6, a_addr: '10.0.0.9', a_port: 40000, b_addr: '10.0.0.2', b_port: 8080, first_ts_ns: first.toString(), last_ts_ns: last.toString(), events: 2, packets: 2, bytes: 0, drops: 0, resets: 0, retrans: 0, nodes: ['node-a'] },
+  ];
+  const f6Events = [hop(F6, first, { tcp_flags: SYN }), hop(F6, last + 3n * 1440n * MIN_NS, { tcp_flags: ACK })];
+
+  beforeAll(async () => {
+    cfg = isolatedConfig({ apiMaxRows: 1000 });
+    await migrate(cfg);
+    ch = createClickHouse(cfg);
+    await ch.insert({ table: 'hop_events', values: [...f5Events, stray, ...f6Events], format: 'JSONEachRow' });
+    await ch.insert({ table: 'flow_parts', values: f5Parts, format: 'JSONEachRow' });
+    api = Fastify({ logger: false });
+    await api.register(app, { store: createFlowStore(ch, cfg.clickhouseUrl), cfg });
+    await api.ready();
+  });
+
+  afterAll(async () => {
+    await api?.close();
+    await ch?.close();
+    if (cfg) await dropDatabase(cfg);
+  });
+
+  const timeline = async (id: string) => {
+    const r = await api.inject({ method: 'GET', url: `/api/v1/flows/${id}/timeline` });
+    return { status: r.statusCode, body: r.json() as { flow: FlowSummary | null; timeline: Timeline } };
+  };
+
+  it('with the event just before the span, across midnight, that no summary counts', async () => {
+    const r = await timeline(F5);
+    expect(r.status).toBe(200);
+    expect(date(BigInt(socket.wall_ts_ns))).not.toBe(date(first));
+    expect(r.body.timeline.events.map((e) => e.tsNs)).toEqual(f5Events.map((e) => e.wall_ts_ns));
+  });
+
+  it('every day for a flow with events and no summary', async () => {
+    const r = await timeline(F6);
+    expect(r.status).toBe(200);
+    expect(r.body.flow).toBeNull();
+    expect(r.body.timeline.events.map((e) => e.tsNs)).toEqual(f6Events.map((e) => e.wall_ts_ns));
+  });
+});

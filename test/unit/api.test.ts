@@ -1,7 +1,7 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { app } from '../../services/api/app.js';
-import { clickhouseError, flowEventsSql, flowSql, listFlowsSql, redactUrl, reportEventsSql, type FlowFilter, type FlowStore, type FlowSummary, type PingResult, type ReportFilter } from '../../services/api/queries.js';
+import { clickhouseError, flowEventsSql, flowSql, listFlowsSql, redactUrl, reportEventsSql, type FlowFilter, type FlowDays, type FlowStore, type FlowSummary, type PingResult, type ReportFilter } from '../../services/api/queries.js';
 import { buildPath } from '../../services/correlator/path.js';
 import { latencyReport } from '../../services/correlator/report.js';
 import { parseTime } from '../../services/api/time.js';
@@ -73,9 +73,9 @@ class FakeStore implements FlowStore {
     flowSql(id);
     return id.toString() === summary.flowId ? summary : null;
   }
-  async flowEvents(id: bigint, limit: number, span?: { firstTsNs: string; lastTsNs: string }) {
+  async flowEvents(id: bigint, limit: number, days: FlowDays) {
     if (this.down) throw this.down;
-    flowEventsSql(id, limit, span);
+    flowEventsSql(id, limit, days);
     return id.toString() === summary.flowId ? events.slice(0, limit) : [];
   }
   reports: ReportFilter[] = [];
@@ -308,9 +308,11 @@ describe('SQL rendering', () => {
   it('reads rows with FINAL so redelivered rows count once', () => {
     expect(listFlowsSql({ limit: 1 })).toMatch(/FROM flow_parts FINAL/);
     expect(flowSql(1n)).toMatch(/FROM flow_parts FINAL/);
-    expect(flowEventsSql(1n, 5)).toMatch(/FROM hop_events FINAL\s+PREWHERE flow_id = 1\s+ORDER BY wall_ts_ns, agent, boot, seq\s+LIMIT 5/);
-    // With the flow's summary: its days, a day wider each side (2025-11-24 00:00:00.5 .. 2025-11-25 23:59:59).
-    expect(flowEventsSql(1n, 5, { firstTsNs: '1763942400500000000', lastTsNs: '1764115199000000000' })).toMatch(/PREWHERE flow_id = 1\s+WHERE event_date BETWEEN '2025-11-23' AND '2025-11-26'\s+ORDER BY/);
+    expect(flowEventsSql(1n, 5, 'all')).toMatch(/FROM hop_events FINAL\s+PREWHERE flow_id = 1\s+ORDER BY wall_ts_ns, agent, boot, seq\s+LIMIT 5/);
+    // The flow's days from its summary rows, an hour wider each side (what they return: test/integration/api.test.ts).
+    expect(flowEventsSql(1n, 5, 'summary')).toMatch(
+      /PREWHERE flow_id = 1\s+WHERE event_date BETWEEN \(SELECT .*min\(first_ts_ns\).* FROM flow_parts PREWHERE flow_id = 1\) AND \(SELECT .*max\(last_ts_ns\) \+ 3600000000000.* FROM flow_parts PREWHERE flow_id = 1\)\s+ORDER BY/,
+    );
   });
 
   it('redacts credentials from the ClickHouse URL', () => {
