@@ -186,8 +186,8 @@ function flowConditions(f: FlowFilter): string[] {
   return c;
 }
 
-function where(conds: string[]): string {
-  return conds.length ? `WHERE ${conds.join('\n  AND ')}` : '';
+function where(conds: string[], clause: 'WHERE' | 'PREWHERE' = 'WHERE'): string {
+  return conds.length ? `${clause} ${conds.join('\n  AND ')}` : '';
 }
 
 /**
@@ -203,9 +203,10 @@ export function listFlowsSql(f: FlowFilter): string {
   if (f.node !== undefined) any(`has(nodes, ${str(f.node)})`);
   if (f.sinceNs !== undefined) any(`last_ts_ns >= ${uint(f.sinceNs)}`);
   const having = f.untilNs !== undefined ? `HAVING min(first_ts_ns) <= ${uint(f.untilNs)}` : '';
+  // Every condition is on flow_id, in the sorting key: PREWHERE is safe with FINAL (flowSql).
   return `SELECT ${SUMMARY_COLUMNS}
 FROM flow_parts FINAL
-${where(conds)}
+${where(conds, 'PREWHERE')}
 GROUP BY flow_id
 ${having}
 ORDER BY max(last_ts_ns) DESC, flow_id DESC
@@ -224,7 +225,7 @@ export function reportEventsSql(f: ReportFilter): string {
   if (f.pod !== undefined) conds.push(`flow_id IN (SELECT flow_id FROM hop_events WHERE pod = ${str(f.pod)} OR netns = ${str(f.pod)})`);
   return `SELECT flow_id AS fid, ${EVENT_COLUMNS.join(', ')}
 FROM hop_events FINAL
-WHERE flow_id IN (
+PREWHERE flow_id IN (
   SELECT flow_id FROM (
     SELECT flow_id, max(last_ts_ns) AS latest FROM flow_parts ${where(conds)} GROUP BY flow_id ORDER BY latest DESC LIMIT ${uint(f.maxFlows)}
   )

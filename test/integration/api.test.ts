@@ -205,6 +205,16 @@ describe('query API on a real ClickHouse', () => {
     expect(r.body.truncated).toBe(false);
   });
 
+  it('latency report: the filters pick the flows whose events it reads, each event once', async () => {
+    type Report = { flows: number; packets: number; truncated: boolean };
+    const all = await get<Report>('/api/v1/reports/latency?since=1h');
+    expect(all.status).toBe(200);
+    expect(all.body).toMatchObject({ flows: 2, packets: 4, truncated: false }); // F1 (three packets, each seen on two nodes) and F3 (one); F2 is 3 h old
+    expect((await get<Report>('/api/v1/reports/latency?service=10.0.0.2&port=8080&pod=server&node=node-b')).body).toMatchObject({ flows: 1, packets: 3 });
+    expect((await get<Report>('/api/v1/reports/latency?service=10.0.0.53')).body).toMatchObject({ flows: 1, packets: 1 });
+    expect((await get<Report>('/api/v1/reports/latency?pod=nowhere')).body).toMatchObject({ flows: 0, packets: 0 });
+  });
+
   it('serves a UInt64 flow id beyond 2^53 exactly', async () => {
     const r = await get<{ flow: FlowSummary; timeline: Timeline }>(`/api/v1/flows/${F2}/timeline`);
     expect(r.status).toBe(200);

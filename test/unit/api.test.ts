@@ -307,6 +307,9 @@ describe('SQL rendering', () => {
 
   it('reads rows with FINAL so redelivered rows count once', () => {
     expect(listFlowsSql({ limit: 1 })).toMatch(/FROM flow_parts FINAL/);
+    // Conditions on flow_id (the sorting key's first column) as PREWHERE: 18.16 keeps a FINAL query's WHERE where it is.
+    expect(listFlowsSql({ limit: 1, port: 80 })).toMatch(/FROM flow_parts FINAL\s+PREWHERE flow_id IN \(SELECT flow_id FROM flow_parts WHERE \(a_port = 80 OR b_port = 80\)\)/);
+    expect(reportEventsSql({ maxFlows: 5, maxRows: 10, port: 80 })).toMatch(/FROM hop_events FINAL\s+PREWHERE flow_id IN \(/);
     expect(flowSql(1n)).toMatch(/FROM flow_parts FINAL/);
     expect(flowEventsSql(1n, 5, 'all')).toMatch(/FROM hop_events FINAL\s+PREWHERE flow_id = 1\s+ORDER BY wall_ts_ns, agent, boot, seq\s+LIMIT 5/);
     // The flow's days from its summary rows, an hour wider each side (what they return: test/integration/api.test.ts).
