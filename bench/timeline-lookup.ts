@@ -20,12 +20,17 @@
  *
  * Measure, --runs times over --lookups random existing flows each (sequential, after a
  * warm-up): the real API in this process (services/api startApi) over HTTP (fetch to
- * 127.0.0.1, body read in full); the same two store calls the route awaits (getFlow, then
- * flowEvents over the flow's days, JSON parsed, no HTTP or timeline assembly); each of their SQL
- * statements alone, and variants (the route's SQL before it used PREWHERE; restricted to
- * the flow's days; without FINAL). Medians over runs of each percentile. Then a cold-ish number: the
+ * 127.0.0.1, body read in full), first on flows not looked up before (their granules
+ * wherever the OS left them: on these VMs a DAMON pageout scheme evicts page cache left
+ * idle for a minute, so they mostly come from disk), then on the same flows again, data
+ * cached, as are all the rows after it; the same two store calls the route awaits (getFlow, then
+ * beside flowEvents over the flow's days, JSON parsed, no HTTP or timeline assembly); each of
+ * their SQL statements alone, and variants (the route's SQL before it used PREWHERE; all
+ * days; a day wider each side of the summary, as it read them before; without FINAL). Medians over runs of each percentile. Then a cold-ish number: the
  * first lookups after SYSTEM DROP MARK CACHE (the OS page cache is left alone: the machine
- * is shared). Then where ClickHouse's time goes: rows and bytes read per statement and the
+ * is shared). The two `before: ... WHERE flow_id` variants run last, over fewer flows: each
+ * reads 16-65 MiB per lookup, which pushed the route's data out of the page cache and made
+ * the next run's API lookups read the disk. Then where ClickHouse's time goes: rows and bytes read per statement and the
  * server's own elapsed time, from clickhouse-client's server log lines (18.16 has no
  * query_log here), for the route's SQL, its form before PREWHERE, and variants.
  */
@@ -49,6 +54,8 @@ const CHUNK = numArg('chunk', 10_000_000);
 const WARMUP = 20;
 const COLD = 20;
 const SAMPLE = 30;
+/** Lookups of each `before: ... WHERE` variant, one pass after everything else: each reads tens of MiB and would empty the page cache the route's lookups rely on. */
+const HEAVY_LOOKUPS = 50;
 const KEEP = process.argv.includes('--keep');
 const REFILL = process.argv.includes('--refill');
 const OPTIMIZE = process.argv.includes('--optimize');
@@ -284,18 +291,19 @@ async function randomFlows(ch: ClickHouseClient, n: number): Promise<string[]> {
 function variants(): Record<string, (id: string) => string> {
   const cols = EVENT_COLUMNS.join(', ');
   const order = 'ORDER BY wall_ts_ns, agent, boot, seq';
-  // The flow's days from its partial summaries, as scalar subqueries: constants by the time the partitions are chosen.
-  const days = (id: string) =>
-    `event_date BETWEEN (SELECT min(event_date) FROM flow_parts WHERE flow_id = ${id}) AND (SELECT max(toDate(toDateTime(intDiv(last_ts_ns, 1000000000)))) FROM flow_parts WHERE flow_id = ${id})`;
+  const summaryDays = (id: string) => flowEventsSql(BigInt(id), 10_001, 'summary');
   return {
     'route: summary (flow_parts FINAL PREWHERE flow_id)': (id) => flowSql(BigInt(id)),
-    'events, all days (the route\'s SQL for a flow with no summary)': (id) => flowEventsSql(BigInt(id), 10_001),
+    'route: events, the days its summary spans (subqueries), beside the summary': summaryDays,
+    'events, all days (the route\'s SQL for a flow with no summary)': (id) => flowEventsSql(BigInt(id), 10_001, 'all'),
     'before: summary with WHERE flow_id': (id) => flowSql(BigInt(id)).replace(/\bPREWHERE flow_id/, 'WHERE flow_id'),
-    'before: events with WHERE flow_id': (id) => flowEventsSql(BigInt(id), 10_001).replace(/\bPREWHERE flow_id/, 'WHERE flow_id'),
-    'events, only the flow\'s days (as the route reads them, days from subqueries here)': (id) => `SELECT ${cols} FROM hop_events FINAL PREWHERE flow_id = ${id} WHERE ${days(id)} ${order} LIMIT 10001`,
-    'variant: events, route without FINAL (lower bound)': (id) => `SELECT ${cols} FROM hop_events PREWHERE flow_id = ${id} ${order} LIMIT 10001`,
+    'before: events with WHERE flow_id': (id) => flowEventsSql(BigInt(id), 10_001, 'all').replace(/\bPREWHERE flow_id/, 'WHERE flow_id'),
+    'before: events, a day wider each side of the summary (read after it)': (id) => summaryDays(id).replace(/greatest\(min\(first_ts_ns\), \d+\) - \d+/, 'min(first_ts_ns) - 86400000000000').replace(/max\(last_ts_ns\) \+ \d+/, 'max(last_ts_ns) + 86400000000000'),
+    'variant: events, route without FINAL (lower bound)': (id) => summaryDays(id).replace('FROM hop_events FINAL', 'FROM hop_events'),
   };
 }
+
+const isHeavy = (variant: string) => /^before: .* WHERE flow_id/.test(variant);
 
 /** Runs one statement through clickhouse-client and reads the server's "Read N rows, X MiB in T sec." log line. */
 function serverSide(query: string): Promise<{ rows: number; mib: number; ms: number }> {
@@ -329,6 +337,10 @@ async function main() {
   const add = (name: string, ms: number[]) => (results[name] ??= []).push(stats(ms));
   const states = await tableStates(ch);
   const sql = variants();
+  const sqlLookup = (q: (id: string) => string) => async (id: string) => {
+    const rs = await ch.query({ query: q(id), format: 'JSONEachRow', clickhouse_settings: { output_format_json_quote_64bit_integers: 1 } });
+    await rs.json();
+  };
   try {
     const warm = await randomFlows(ch, WARMUP);
     for (const id of warm) {
@@ -348,21 +360,18 @@ async function main() {
     }
     for (let run = 0; run < RUNS; run++) {
       const ids = await randomFlows(ch, LOOKUPS);
-      add('API: GET /api/v1/flows/:id/timeline over HTTP', await time(ids, async (id) => {
+      const lookup = async (id: string) => {
         const res = await fetch(`${api.address}/api/v1/flows/${id}/timeline`);
         await res.arrayBuffer();
         if (res.status !== 200) throw new Error(`flow ${id}: HTTP ${res.status}`);
+      };
+      // First touch: what a user looking up a flow after an incident meets. Then the same flows again, their data cached; the rows below are warm too.
+      add('API: GET /api/v1/flows/:id/timeline over HTTP, first lookup of each flow', await time(ids, lookup));
+      add('API: the same flows again (their data in the page cache)', await time(ids, lookup));
+      add('store: getFlow beside flowEvents over its days (what the route awaits)', await time(ids, async (id) => {
+        await Promise.all([store.getFlow(BigInt(id)), store.flowEvents(BigInt(id), cfg.apiMaxRows + 1, 'summary')]);
       }));
-      add('store: getFlow, then flowEvents over its days (what the route awaits)', await time(ids, async (id) => {
-        const flow = await store.getFlow(BigInt(id));
-        await store.flowEvents(BigInt(id), cfg.apiMaxRows + 1, flow ?? undefined);
-      }));
-      for (const [name, q] of Object.entries(sql)) {
-        add(`SQL ${name}`, await time(ids, async (id) => {
-          const rs = await ch.query({ query: q(id), format: 'JSONEachRow', clickhouse_settings: { output_format_json_quote_64bit_integers: 1 } });
-          await rs.json();
-        }));
-      }
+      for (const [name, q] of Object.entries(sql)) if (!isHeavy(name)) add(`SQL ${name}`, await time(ids, sqlLookup(q)));
       console.error(`run ${run + 1}/${RUNS} done`);
     }
     // Cold-ish: the mark cache emptied, then the first lookups of flows not looked up yet.
@@ -372,6 +381,8 @@ async function main() {
       const res = await fetch(`${api.address}/api/v1/flows/${id}/timeline`);
       await res.arrayBuffer();
     });
+    const heavyIds = await randomFlows(ch, HEAVY_LOOKUPS);
+    for (const [name, q] of Object.entries(sql)) if (isHeavy(name)) add(`SQL ${name} (${HEAVY_LOOKUPS} flows, one pass, last)`, await time(heavyIds, sqlLookup(q)));
     // Where ClickHouse's time goes, per statement (server-side numbers).
     const sampleIds = await randomFlows(ch, SAMPLE);
     const after = new Map((await tableStates(ch)).map((t) => [t.table, t.parts]));
