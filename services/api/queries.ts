@@ -328,7 +328,7 @@ GROUP BY flow_id`;
  */
 export type FlowDays = 'summary' | 'all';
 
-export const SUMMARY_MARGIN_NS = 3_600_000_000_000n;
+const SUMMARY_MARGIN_NS = 3_600_000_000_000n;
 
 /**
  * The flow's days from its summary rows, as scalar subqueries: ClickHouse evaluates them
