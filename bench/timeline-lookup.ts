@@ -3,7 +3,7 @@
  * >= 100 million events in hop_events (issue target: p99 <= 50 ms).
  *
  *   npm run build && node dist/bench/timeline-lookup.js [--events 100000000] [--lookups 500] [--runs 3]
- *       [--keep] [--refill] [--optimize] [--db hoptrace_bench_timeline] [--per-flow 100] [--days 4] [--chunk 10000000]
+ *       [--keep] [--refill] [--optimize] [--idle 90] [--db hoptrace_bench_timeline] [--per-flow 100] [--days 4] [--chunk 10000000]
  *
  * Fill (skipped when the database already holds >= --events events and their flow_parts):
  * the production schema (shared/clickhouse.ts migrate()) in a database of its own, filled
@@ -19,20 +19,25 @@
  * Without --keep the database is dropped at the end; with it, the next run skips the fill.
  *
  * Measure, --runs times over --lookups random existing flows each (sequential, after a
- * warm-up): the real API in this process (services/api startApi) over HTTP (fetch to
- * 127.0.0.1, body read in full), first on flows not looked up before (their granules
- * wherever the OS left them: on these VMs a DAMON pageout scheme evicts page cache left
- * idle for a minute, so they mostly come from disk), then on the same flows again, data
- * cached, as are all the rows after it; the same two store calls the route awaits (getFlow, then
- * beside flowEvents over the flow's days, JSON parsed, no HTTP or timeline assembly); each of
- * their SQL statements alone, and variants (the route's SQL before it used PREWHERE; all
- * days; a day wider each side of the summary, as it read them before; without FINAL). Medians over runs of each percentile. Then a cold-ish number: the
- * first lookups after SYSTEM DROP MARK CACHE (the OS page cache is left alone: the machine
- * is shared). The two `before: ... WHERE flow_id` variants run last, over fewer flows: each
- * reads 16-65 MiB per lookup, which pushed the route's data out of the page cache and made
- * the next run's API lookups read the disk. Then where ClickHouse's time goes: rows and bytes read per statement and the
- * server's own elapsed time, from clickhouse-client's server log lines (18.16 has no
- * query_log here), for the route's SQL, its form before PREWHERE, and variants.
+ * warm-up):
+ * - the real API in this process (services/api startApi) over HTTP (fetch to 127.0.0.1,
+ *   body read in full), first on flows not looked up before (their granules wherever the OS
+ *   left them: on these VMs a DAMON pageout scheme evicts page cache left idle for a
+ *   minute), then on the same flows again, their data cached, as for every row after it;
+ * - the two store calls the route awaits (getFlow beside flowEvents over the flow's days,
+ *   JSON parsed, no HTTP or timeline assembly);
+ * - each of their SQL statements alone, and variants (all days; a day wider each side of
+ *   the summary, as the route read them before; without FINAL).
+ * Medians over runs of each percentile. Then, once each:
+ * - cold-ish: the first lookups after SYSTEM DROP MARK CACHE (the OS page cache is left
+ *   alone: the machine is shared);
+ * - idle (unless --idle 0): --idle seconds (90) with nothing read, then the first lookups of
+ *   flows picked before it: what a lookup meets on a quiet system here;
+ * - the two `before: ... WHERE flow_id` variants (the route's SQL before it used PREWHERE),
+ *   over fewer flows: each reads 16-65 MiB per lookup, which would push the route's data out
+ *   of the page cache;
+ * - where ClickHouse's time goes: rows and bytes read per statement and the server's own
+ *   elapsed time, from clickhouse-client's server log lines (18.16 has no query_log here).
  */
 import { spawn } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
@@ -53,6 +58,9 @@ const DAYS = numArg('days', 4);
 const CHUNK = numArg('chunk', 10_000_000);
 const WARMUP = 20;
 const COLD = 20;
+/** Seconds with nothing read before the idle pass (0 skips it): these VMs page out page cache left idle for a minute. */
+const IDLE_S = numArg('idle', 90);
+const IDLE_LOOKUPS = 40;
 const SAMPLE = 30;
 /** Lookups of each `before: ... WHERE` variant, one pass after everything else: each reads tens of MiB and would empty the page cache the route's lookups rely on. */
 const HEAVY_LOOKUPS = 50;
@@ -381,6 +389,17 @@ async function main() {
       const res = await fetch(`${api.address}/api/v1/flows/${id}/timeline`);
       await res.arrayBuffer();
     });
+    // Idle: the flows picked first (picking reads flow_parts), then nothing read for IDLE_S, then their first lookups.
+    let idle: Stats | undefined;
+    if (IDLE_S > 0) {
+      const idleIds = await randomFlows(ch, IDLE_LOOKUPS);
+      console.error(`idle: ${IDLE_S} s with nothing read, then ${IDLE_LOOKUPS} first lookups`);
+      await new Promise((r) => setTimeout(r, IDLE_S * 1000));
+      idle = stats(await time(idleIds, async (id) => {
+        const res = await fetch(`${api.address}/api/v1/flows/${id}/timeline`);
+        await res.arrayBuffer();
+      }));
+    }
     const heavyIds = await randomFlows(ch, HEAVY_LOOKUPS);
     for (const [name, q] of Object.entries(sql)) if (isHeavy(name)) add(`SQL ${name} (${HEAVY_LOOKUPS} flows, one pass, last)`, await time(heavyIds, sqlLookup(q)));
     // Where ClickHouse's time goes, per statement (server-side numbers).
@@ -407,6 +426,7 @@ async function main() {
     }
     const c = stats(cold);
     console.log(`| cold-ish: first ${COLD} API lookups after SYSTEM DROP MARK CACHE (one pass) | ${f1(c.p50)} | ${f1(c.p90)} | - | ${f1(c.max)} | |`);
+    if (idle) console.log(`| idle: first ${IDLE_LOOKUPS} API lookups after ${IDLE_S} s with nothing read (one pass) | ${f1(idle.p50)} | ${f1(idle.p90)} | ${f1(idle.p99)} | ${f1(idle.max)} | |`);
     console.log(`\nServer side (clickhouse-client log line "Read N rows, X MiB in T sec", ${SAMPLE} other random flows, median):\n`);
     console.log('| statement | rows read | MiB read (uncompressed) | server ms p50 | server ms p90 |');
     console.log('|---|---:|---:|---:|---:|');
