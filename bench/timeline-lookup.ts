@@ -349,6 +349,11 @@ async function main() {
     const rs = await ch.query({ query: q(id), format: 'JSONEachRow', clickhouse_settings: { output_format_json_quote_64bit_integers: 1 } });
     await rs.json();
   };
+  const lookup = async (id: string) => {
+    const res = await fetch(`${api.address}/api/v1/flows/${id}/timeline`);
+    await res.arrayBuffer();
+    if (res.status !== 200) throw new Error(`flow ${id}: HTTP ${res.status}`);
+  };
   try {
     const warm = await randomFlows(ch, WARMUP);
     for (const id of warm) {
@@ -368,11 +373,6 @@ async function main() {
     }
     for (let run = 0; run < RUNS; run++) {
       const ids = await randomFlows(ch, LOOKUPS);
-      const lookup = async (id: string) => {
-        const res = await fetch(`${api.address}/api/v1/flows/${id}/timeline`);
-        await res.arrayBuffer();
-        if (res.status !== 200) throw new Error(`flow ${id}: HTTP ${res.status}`);
-      };
       // First touch: what a user looking up a flow after an incident meets. Then the same flows again, their data cached; the rows below are warm too.
       add('API: GET /api/v1/flows/:id/timeline over HTTP, first lookup of each flow', await time(ids, lookup));
       add('API: the same flows again (their data in the page cache)', await time(ids, lookup));
@@ -385,20 +385,14 @@ async function main() {
     // Cold-ish: the mark cache emptied, then the first lookups of flows not looked up yet.
     const coldIds = await randomFlows(ch, COLD);
     await ch.command({ query: 'SYSTEM DROP MARK CACHE' });
-    const cold = await time(coldIds, async (id) => {
-      const res = await fetch(`${api.address}/api/v1/flows/${id}/timeline`);
-      await res.arrayBuffer();
-    });
+    const cold = await time(coldIds, lookup);
     // Idle: the flows picked first (picking reads flow_parts), then nothing read for IDLE_S, then their first lookups.
     let idle: Stats | undefined;
     if (IDLE_S > 0) {
       const idleIds = await randomFlows(ch, IDLE_LOOKUPS);
       console.error(`idle: ${IDLE_S} s with nothing read, then ${IDLE_LOOKUPS} first lookups`);
       await new Promise((r) => setTimeout(r, IDLE_S * 1000));
-      idle = stats(await time(idleIds, async (id) => {
-        const res = await fetch(`${api.address}/api/v1/flows/${id}/timeline`);
-        await res.arrayBuffer();
-      }));
+      idle = stats(await time(idleIds, lookup));
     }
     const heavyIds = await randomFlows(ch, HEAVY_LOOKUPS);
     for (const [name, q] of Object.entries(sql)) if (isHeavy(name)) add(`SQL ${name} (${HEAVY_LOOKUPS} flows, one pass, last)`, await time(heavyIds, sqlLookup(q)));

@@ -12,7 +12,7 @@
 import type { ClickHouseClient } from '@clickhouse/client';
 import { describeError, HopError } from '../shared/errors.js';
 import { str, uint } from '../shared/sql.js';
-import { EVENT_COLUMNS, isoNs, nsToUs, type TimelineRow } from '../correlator/timeline.js';
+import { EVENT_COLUMNS, isoNs, nsToUs, type Endpoint, type TimelineRow } from '../correlator/timeline.js';
 
 /** IP protocol names the API accepts and prints. */
 export const PROTOCOLS: Readonly<Record<string, number>> = { icmp: 1, tcp: 6, udp: 17, icmpv6: 58, sctp: 132 };
@@ -37,11 +37,6 @@ export interface FlowFilter {
   /** The flow's first event is at or before this time (ns since the epoch). */
   untilNs?: bigint;
   limit: number;
-}
-
-export interface Endpoint {
-  addr: string;
-  port: number;
 }
 
 /** One flow's summary, summed over its partial rows. */

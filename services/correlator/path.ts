@@ -19,7 +19,7 @@
  */
 import { percentile } from '../shared/stats.js';
 import { Kind } from '../shared/record.js';
-import { directionOf, hookName, isnC, type Direction, type TimelineRow } from './timeline.js';
+import { directionOf, hookName, isnC, type Direction, type Endpoint, type TimelineRow } from './timeline.js';
 
 /**
  * Drop reasons that are the stack's normal work, not incidents: a closing socket purging
@@ -30,12 +30,6 @@ import { directionOf, hookName, isnC, type Direction, type TimelineRow } from '.
  * TIME_WAIT socket refuses by timestamp (TCP_RFC7323_TW_PAWS, as designed).
  */
 export const BENIGN_DROPS: ReadonlySet<string> = new Set(['NOT_SPECIFIED', 'QUEUE_PURGE', 'OTHERHOST', 'TCP_RFC7323_TW_PAWS', 'TCP_OLD_DATA', 'TCP_OLD_SEQUENCE', 'TCP_ZEROWINDOW', 'TCP_OFOMERGE', 'SOCKET_CLOSE', 'TCP_CLOSE', 'SKB_CONSUMED', 'TCP_OLD_ACK']);
-
-
-export interface Endpoint {
-  addr: string;
-  port: number;
-}
 
 /** How a hop was joined to the flow. */
 export type Evidence = 'isn' | 'tuple' | 'conntrack';

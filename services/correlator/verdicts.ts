@@ -8,8 +8,8 @@
  * a person can check, and a fix where one is known.
  */
 import { Flag, Kind, TcpState } from '../shared/record.js';
-import { BENIGN_DROPS, buildPath, fmt, labelOf, packetInstances, same, type Endpoint } from './path.js';
-import { tcpFlagNames, tcpStateName, type TimelineRow } from './timeline.js';
+import { BENIGN_DROPS, buildPath, fmt, labelOf, packetInstances, same } from './path.js';
+import { tcpFlagNames, tcpStateName, type Endpoint, type TimelineRow } from './timeline.js';
 
 export type VerdictKind = 'nat_bypass_reset' | 'reset_no_socket' | 'reset_refused' | 'reset_app_abort' | 'reset_other' | 'reset_received' | 'drop' | 'retrans_burst';
 
