@@ -72,9 +72,6 @@ async function main() {
         for (const p of r.parts) parts.push(p);
       }
     });
-    t['encode JSONEachRow (client: JSON.stringify per row)'] = cpuNs(() => {
-      encoded.JSONEachRow = events.map((e) => JSON.stringify(e) + '\n').join('') + parts.map((e) => JSON.stringify(e) + '\n').join('');
-    });
     t['encode TabSeparated'] = cpuNs(() => void (encoded.TabSeparated = Buffer.concat([hopEventEncoder.TabSeparated(events), flowPartEncoder.TabSeparated(parts)])));
     t['encode RowBinary from row objects'] = cpuNs(() => void (encoded.RowBinary = Buffer.concat([hopEventEncoder.RowBinary(events), flowPartEncoder.RowBinary(parts)])));
     t['RowBinary straight from records (encodeEvents + flow parts), what the correlator runs'] = cpuNs(() => {

@@ -1,7 +1,7 @@
 /**
  * Throughput of the agent and the correlator on replayed events, per core.
  *
- *   npm run build && node dist/bench/pipeline.js [--events 1000000] [--runs 3] [--formats JSONEachRow,TabSeparated,RowBinary]
+ *   npm run build && node dist/bench/pipeline.js [--events 1000000] [--runs 3] [--formats TabSeparated,RowBinary]
  *
  * Needs the local Kafka and ClickHouse (`npm run bench` starts them). Each run uses a
  * topic and database of its own. "Per core" divides events by the CPU seconds the
@@ -25,10 +25,10 @@ import { loadConfig, type Config } from '../services/shared/config.js';
 const log = pino({ level: 'warn' });
 const EVENTS = numArg('events', 1_000_000);
 const RUNS = numArg('runs', 3);
-/** Insert formats the correlator stage is run with (--formats RowBinary,JSONEachRow). */
+/** Insert formats the correlator stage is run with (--formats RowBinary,TabSeparated). */
 const FORMATS = (() => {
   const i = process.argv.indexOf('--formats');
-  return i > 0 ? process.argv[i + 1]!.split(',') : ['JSONEachRow', 'TabSeparated', 'RowBinary'];
+  return i > 0 ? process.argv[i + 1]!.split(',') : ['TabSeparated', 'RowBinary'];
 })();
 
 interface Sample {
@@ -110,10 +110,10 @@ async function main() {
   console.log('| stage | events/s per core (node CPU) | events/s wall | events/s per core incl. ClickHouse CPU |');
   console.log('|---|---:|---:|---:|');
   for (const [name, r] of Object.entries(rows)) console.log(`| ${name} | ${fmt(median(r.perCore))} | ${fmt(median(r.wall))} | ${fmt(median(r.extra))} |`);
-  const base = rows['correlator: Kafka -> ClickHouse, JSONEachRow'];
+  const base = rows['correlator: Kafka -> ClickHouse, TabSeparated'];
   if (base) {
     // Ratios within each run (same recording, same topic, same machine state), then the median.
-    console.log('\n| insert format | per core (node CPU) vs JSONEachRow | per core incl. ClickHouse vs JSONEachRow | wall vs JSONEachRow |');
+    console.log('\n| insert format | per core (node CPU) vs TabSeparated | per core incl. ClickHouse vs TabSeparated | wall vs TabSeparated |');
     console.log('|---|---:|---:|---:|');
     for (const format of FORMATS) {
       const r = rows[`correlator: Kafka -> ClickHouse, ${format}`]!;

@@ -3,7 +3,7 @@
  * >= 100 million events in hop_events (issue target: p99 <= 50 ms).
  *
  *   npm run build && node dist/bench/timeline-lookup.js [--events 100000000] [--lookups 500] [--runs 3]
- *       [--keep] [--refill] [--optimize] [--idle 90] [--db hoptrace_bench_timeline] [--per-flow 100] [--days 4] [--chunk 10000000]
+ *       [--keep] [--refill] [--optimize] [--idle 90] [--drop-caches] [--db hoptrace_bench_timeline] [--per-flow 100] [--days 4] [--chunk 10000000]
  *
  * Fill (skipped when the database already holds >= --events events and their flow_parts):
  * the production schema (shared/clickhouse.ts migrate()) in a database of its own, filled
@@ -26,13 +26,17 @@
  *   minute), then on the same flows again, their data cached, as for every row after it;
  * - the two store calls the route awaits (getFlow beside flowEvents over the flow's days,
  *   JSON parsed, no HTTP or timeline assembly);
- * - each of their SQL statements alone, and variants (all days; a day wider each side of
- *   the summary, as the route read them before; without FINAL).
+ * - each of their SQL statements alone, and variants (all days; every field as a column
+ *   through the ALIAS columns; without FINAL; with a database filled before hop_events was
+ *   packed, which the fill then migrates, the old table hop_events_v1 as the route read it).
  * Medians over runs of each percentile. Then, once each:
  * - cold-ish: the first lookups after SYSTEM DROP MARK CACHE (the OS page cache is left
  *   alone: the machine is shared);
  * - idle (unless --idle 0): --idle seconds (90) with nothing read, then the first lookups of
- *   flows picked before it: what a lookup meets on a quiet system here;
+ *   flows picked before it: what a lookup meets on a quiet system here; with hop_events_v1
+ *   there, the events statement on each layout too, interleaved with the API's lookups;
+ * - cold (--drop-caches, root): the same interleaved lookups, the machine's page cache and
+ *   ClickHouse's caches dropped before each one: every lookup from disk;
  * - the two `before: ... WHERE flow_id` variants (the route's SQL before it used PREWHERE),
  *   over fewer flows: each reads 16-65 MiB per lookup, which would push the route's data out
  *   of the page cache;
@@ -40,6 +44,7 @@
  *   elapsed time, from clickhouse-client's server log lines (18.16 has no query_log here).
  */
 import { spawn } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { createClient } from '@clickhouse/client';
 import { median, numArg, percentile } from './common.js';
@@ -49,6 +54,7 @@ import { EVENT_COLUMNS } from '../services/correlator/timeline.js';
 import { createClickHouse, migrate, type ClickHouseClient } from '../services/shared/clickhouse.js';
 import { loadConfig, type Config } from '../services/shared/config.js';
 import { ident, str, uint } from '../services/shared/sql.js';
+import { packSql, queryEventRows, STORED_COLUMNS } from '../services/shared/stored-events.js';
 
 const EVENTS = numArg('events', 100_000_000);
 const LOOKUPS = numArg('lookups', 500);
@@ -67,6 +73,8 @@ const HEAVY_LOOKUPS = 50;
 const KEEP = process.argv.includes('--keep');
 const REFILL = process.argv.includes('--refill');
 const OPTIMIZE = process.argv.includes('--optimize');
+/** Root only: empties the whole machine's page cache before each lookup of the cold pass. */
+const DROP_CACHES = process.argv.includes('--drop-caches');
 const DB = (() => {
   const i = process.argv.indexOf('--db');
   return i > 0 ? process.argv[i + 1]! : 'hoptrace_bench_timeline';
@@ -157,15 +165,9 @@ function eventsSql(start: number, count: number): string {
 FROM numbers(${start}, ${count})`;
 }
 
-const HOP_COLUMNS = [
-  'event_date', 'flow_id', 'wall_ts_ns', 'kernel_ts_ns', 'agent', 'boot', 'seq', 'node', 'netns_ino', 'netns', 'pod', 'ifindex', 'ifname',
-  'hook', 'kind', 'family', 'proto', 'dir', 'saddr', 'daddr', 'sport', 'dport', 'tcp_seq', 'tcp_ack', 'tcp_flags', 'tcp_window',
-  'payload_len', 'ip_id', 'flags', 'ct_id', 'ct_status', 'ct_info', 'reply_saddr', 'reply_daddr', 'reply_sport', 'reply_dport',
-  'reason', 'reason_name', 'location', 'sk_state', 'skb_id', 'mark', 'aux0', 'aux1', 'aux2', 'isn_c', 'isn_s',
-];
-
+const storedColumns = STORED_COLUMNS.filter((c) => c !== 'packed');
 const insertEventsSql = (start: number, count: number) =>
-  `INSERT INTO hop_events (${HOP_COLUMNS.join(', ')}) SELECT ${HOP_COLUMNS.join(', ')} FROM (${eventsSql(start, count)})`;
+  `INSERT INTO hop_events (${storedColumns.join(', ')}, packed) SELECT ${storedColumns.join(', ')}, ${packSql((f) => f)} FROM (${eventsSql(start, count)})`;
 
 /** One partial summary per (flow, node), as the correlator writes one per (flow, agent batch); a/b = client endpoint first, as that node saw the tuple. */
 const insertPartsSql = (start: number, count: number) => `INSERT INTO flow_parts
@@ -201,6 +203,10 @@ async function fill(cfg: Config): Promise<void> {
   await ch.close();
   if (!REFILL && have.events >= EVENTS && have.parts >= FLOWS * 3) {
     console.error(`fill: ${DB} already holds ${have.events.toLocaleString('en-US')} events, ${have.parts.toLocaleString('en-US')} flow_parts rows: skipped (--refill forces)`);
+    // A database filled before hop_events was packed: migration 5 copies it, and keeps the old table (hop_events_v1) the bench compares with.
+    const t0 = performance.now();
+    await migrate(cfg, DB, 7_200_000);
+    console.error(`migrate: ${((performance.now() - t0) / 1000).toFixed(0)} s`);
     return;
   }
   const root = createClickHouse(cfg, 'default');
@@ -252,7 +258,7 @@ interface TableState {
 async function tableStates(ch: ClickHouseClient): Promise<TableState[]> {
   const rs = await ch.query({
     query: `SELECT table, sum(rows) AS r, uniqExact(partition) AS np, count() AS parts, sum(bytes_on_disk) AS b, sum(marks) AS m
-FROM system.parts WHERE database = ${str(DB)} AND active AND table IN ('hop_events', 'flow_parts') GROUP BY table ORDER BY table DESC`,
+FROM system.parts WHERE database = ${str(DB)} AND active AND table IN ('hop_events', 'hop_events_v1', 'flow_parts') GROUP BY table ORDER BY table DESC`,
     format: 'JSONEachRow',
   });
   const per = await ch.query({
@@ -290,24 +296,40 @@ async function time(ids: string[], one: (id: string) => Promise<void>): Promise<
   return out;
 }
 
+/** Every lookup from disk: ClickHouse's mark and uncompressed caches and the kernel's page cache emptied. */
+async function dropCaches(ch: ClickHouseClient): Promise<void> {
+  await ch.command({ query: 'SYSTEM DROP MARK CACHE' });
+  await ch.command({ query: 'SYSTEM DROP UNCOMPRESSED CACHE' });
+  await writeFile('/proc/sys/vm/drop_caches', '3');
+}
+
 async function randomFlows(ch: ClickHouseClient, n: number): Promise<string[]> {
   const rs = await ch.query({ query: `SELECT toString(flow_id) AS id FROM (SELECT DISTINCT flow_id FROM flow_parts) ORDER BY rand() LIMIT ${uint(n)}`, format: 'JSONEachRow' });
   return (await rs.json<{ id: string }>()).map((r) => r.id);
 }
 
+interface Variant {
+  sql: (id: string) => string;
+  /** events: RowBinary through the services' decoder; json: JSONEachRow parsed (the summary, the old layout). */
+  read: 'events' | 'json';
+}
+
 /** The route's own SQL and variants of the events statement, to separate what costs what. */
-function variants(): Record<string, (id: string) => string> {
-  const cols = EVENT_COLUMNS.join(', ');
-  const order = 'ORDER BY wall_ts_ns, agent, boot, seq';
+function variants(oldLayout: boolean): Record<string, Variant> {
   const summaryDays = (id: string) => flowEventsSql(BigInt(id), 10_001, 'summary');
+  const events = (sql: Variant['sql']): Variant => ({ sql, read: 'events' });
+  const json = (sql: Variant['sql']): Variant => ({ sql, read: 'json' });
+  // The events statement as it was before hop_events was packed: every field a column, JSON.
+  const columns = (id: string, table: string) => summaryDays(id).replace(/^SELECT [^\n]*\nFROM hop_events/, `SELECT ${EVENT_COLUMNS.join(', ')}\nFROM ${table}`);
   return {
-    'route: summary (flow_parts FINAL PREWHERE flow_id)': (id) => flowSql(BigInt(id)),
-    'route: events, the days its summary spans (subqueries), beside the summary': summaryDays,
-    'events, all days (the route\'s SQL for a flow with no summary)': (id) => flowEventsSql(BigInt(id), 10_001, 'all'),
-    'before: summary with WHERE flow_id': (id) => flowSql(BigInt(id)).replace(/\bPREWHERE flow_id/, 'WHERE flow_id'),
-    'before: events with WHERE flow_id': (id) => flowEventsSql(BigInt(id), 10_001, 'all').replace(/\bPREWHERE flow_id/, 'WHERE flow_id'),
-    'before: events, a day wider each side of the summary (read after it)': (id) => summaryDays(id).replace(/greatest\(min\(first_ts_ns\), \d+\) - \d+/, 'min(first_ts_ns) - 86400000000000').replace(/max\(last_ts_ns\) \+ \d+/, 'max(last_ts_ns) + 86400000000000'),
-    'variant: events, route without FINAL (lower bound)': (id) => summaryDays(id).replace('FROM hop_events FINAL', 'FROM hop_events'),
+    'route: summary (flow_parts FINAL PREWHERE flow_id)': json((id) => flowSql(BigInt(id))),
+    'route: events, the days its summary spans (subqueries), beside the summary': events(summaryDays),
+    'events, all days (the route\'s SQL for a flow with no summary)': events((id) => flowEventsSql(BigInt(id), 10_001, 'all')),
+    ...(oldLayout ? { 'before: events from the unpacked table (hop_events_v1: 42 columns, JSON)': json((id) => columns(id, 'hop_events_v1')) } : {}),
+    'variant: events as 42 columns through the ALIAS columns (JSON)': json((id) => columns(id, 'hop_events')),
+    'before: summary with WHERE flow_id': json((id) => flowSql(BigInt(id)).replace(/\bPREWHERE flow_id/, 'WHERE flow_id')),
+    'before: events with WHERE flow_id': events((id) => flowEventsSql(BigInt(id), 10_001, 'all').replace(/\bPREWHERE flow_id/, 'WHERE flow_id')),
+    'variant: events, route without FINAL (lower bound)': events((id) => summaryDays(id).replace('FROM hop_events FINAL', 'FROM hop_events')),
   };
 }
 
@@ -344,11 +366,14 @@ async function main() {
   const results: Record<string, Stats[]> = {};
   const add = (name: string, ms: number[]) => (results[name] ??= []).push(stats(ms));
   const states = await tableStates(ch);
-  const sql = variants();
-  const sqlLookup = (q: (id: string) => string) => async (id: string) => {
-    const rs = await ch.query({ query: q(id), format: 'JSONEachRow', clickhouse_settings: { output_format_json_quote_64bit_integers: 1 } });
-    await rs.json();
+  const oldLayout = states.some((t) => t.table === 'hop_events_v1');
+  const sql = variants(oldLayout);
+  const rowsOf = async (v: Variant, id: string): Promise<unknown[]> => {
+    if (v.read === 'events') return queryEventRows(ch, v.sql(id), false);
+    const rs = await ch.query({ query: v.sql(id), format: 'JSONEachRow', clickhouse_settings: { output_format_json_quote_64bit_integers: 1 } });
+    return rs.json();
   };
+  const sqlLookup = (v: Variant) => async (id: string) => void (await rowsOf(v, id));
   const lookup = async (id: string) => {
     const res = await fetch(`${api.address}/api/v1/flows/${id}/timeline`);
     await res.arrayBuffer();
@@ -365,9 +390,8 @@ async function main() {
     }
     // Every variant must return the flow: all its events (the summary: one row).
     for (const id of warm.slice(0, 5)) {
-      for (const [name, q] of Object.entries(sql)) {
-        const rs = await ch.query({ query: q(id), format: 'JSONEachRow' });
-        const n = (await rs.json()).length;
+      for (const [name, v] of Object.entries(sql)) {
+        const n = (await rowsOf(v, id)).length;
         if (n !== (/^[a-z]+: summary/.test(name) ? 1 : PER_FLOW)) throw new Error(`${name}: ${n} rows for flow ${id}`);
       }
     }
@@ -379,30 +403,45 @@ async function main() {
       add('store: getFlow beside flowEvents over its days (what the route awaits)', await time(ids, async (id) => {
         await Promise.all([store.getFlow(BigInt(id)), store.flowEvents(BigInt(id), cfg.apiMaxRows + 1, 'summary')]);
       }));
-      for (const [name, q] of Object.entries(sql)) if (!isHeavy(name)) add(`SQL ${name}`, await time(ids, sqlLookup(q)));
+      for (const [name, v] of Object.entries(sql)) if (!isHeavy(name)) add(`SQL ${name}`, await time(ids, sqlLookup(v)));
       console.error(`run ${run + 1}/${RUNS} done`);
     }
     // Cold-ish: the mark cache emptied, then the first lookups of flows not looked up yet.
     const coldIds = await randomFlows(ch, COLD);
     await ch.command({ query: 'SYSTEM DROP MARK CACHE' });
     const cold = await time(coldIds, lookup);
-    // Idle: the flows picked first (picking reads flow_parts), then nothing read for IDLE_S, then their first lookups.
-    let idle: Stats | undefined;
-    if (IDLE_S > 0) {
-      const idleIds = await randomFlows(ch, IDLE_LOOKUPS);
-      console.error(`idle: ${IDLE_S} s with nothing read, then ${IDLE_LOOKUPS} first lookups`);
-      await new Promise((r) => setTimeout(r, IDLE_S * 1000));
-      idle = stats(await time(idleIds, lookup));
+    // The API's lookups and, with the unpacked table beside it, the events statement on both layouts, interleaved, each on flows of its own.
+    const passes: [string, (id: string) => Promise<void>][] = [[`API lookups`, lookup]];
+    if (oldLayout) {
+      passes.push(['events statement, packed (hop_events)', sqlLookup(sql['route: events, the days its summary spans (subqueries), beside the summary']!)]);
+      passes.push(['events statement, unpacked (hop_events_v1)', sqlLookup(sql['before: events from the unpacked table (hop_events_v1: 42 columns, JSON)']!)]);
     }
+    const interleaved = async (label: string, before: () => Promise<void>, each: () => Promise<void>) => {
+      // The flows picked first (picking reads flow_parts), then `before`, then their first lookups, `each` before every one.
+      const ids = await randomFlows(ch, IDLE_LOOKUPS * passes.length);
+      console.error(`${label}: ${IDLE_LOOKUPS} first lookups of each of: ${passes.map(([n]) => n).join('; ')}`);
+      await before();
+      const ms: number[][] = passes.map(() => []);
+      for (let i = 0; i < IDLE_LOOKUPS; i++) {
+        for (const [k, [, one]] of passes.entries()) {
+          await each();
+          ms[k]!.push(...(await time([ids[i * passes.length + k]!], one)));
+        }
+      }
+      return Object.fromEntries(passes.map(([name], k) => [name, stats(ms[k]!)]));
+    };
+    const nothing = async () => undefined;
+    const idle = IDLE_S > 0 ? await interleaved(`idle ${IDLE_S} s`, () => new Promise((r) => setTimeout(r, IDLE_S * 1000)), nothing) : {};
+    const dropped = DROP_CACHES ? await interleaved('page cache dropped before each', nothing, () => dropCaches(ch)) : {};
     const heavyIds = await randomFlows(ch, HEAVY_LOOKUPS);
-    for (const [name, q] of Object.entries(sql)) if (isHeavy(name)) add(`SQL ${name} (${HEAVY_LOOKUPS} flows, one pass, last)`, await time(heavyIds, sqlLookup(q)));
+    for (const [name, v] of Object.entries(sql)) if (isHeavy(name)) add(`SQL ${name} (${HEAVY_LOOKUPS} flows, one pass, last)`, await time(heavyIds, sqlLookup(v)));
     // Where ClickHouse's time goes, per statement (server-side numbers).
     const sampleIds = await randomFlows(ch, SAMPLE);
     const after = new Map((await tableStates(ch)).map((t) => [t.table, t.parts]));
     const server: { name: string; rows: number; mib: number; ms: number; msP90: number }[] = [];
-    for (const [name, q] of Object.entries(sql)) {
+    for (const [name, v] of Object.entries(sql)) {
       const r = [];
-      for (const id of sampleIds) r.push(await serverSide(q(id)));
+      for (const id of sampleIds) r.push(await serverSide(v.sql(id)));
       const ms = r.map((x) => x.ms).sort((a, b) => a - b);
       server.push({ name, rows: median(r.map((x) => x.rows)), mib: median(r.map((x) => x.mib)), ms: percentile(ms, 0.5), msP90: percentile(ms, 0.9) });
     }
@@ -420,7 +459,8 @@ async function main() {
     }
     const c = stats(cold);
     console.log(`| cold-ish: first ${COLD} API lookups after SYSTEM DROP MARK CACHE (one pass) | ${f1(c.p50)} | ${f1(c.p90)} | - | ${f1(c.max)} | |`);
-    if (idle) console.log(`| idle: first ${IDLE_LOOKUPS} API lookups after ${IDLE_S} s with nothing read (one pass) | ${f1(idle.p50)} | ${f1(idle.p90)} | ${f1(idle.p99)} | ${f1(idle.max)} | |`);
+    for (const [name, i] of Object.entries(idle)) console.log(`| idle: first ${IDLE_LOOKUPS} ${name} after ${IDLE_S} s with nothing read (one pass, interleaved) | ${f1(i.p50)} | ${f1(i.p90)} | ${f1(i.p99)} | ${f1(i.max)} | |`);
+    for (const [name, i] of Object.entries(dropped)) console.log(`| cold: ${IDLE_LOOKUPS} ${name}, the OS page cache and ClickHouse's caches dropped before each (one pass, interleaved) | ${f1(i.p50)} | ${f1(i.p90)} | ${f1(i.p99)} | ${f1(i.max)} | |`);
     console.log(`\nServer side (clickhouse-client log line "Read N rows, X MiB in T sec", ${SAMPLE} other random flows, median):\n`);
     console.log('| statement | rows read | MiB read (uncompressed) | server ms p50 | server ms p90 |');
     console.log('|---|---:|---:|---:|---:|');

@@ -12,7 +12,8 @@
 import type { ClickHouseClient } from '@clickhouse/client';
 import { describeError, HopError } from '../shared/errors.js';
 import { str, uint } from '../shared/sql.js';
-import { EVENT_COLUMNS, isoNs, nsToUs, type Endpoint, type TimelineRow } from '../correlator/timeline.js';
+import { EVENT_READ_COLUMNS, queryEventRows } from '../shared/stored-events.js';
+import { isoNs, nsToUs, type Endpoint, type TimelineRow } from '../correlator/timeline.js';
 
 /** IP protocol names the API accepts and prints. */
 export const PROTOCOLS: Readonly<Record<string, number>> = { icmp: 1, tcp: 6, udp: 17, icmpv6: 58, sctp: 132 };
@@ -218,7 +219,7 @@ export function reportEventsSql(f: ReportFilter): string {
   if (f.sinceNs !== undefined) any(`last_ts_ns >= ${uint(f.sinceNs)}`);
   if (f.untilNs !== undefined) any(`first_ts_ns <= ${uint(f.untilNs)}`);
   if (f.pod !== undefined) conds.push(`flow_id IN (SELECT flow_id FROM hop_events WHERE pod = ${str(f.pod)} OR netns = ${str(f.pod)})`);
-  return `SELECT flow_id AS fid, ${EVENT_COLUMNS.join(', ')}
+  return `SELECT flow_id AS fid, ${EVENT_READ_COLUMNS}
 FROM hop_events FINAL
 PREWHERE flow_id IN (
   SELECT flow_id FROM (
@@ -338,7 +339,7 @@ function summaryDaysSql(flowId: bigint): string {
 }
 
 export function flowEventsSql(flowId: bigint, limit: number, days: FlowDays): string {
-  return `SELECT ${EVENT_COLUMNS.join(', ')}
+  return `SELECT ${EVENT_READ_COLUMNS}
 FROM hop_events FINAL
 PREWHERE flow_id = ${uint(flowId)}${days === 'summary' ? `\nWHERE ${summaryDaysSql(flowId)}` : ''}
 ORDER BY wall_ts_ns, agent, boot, seq
@@ -428,6 +429,15 @@ export function createFlowStore(ch: ClickHouseClient, clickhouseUrl: string): Fl
     }
   }
 
+  /** Event rows come as RowBinary (shared/stored-events.ts): hop_events' packed column is binary. */
+  async function events(query: string, withFid: boolean, what: string): Promise<(TimelineRow & { fid: string })[]> {
+    try {
+      return await queryEventRows(ch, query, withFid as true);
+    } catch (err) {
+      throw clickhouseError(err, at, what);
+    }
+  }
+
   return {
     where: at,
     async ping(timeoutMs) {
@@ -446,13 +456,13 @@ export function createFlowStore(ch: ClickHouseClient, clickhouseUrl: string): Fl
       return r ? toSummary(r) : null;
     },
     async flowEvents(flowId, limit, days) {
-      return rows<TimelineRow>(flowEventsSql(flowId, limit, days), `read events of flow ${flowId}`);
+      return events(flowEventsSql(flowId, limit, days), false, `read events of flow ${flowId}`);
     },
     async listIncidents(filter) {
       return (await rows<IncidentSqlRow>(listIncidentsSql(filter), 'list incidents')).map(toIncident);
     },
     async reportEvents(filter) {
-      const all = await rows<TimelineRow & { fid: string }>(reportEventsSql(filter), 'read events for a latency report');
+      const all = await events(reportEventsSql(filter), true, 'read events for a latency report');
       const truncated = all.length > filter.maxRows;
       if (truncated) all.length = filter.maxRows;
       const byFlow = new Map<string, TimelineRow[]>();

@@ -1,17 +1,18 @@
 /**
  * hop_events rows in RowBinary straight from a batch's 128-byte records: the insert
- * path's hot loop. No row object, string or BigInt per event; fields are copied or
- * converted from the record bytes into the output buffer, and addresses are written
- * as text digit by digit. The bytes are exactly what encode.ts's generic RowBinary
- * encoder writes for batchToRows()'s objects (test/unit/binary-rows.test.ts holds the
- * two together), in HOP_EVENT_COLUMNS order.
+ * path's hot loop. No row object, string or BigInt per event: fields are copied from
+ * the record bytes into the output buffer, most of them, addresses included, as they
+ * are into `packed` (shared/stored-events.ts). The bytes are exactly what encode.ts's
+ * generic RowBinary encoder writes for batchToRows()'s objects
+ * (test/unit/binary-rows.test.ts holds the two together), in HOP_EVENT_COLUMNS order.
  *
  * It also fills the batch's flow_parts accumulator and notes the flows worth judging,
  * so a batch is walked once.
  */
 import type { DecodedBatch } from '../shared/batch.js';
 import { direction } from '../shared/flowkey.js';
-import { AF_INET, formatAddr, Kind, RECORD_SIZE } from '../shared/record.js';
+import { AF_INET, Kind, RECORD_SIZE } from '../shared/record.js';
+import { PACKED_SIZE } from '../shared/stored-events.js';
 import { BinWriter, putU16, putU32 } from './encode.js';
 import { badRecords, FlowParts, offsetHalves, reasonName, recordFlowId, wallBig, wallHi, wallLo } from './rows.js';
 import { isAnomaly } from './verdicts.js';
@@ -21,6 +22,9 @@ const NS_PER_DAY = 86_400_000_000_000;
 const DAY = BigInt(NS_PER_DAY);
 /** Last day a ClickHouse 18.16 Date holds (2105-12-31); later days are stored as 0, as the text formats do. */
 const LAST_DAY = 49_672;
+/** packed's length as a two-byte LEB128 (128 <= PACKED_SIZE < 16384). */
+const PACKED_LEN0 = (PACKED_SIZE & 0x7f) | 0x80;
+const PACKED_LEN1 = PACKED_SIZE >>> 7;
 
 /** A string as RowBinary (LEB128 length + UTF-8), encoded once per batch and copied per row. */
 function strBytes(s: string): Buffer {
@@ -84,8 +88,8 @@ export function encodeEvents(b: DecodedBatch, w: BinWriter, anomalous: Set<numbe
       ns = strBytes(b.netnsNames?.get(ino) ?? '');
       netns.set(ino, ns);
     }
-    // Room for everything but the two names below: fixed fields, names, ifname (<= 32), 4 addresses (<= 40 each).
-    w.ensure(400 + agent.length + node.length + ns.length);
+    // Room for everything but the two names below: the fixed columns and packed.
+    w.ensure(64 + PACKED_SIZE + agent.length + node.length + ns.length);
     let o = w.buf;
     let p = w.pos;
     p = putU16(o, p, dayOf(hi, lo));
@@ -93,7 +97,6 @@ export function encodeEvents(b: DecodedBatch, w: BinWriter, anomalous: Set<numbe
     p = putU32(o, p, Math.floor(fid / TWO32));
     p = putU32(o, p, lo);
     p = putU32(o, p, hi);
-    p = copy(o, p, buf, off, 8); // kernel_ts_ns
     p = copy(o, p, agent, 0, agent.length);
     p = putU32(o, p, boot >>> 0);
     p = putU32(o, p, Math.floor(boot / TWO32));
@@ -101,54 +104,58 @@ export function encodeEvents(b: DecodedBatch, w: BinWriter, anomalous: Set<numbe
     p = putU32(o, p, seq >>> 0);
     p = putU32(o, p, Math.floor(seq / TWO32));
     p = copy(o, p, node, 0, node.length);
-    p = copy(o, p, buf, off + 16, 4); // netns_ino
     p = copy(o, p, ns, 0, ns.length);
     o[p++] = 0; // pod: not known yet
-    p = copy(o, p, buf, off + 20, 4); // ifindex
-    if (isCt) o[p++] = 0;
-    else p = ifname(o, p, buf, off + 96);
-    o[p++] = buf[off + 26]!; // hook
     o[p++] = kind;
-    o[p++] = family;
-    o[p++] = buf[off + 28]!; // proto
-    o[p++] = dir;
-    p = addrText(o, p, buf, off + 48, family);
-    p = addrText(o, p, buf, off + 64, family);
-    p = copy(o, p, buf, off + 80, 4); // sport, dport
-    if (isCt) p = zeros(o, p, 8);
-    else p = copy(o, p, buf, off + 84, 8); // tcp_seq, tcp_ack
-    o[p++] = buf[off + 29]!; // tcp_flags
-    if (isCt) p = zeros(o, p, 2);
-    else p = copy(o, p, buf, off + 92, 2); // tcp_window
-    p = copy(o, p, buf, off + 44, 2); // payload_len
-    p = copy(o, p, buf, off + 42, 2); // ip_id
-    p = copy(o, p, buf, off + 46, 2); // flags
-    p = copy(o, p, buf, off + 32, 8); // ct_id, ct_status
-    o[p++] = buf[off + 31]!; // ct_info
-    if (isCt) {
-      p = addrText(o, p, buf, off + 84, family);
-      p = addrText(o, p, buf, off + 100, family);
-      p = copy(o, p, buf, off + 116, 4); // reply_sport, reply_dport
-    } else p = zeros(o, p, 6); // two empty strings, two zero ports
-    p = copy(o, p, buf, off + 40, 2); // reason
     let rname = '';
     if (kind === Kind.DROP || kind === Kind.RST_SENT) {
       // Rare: names through the writer's string path, which may grow the buffer.
       rname = reasonName(b, kind, buf.readUInt16LE(off + 40));
       const loc = kind === Kind.DROP ? (b.symbols?.get((BigInt(buf.readUInt32LE(off + 120)) << 32n) | BigInt(buf.readUInt32LE(off + 116))) ?? '') : '';
       w.pos = p;
-      w.ensure((rname.length + loc.length) * 3 + 100);
+      w.ensure((rname.length + loc.length) * 3 + PACKED_SIZE + 100);
       w.str(rname);
       w.str(loc);
       o = w.buf;
       p = w.pos;
     } else p = zeros(o, p, 2); // reason_name, location
-    o[p++] = buf[off + 30]!; // sk_state
-    p = copy(o, p, buf, off + 8, 8); // skb_id
-    if (isCt) p = zeros(o, p, 16); // mark, aux0..2
-    else p = copy(o, p, buf, off + 112, 16);
+    // packed, in PACKED_FIELDS order (shared/stored-events.ts).
+    o[p++] = PACKED_LEN0;
+    o[p++] = PACKED_LEN1;
+    p = copy(o, p, buf, off, 24); // kernel_ts_ns, skb_id, netns_ino, ifindex
+    if (isCt) p = zeros(o, p, 8);
+    else p = copy(o, p, buf, off + 84, 8); // tcp_seq, tcp_ack
+    p = copy(o, p, buf, off + 32, 8); // ct_id, ct_status
+    if (isCt) p = zeros(o, p, 16);
+    else p = copy(o, p, buf, off + 112, 16); // mark, aux0..2
     p = putU32(o, p, isnC);
     p = putU32(o, p, isnS);
+    p = copy(o, p, buf, off + 80, 4); // sport, dport
+    if (isCt) p = zeros(o, p, 2);
+    else p = copy(o, p, buf, off + 92, 2); // tcp_window
+    p = copy(o, p, buf, off + 44, 2); // payload_len
+    p = copy(o, p, buf, off + 42, 2); // ip_id
+    p = copy(o, p, buf, off + 46, 2); // flags
+    if (isCt) p = copy(o, p, buf, off + 116, 4); // reply_sport, reply_dport
+    else p = zeros(o, p, 4);
+    p = copy(o, p, buf, off + 40, 2); // reason
+    o[p++] = buf[off + 26]!; // hook
+    o[p++] = family;
+    o[p++] = buf[off + 28]!; // proto
+    o[p++] = dir;
+    o[p++] = buf[off + 29]!; // tcp_flags
+    o[p++] = buf[off + 31]!; // ct_info
+    o[p++] = buf[off + 30]!; // sk_state
+    p = addr(o, p, buf, off + 48, family); // saddr
+    p = addr(o, p, buf, off + 64, family); // daddr
+    if (isCt) {
+      p = addr(o, p, buf, off + 84, family);
+      p = addr(o, p, buf, off + 100, family);
+      p = zeros(o, p, 16); // ifname
+    } else {
+      p = zeros(o, p, 32); // reply addresses
+      p = ifname(o, p, buf, off + 96);
+    }
     w.pos = p;
     events++;
     parts.add(off, fid, dir, hi, lo, isnC, isnS);
@@ -168,40 +175,16 @@ function zeros(o: Buffer, p: number, n: number): number {
   return p + n;
 }
 
-/** The interface name: NUL-terminated, at most 16 bytes, Latin-1 (as decodeRecord reads it) written as UTF-8. */
+/** The interface name: up to its NUL, Latin-1 bytes as the record has them, NUL-padded to 16. */
 function ifname(o: Buffer, p: number, buf: Buffer, off: number): number {
-  let end = off;
-  let high = 0;
-  while (end < off + 16 && buf[end] !== 0) high += buf[end++]! >>> 7;
-  o[p++] = end - off + high;
-  for (let q = off; q < end; q++) {
-    const c = buf[q]!;
-    if (c < 0x80) o[p++] = c;
-    else {
-      o[p++] = 0xc0 | (c >>> 6);
-      o[p++] = 0x80 | (c & 0x3f);
-    }
-  }
-  return p;
+  let k = 0;
+  for (; k < 16 && buf[off + k] !== 0; k++) o[p + k] = buf[off + k]!;
+  for (; k < 16; k++) o[p + k] = 0;
+  return p + 16;
 }
 
-/** An address as its text: IPv4 dotted quad digit by digit; IPv6 through the shared formatter (ASCII, <= 39 bytes). */
-function addrText(o: Buffer, p: number, buf: Buffer, off: number, family: number): number {
-  const lenAt = p++;
-  if (family !== AF_INET) {
-    const s = formatAddr(buf, off, family);
-    for (let k = 0; k < s.length; k++) o[p++] = s.charCodeAt(k);
-  } else {
-    for (let k = 0; k < 4; k++) {
-      if (k) o[p++] = 0x2e;
-      const v = buf[off + k]!;
-      if (v >= 100) {
-        o[p++] = 48 + ((v / 100) | 0);
-        o[p++] = 48 + (((v / 10) | 0) % 10);
-      } else if (v >= 10) o[p++] = 48 + ((v / 10) | 0);
-      o[p++] = 48 + (v % 10);
-    }
-  }
-  o[lenAt] = p - lenAt - 1;
-  return p;
+/** An address's 16 wire bytes; IPv4 uses the first 4, the rest zero whatever the record holds. */
+function addr(o: Buffer, p: number, buf: Buffer, off: number, family: number): number {
+  if (family === AF_INET) return zeros(o, copy(o, p, buf, off, 4), 12);
+  return copy(o, p, buf, off, 16);
 }

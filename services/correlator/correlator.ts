@@ -39,24 +39,25 @@ export interface RowWriter {
   readonly where: string;
 }
 
+/** Inserts encoded rows. The client has no RowBinary insert; exec sends the query in the URL and the bytes as the body. */
+export async function insertEncoded(ch: ClickHouseClient, table: string, columns: readonly string[], format: InsertFormat, bytes: Buffer): Promise<void> {
+  const r = await ch.exec({ query: `INSERT INTO ${table} (${columns.join(', ')}) FORMAT ${format}`, values: Readable.from([bytes], { objectMode: false }) });
+  for await (const _ of r.stream) void _;
+}
+
+/** Inserts row objects in a format (tests write hop_events rows this way: the table takes no JSON). */
+export async function insertRows<R>(ch: ClickHouseClient, table: string, rows: readonly R[], enc: TableEncoder<R>, format: InsertFormat = 'RowBinary'): Promise<void> {
+  if (rows.length) await insertEncoded(ch, table, enc.columns, format, enc[format](rows));
+}
+
 /**
  * Inserts rows into ClickHouse. RowBinary (the default) is encoded straight from the
  * records (binary-rows.ts): no row objects, and binary columns the server copies
- * rather than parses. JSONEachRow and TabSeparated go through row objects
- * (bench/pipeline.ts compares the three). All three store the same values.
+ * rather than parses. TabSeparated goes through row objects (bench/pipeline.ts
+ * compares the two). Both store the same values.
  */
 export function clickhouseWriter(cfg: Config, ch: ClickHouseClient, format: InsertFormat = cfg.insertFormat as InsertFormat, log?: Logger): RowWriter {
-  async function insert<R>(table: string, rows: R[], enc: TableEncoder<R>, format: InsertFormat) {
-    if (!rows.length) return;
-    if (format === 'JSONEachRow') await ch.insert({ table, values: rows, format: 'JSONEachRow' });
-    else if (format === 'TabSeparated') await ch.insert({ table, values: Readable.from([enc.TabSeparated(rows)], { objectMode: false }), format: 'TabSeparated', columns: enc.columns as [string, ...string[]] });
-    else await insertBinary(table, enc.columns, enc.RowBinary(rows));
-  }
-  async function insertBinary(table: string, columns: string[], bytes: Buffer) {
-    // The client has no RowBinary insert; exec sends the query in the URL and the bytes as the body.
-    const r = await ch.exec({ query: `INSERT INTO ${table} (${columns.join(', ')}) FORMAT RowBinary`, values: Readable.from([bytes], { objectMode: false }) });
-    for await (const _ of r.stream) void _;
-  }
+  const insert = <R>(table: string, rows: R[], enc: TableEncoder<R>, f: InsertFormat) => insertRows(ch, table, rows, enc, f);
   async function viaObjects(batches: readonly DecodedBatch[], f: InsertFormat): Promise<Set<number>> {
     const events: HopEventRow[] = [];
     const parts: FlowPartRow[] = [];
@@ -89,7 +90,7 @@ export function clickhouseWriter(cfg: Config, ch: ClickHouseClient, format: Inse
       events += e.events;
       for (const p of e.parts.rows()) parts.push(p);
     }
-    if (events) await insertBinary('hop_events', hopEventEncoder.columns, w.take());
+    if (events) await insertEncoded(ch, 'hop_events', hopEventEncoder.columns, 'RowBinary', w.take());
     await insert('flow_parts', parts, flowPartEncoder, 'RowBinary');
     return anomalous;
   }
@@ -105,11 +106,11 @@ export function clickhouseWriter(cfg: Config, ch: ClickHouseClient, format: Inse
         try {
           return await all(format);
         } catch (err) {
-          // ClickHouse refusing the data (a server error, not a lost connection) in a binary
-          // or text format must not stall the partition forever: write it as JSONEachRow.
-          if (format === 'JSONEachRow' || !/^Code: \d+/.test(describeError(err))) throw err;
-          log?.error(`ClickHouse refused a ${format} insert (${describeError(err).split('\n')[0]}); writing it as JSONEachRow`);
-          return await all('JSONEachRow');
+          // ClickHouse refusing the data (a server error, not a lost connection) in binary
+          // must not stall the partition forever: write it through row objects as text.
+          if (format === 'TabSeparated' || !/^Code: \d+/.test(describeError(err))) throw err;
+          log?.error(`ClickHouse refused a ${format} insert (${describeError(err).split('\n')[0]}); writing it as TabSeparated`);
+          return await all('TabSeparated');
         }
       } catch (err) {
         throw new HopError('HOP_CLICKHOUSE_UNREACHABLE', `insert into ClickHouse at ${cfg.clickhouseUrl} failed`, true, { cause: err });

@@ -15,26 +15,22 @@
  * Both produce exactly the values JSONEachRow would have stored for the same rows.
  */
 import type { RejectedRow } from './correlator.js';
+import { packEvent, PACKED_SIZE } from '../shared/stored-events.js';
 import type { FlowPartRow, HopEventRow } from './rows.js';
 
-export type InsertFormat = 'JSONEachRow' | 'TabSeparated' | 'RowBinary';
-export const INSERT_FORMATS: readonly InsertFormat[] = ['JSONEachRow', 'TabSeparated', 'RowBinary'];
+/** JSONEachRow is gone: JSON strings cannot carry hop_events' binary `packed` column. */
+export type InsertFormat = 'TabSeparated' | 'RowBinary';
+export const INSERT_FORMATS: readonly InsertFormat[] = ['TabSeparated', 'RowBinary'];
 
-type ColType = 'Date' | 'UInt8' | 'UInt16' | 'UInt32' | 'UInt64' | 'String' | 'Array(String)';
-type Columns<R> = readonly (readonly [keyof R & string, ColType])[];
+/** Packed: a String built from the whole row by packEvent (hop_events only). */
+type ColType = 'Date' | 'UInt8' | 'UInt16' | 'UInt32' | 'UInt64' | 'String' | 'Array(String)' | 'Packed';
+type Columns<R> = readonly (readonly [(keyof R & string) | 'packed', ColType])[];
 
+/** hop_events' real columns (shared/stored-events.ts): `packed` holds the row's other fields. */
 export const HOP_EVENT_COLUMNS = [
-  ['event_date', 'Date'], ['flow_id', 'UInt64'], ['wall_ts_ns', 'UInt64'], ['kernel_ts_ns', 'UInt64'],
-  ['agent', 'String'], ['boot', 'UInt64'], ['seq', 'UInt64'], ['node', 'String'], ['netns_ino', 'UInt32'],
-  ['netns', 'String'], ['pod', 'String'], ['ifindex', 'UInt32'], ['ifname', 'String'], ['hook', 'UInt8'],
-  ['kind', 'UInt8'], ['family', 'UInt8'], ['proto', 'UInt8'], ['dir', 'UInt8'], ['saddr', 'String'],
-  ['daddr', 'String'], ['sport', 'UInt16'], ['dport', 'UInt16'], ['tcp_seq', 'UInt32'], ['tcp_ack', 'UInt32'],
-  ['tcp_flags', 'UInt8'], ['tcp_window', 'UInt16'], ['payload_len', 'UInt16'], ['ip_id', 'UInt16'],
-  ['flags', 'UInt16'], ['ct_id', 'UInt32'], ['ct_status', 'UInt32'], ['ct_info', 'UInt8'],
-  ['reply_saddr', 'String'], ['reply_daddr', 'String'], ['reply_sport', 'UInt16'], ['reply_dport', 'UInt16'],
-  ['reason', 'UInt16'], ['reason_name', 'String'], ['location', 'String'], ['sk_state', 'UInt8'],
-  ['skb_id', 'UInt64'], ['mark', 'UInt32'], ['aux0', 'UInt32'], ['aux1', 'UInt32'], ['aux2', 'UInt32'],
-  ['isn_c', 'UInt32'], ['isn_s', 'UInt32'],
+  ['event_date', 'Date'], ['flow_id', 'UInt64'], ['wall_ts_ns', 'UInt64'], ['agent', 'String'], ['boot', 'UInt64'],
+  ['seq', 'UInt64'], ['node', 'String'], ['netns', 'String'], ['pod', 'String'], ['kind', 'UInt8'],
+  ['reason_name', 'String'], ['location', 'String'], ['packed', 'Packed'],
 ] as const satisfies Columns<HopEventRow>;
 
 export const FLOW_PART_COLUMNS = [
@@ -189,7 +185,7 @@ export function dayNumber(date: string): number {
 }
 
 /** Upper bound of the bytes one row needs besides its strings. */
-const FIXED: Record<ColType, number> = { Date: 2, UInt8: 1, UInt16: 2, UInt32: 4, UInt64: 8, String: 0, 'Array(String)': 0 };
+const FIXED: Record<ColType, number> = { Date: 2, UInt8: 1, UInt16: 2, UInt32: 4, UInt64: 8, String: 0, 'Array(String)': 0, Packed: PACKED_SIZE + 2 };
 
 function binaryEncoder<R>(cols: Columns<R>): (rows: readonly R[], w?: BinWriter) => Buffer {
   // Fixed-width writes do not check the buffer's end (a Buffer silently drops writes past
@@ -213,6 +209,8 @@ function binaryEncoder<R>(cols: Columns<R>): (rows: readonly R[], w?: BinWriter)
         return `w.ensure(${v}.length * 3 + ${fixed + 10}); w.str(${v});`;
       case 'Array(String)':
         return `{ const a = ${v}; w.ensure(${fixed + 10}); w.varint(a.length); for (const s of a) { w.ensure(s.length * 3 + ${fixed + 10}); w.str(s); } }`;
+      case 'Packed':
+        return `w.varint(${PACKED_SIZE}); packEvent(r, packed); packed.copy(w.buf, w.pos); w.pos += ${PACKED_SIZE};`;
     }
   });
   const body = `return function encode(rows, w) {
@@ -224,7 +222,7 @@ function binaryEncoder<R>(cols: Columns<R>): (rows: readonly R[], w?: BinWriter)
     }
     return w.take();
   };`;
-  return new Function('BinWriter', 'dayNumber', body)(BinWriter, dayNumber);
+  return new Function('BinWriter', 'dayNumber', 'packEvent', 'packed', body)(BinWriter, dayNumber, packEvent, Buffer.alloc(PACKED_SIZE));
 }
 
 // ---------------------------------------------------------------- TabSeparated
@@ -238,6 +236,17 @@ export function tsvString(s: string): string {
 /** An Array(String) field in TabSeparated: ['a','b'] with quoted, escaped elements. */
 export function tsvStringArray(a: readonly string[]): string {
   return `[${a.map((s) => `'${s.replace(/[\\\t\n\r\0']/g, (c) => TSV_ESCAPES[c]!)}'`).join(',')}]`;
+}
+
+const TSV_BYTE_ESCAPES = new Map([[0x5c, 0x5c], [0x09, 0x74], [0x0a, 0x6e], [0x0d, 0x72], [0x00, 0x30]]);
+/** Bytes as a TabSeparated String field: the escapes, every other byte as itself. */
+function tsvBytes(w: BinWriter, b: Buffer): void {
+  w.ensure(b.length * 2);
+  for (const c of b) {
+    const e = TSV_BYTE_ESCAPES.get(c);
+    if (e !== undefined) w.buf[w.pos++] = 0x5c;
+    w.buf[w.pos++] = e ?? c;
+  }
 }
 
 const DIGITS = /^\d{1,20}$/;
@@ -267,6 +276,8 @@ function tsvEncoder<R>(cols: Columns<R>): (rows: readonly R[]) => Buffer {
       case 'Array(String)':
         text = `tsvStringArray(${v})`;
         break;
+      case 'Packed':
+        return `tsvBytes(w, packEvent(r)); w.u8(${sep});`;
       case 'UInt64':
         text = `(typeof ${v} === 'number' ? checkUInt(${v}, ${MAX[type]}) : (${v}.length < 20 && DIGITS.test(${v}) ? ${v} : checkUInt(${v}, 0)))`;
         break;
@@ -286,7 +297,7 @@ function tsvEncoder<R>(cols: Columns<R>): (rows: readonly R[]) => Buffer {
     }
     return w.take();
   };`;
-  return new Function('BinWriter', 'tsvString', 'tsvStringArray', 'checkUInt', body)(BinWriter, tsvString, tsvStringArray, checkUInt);
+  return new Function('BinWriter', 'tsvString', 'tsvStringArray', 'checkUInt', 'tsvBytes', 'packEvent', body)(BinWriter, tsvString, tsvStringArray, checkUInt, tsvBytes, packEvent);
 }
 
 // ---------------------------------------------------------------- per table

@@ -15,7 +15,8 @@ import { describeError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import { str, uint } from '../shared/sql.js';
 import { eventDate } from './rows.js';
-import { EVENT_COLUMNS, type TimelineRow } from './timeline.js';
+import { EVENT_READ_COLUMNS, queryEventRows } from '../shared/stored-events.js';
+import type { TimelineRow } from './timeline.js';
 import { ANOMALY_SQL, judgeFlow, type Verdict } from './verdicts.js';
 
 export interface IncidentRow {
@@ -87,14 +88,10 @@ export function createJudge(o: JudgeOptions): Judge {
   let running: Promise<void> = Promise.resolve();
 
   async function judge(ids: number[]) {
-    const rs = await o.ch.query({
-      // PREWHERE: with FINAL, 18.16 leaves a WHERE where it is and reads every column of a granule per part and id first (~600 ms per flow at 100M events, bench/timeline-lookup.ts).
-      query: `SELECT toString(flow_id) AS fid, ${EVENT_COLUMNS.join(', ')} FROM hop_events FINAL PREWHERE flow_id IN (${ids.map(uint).join(', ')}) ORDER BY fid, wall_ts_ns LIMIT ${uint(o.maxRows ?? 1_000_000)}`,
-      format: 'JSONEachRow',
-      clickhouse_settings: { output_format_json_quote_64bit_integers: 1 },
-    });
+    // PREWHERE: with FINAL, 18.16 leaves a WHERE where it is and reads every column of a granule per part and id first (~600 ms per flow at 100M events, bench/timeline-lookup.ts).
+    const query = `SELECT flow_id AS fid, ${EVENT_READ_COLUMNS} FROM hop_events FINAL PREWHERE flow_id IN (${ids.map(uint).join(', ')}) ORDER BY fid, wall_ts_ns LIMIT ${uint(o.maxRows ?? 1_000_000)}`;
     const byFlow = new Map<string, TimelineRow[]>();
-    for (const r of await rs.json<TimelineRow & { fid: string }>()) {
+    for (const r of await queryEventRows(o.ch, query, true)) {
       let l = byFlow.get(r.fid);
       if (!l) byFlow.set(r.fid, (l = []));
       l.push(r);

@@ -14,13 +14,14 @@
  */
 import { buildPath, type PathHop } from '../correlator/path.js';
 import { latencyReport, type LatencyReport } from '../correlator/report.js';
-import { EVENT_COLUMNS, type TimelineRow } from '../correlator/timeline.js';
+import type { TimelineRow } from '../correlator/timeline.js';
 import type { ClickHouseClient } from '../shared/clickhouse.js';
 import type { Config } from '../shared/config.js';
 import { consumerLag, createKafka } from '../shared/kafka.js';
 import { createLogger } from '../shared/log.js';
 import { Kind } from '../shared/record.js';
 import { uint } from '../shared/sql.js';
+import { EVENT_READ_COLUMNS, queryEventRows } from '../shared/stored-events.js';
 import { runRequests, type RequestResult } from './lab.js';
 import { requireState } from './state.js';
 import { nsRun } from './exec.js';
@@ -153,12 +154,7 @@ export async function checkJoins(ch: ClickHouseClient, state: LabState, connecti
     for (const i of l) if (connections[i]!.tsNs <= t) owner = i;
     return owner;
   };
-  const rs = await ch.query({
-    query: `SELECT toString(flow_id) AS fid, ${EVENT_COLUMNS.join(', ')} FROM hop_events FINAL WHERE kind = ${Kind.PACKET} AND wall_ts_ns >= ${uint(opts.sinceNs)} AND proto = 6`,
-    format: 'JSONEachRow',
-    clickhouse_settings: { output_format_json_quote_64bit_integers: 1 },
-  });
-  const rows = await rs.json<Row>();
+  const rows: Row[] = await queryEventRows(ch, `SELECT flow_id AS fid, ${EVENT_READ_COLUMNS} FROM hop_events FINAL WHERE kind = ${Kind.PACKET} AND wall_ts_ns >= ${uint(opts.sinceNs)} AND proto = 6`, true);
   // Which flow holds each connection's client-side events (the most of them).
   const clientVotes = new Map<number, Map<string, number>>();
   const byFlow = new Map<string, Row[]>();

@@ -9,23 +9,26 @@
 import { createClient, type ClickHouseClient } from '@clickhouse/client';
 import type { Config } from './config.js';
 import { HopError } from './errors.js';
-import { ident } from './sql.js';
+import { ident, str } from './sql.js';
+import { packSql, STORED_COLUMNS, storedEventsTableSql } from './stored-events.js';
 
 export type { ClickHouseClient };
 
-export function createClickHouse(cfg: Config, database?: string): ClickHouseClient {
+export function createClickHouse(cfg: Config, database?: string, requestTimeoutMs = 60_000): ClickHouseClient {
   return createClient({
     url: cfg.clickhouseUrl,
     username: cfg.clickhouseUser,
     password: cfg.clickhousePassword,
     database: database ?? cfg.clickhouseDatabase,
-    request_timeout: 60_000,
+    request_timeout: requestTimeoutMs,
     compression: { request: false, response: false },
     max_open_connections: 8,
   });
 }
 
 /**
+ * hop_events as first shipped, a column per field; migration 5 replaces it with the
+ * packed layout (stored-events.ts), and a new database starts with that one instead.
  * One hop event per row. The sorting key starts with flow_id (the lookup) and ends
  * with the event id, so a redelivered event collapses onto its first copy. flow_id
  * is the connection's (isn_c, isn_s) identity when the agent saw its handshake, so
@@ -155,14 +158,34 @@ const MIGRATIONS_TABLE = `CREATE TABLE IF NOT EXISTS schema_migrations (
   applied_at DateTime
 ) ENGINE = ReplacingMergeTree() ORDER BY version`;
 
+/**
+ * Migration 5: hop_events in the packed layout (stored-events.ts), for a database created
+ * before it (a new one has it from the start). The old table's rows are copied (a copy
+ * made twice collapses: same sorting key) and it is kept as hop_events_v1 for the
+ * operator to drop once satisfied. Two processes migrating one old database at once: the
+ * second's RENAME fails, and its restart finds the work done.
+ */
+async function packHopEvents(ch: ClickHouseClient, database: string): Promise<void> {
+  const cols = await ch.query({ query: `SELECT name FROM system.columns WHERE database = ${str(database)} AND table = 'hop_events'`, format: 'JSONEachRow' });
+  if ((await cols.json<{ name: string }>()).some((c) => c.name === 'packed')) return;
+  await ch.command({ query: storedEventsTableSql('hop_events_packed') });
+  const columns = STORED_COLUMNS.filter((c) => c !== 'packed');
+  await ch.command({ query: `INSERT INTO hop_events_packed (${columns.join(', ')}, packed) SELECT ${columns.join(', ')}, ${packSql((f) => f)} FROM hop_events` });
+  await ch.command({ query: 'RENAME TABLE hop_events TO hop_events_v1, hop_events_packed TO hop_events' });
+}
+
+type Migration = string | ((ch: ClickHouseClient, database: string) => Promise<void>);
+
 /** Ordered, append-only: never edit a migration that has shipped; add one. */
-export const MIGRATIONS: readonly string[] = [HOP_EVENTS, FLOW_PARTS, REJECTED, INCIDENTS];
+export const MIGRATIONS: readonly Migration[] = [HOP_EVENTS, FLOW_PARTS, REJECTED, INCIDENTS, packHopEvents];
 
 /**
  * Creates the database and applies the migrations not yet recorded. Safe to run
- * from several correlators at once: every statement is idempotent.
+ * from several correlators at once: every statement is idempotent (migration 5 says
+ * where not). A statement gets `requestTimeoutMs`: copying a large old hop_events
+ * (migration 5) takes minutes.
  */
-export async function migrate(cfg: Config, database = cfg.clickhouseDatabase): Promise<void> {
+export async function migrate(cfg: Config, database = cfg.clickhouseDatabase, requestTimeoutMs = 600_000): Promise<void> {
   const root = createClickHouse(cfg, 'default');
   try {
     await root.command({ query: `CREATE DATABASE IF NOT EXISTS ${ident(database)}` });
@@ -171,14 +194,19 @@ export async function migrate(cfg: Config, database = cfg.clickhouseDatabase): P
   } finally {
     await root.close();
   }
-  const ch = createClickHouse(cfg, database);
+  const ch = createClickHouse(cfg, database, requestTimeoutMs);
   try {
     await ch.command({ query: MIGRATIONS_TABLE });
     const rs = await ch.query({ query: 'SELECT version FROM schema_migrations FINAL', format: 'JSONEachRow' });
     const done = new Set((await rs.json<{ version: number }>()).map((r) => Number(r.version)));
-    for (const [i, q] of MIGRATIONS.entries()) {
+    // A new database gets hop_events packed at once (CREATE ... IF NOT EXISTS like the rest, so
+    // correlators starting together agree); migration 5 then finds nothing to do.
+    const fresh = done.size === 0;
+    for (const [i, m] of MIGRATIONS.entries()) {
       if (done.has(i + 1)) continue;
-      await ch.command({ query: q });
+      const q = fresh && i === 0 ? storedEventsTableSql('hop_events') : m;
+      if (typeof q === 'string') await ch.command({ query: q });
+      else await q(ch, database);
       await ch.insert({ table: 'schema_migrations', values: [{ version: i + 1, applied_at: Math.floor(Date.now() / 1000) }], format: 'JSONEachRow' });
     }
   } finally {

@@ -94,7 +94,7 @@ export const options = {
   groupId: str('HOPTRACE_GROUP_ID', 'hoptrace-correlator', 'Correlator consumer group.', NAME),
   insertRows: int('HOPTRACE_INSERT_ROWS', 100_000, 'Hop events written to ClickHouse per insert, at most.', 1, 10_000_000),
   insertDelayMs: int('HOPTRACE_INSERT_DELAY_MS', 200, 'Longest a fetched batch waits for batches of other partitions to share its insert, ms: bounds the time to queryable at moderate rates; larger means fewer, bigger inserts.', 0, 60_000),
-  insertFormat: str('HOPTRACE_INSERT_FORMAT', 'RowBinary', 'ClickHouse insert format: RowBinary, TabSeparated or JSONEachRow (same stored rows; RowBinary costs half the CPU of JSONEachRow). A write ClickHouse refuses in RowBinary or TabSeparated is written again as JSONEachRow.', /^(RowBinary|TabSeparated|JSONEachRow)$/),
+  insertFormat: str('HOPTRACE_INSERT_FORMAT', 'RowBinary', 'ClickHouse insert format: RowBinary or TabSeparated (same stored rows; RowBinary is encoded straight from the records). A write ClickHouse refuses in RowBinary is written again as TabSeparated. JSONEachRow is no longer offered: hop_events holds a binary column.', /^(RowBinary|TabSeparated)$/),
   judgeSettleMs: int('HOPTRACE_JUDGE_SETTLE_MS', 3_000, 'Wait after a reset, drop or retransmission is written before judging its flow (other hops still arriving), ms.', 0, 600_000),
   judgeLookbackMs: int('HOPTRACE_JUDGE_LOOKBACK_MS', 900_000, 'At start, flows with anomalies this recent (event time) are judged again, ms.', 0, 86_400_000),
   // api

@@ -247,7 +247,8 @@ export function decodeRecord(buf: Buffer, off = 0): HopRecord {
   };
 }
 
-function putAddr(buf: Buffer, off: number, family: number, text: string): void {
+/** Writes an address's text (formatAddr form) as its 16 wire bytes at off (IPv4: the first 4). */
+export function putAddr(buf: Buffer, off: number, family: number, text: string): void {
   buf.fill(0, off, off + 16);
   if (family === AF_INET) {
     const parts = text.split('.');

@@ -9,6 +9,8 @@ import { app } from '../../services/api/app.js';
 import { createFlowStore, type FlowStore, type FlowSummary } from '../../services/api/queries.js';
 import { startApi } from '../../services/api/server.js';
 import { registerQueryCommands } from '../../services/cli/query.js';
+import { insertRows } from '../../services/correlator/correlator.js';
+import { hopEventEncoder } from '../../services/correlator/encode.js';
 import type { Timeline } from '../../services/correlator/timeline.js';
 import type { FlowPartRow, HopEventRow } from '../../services/correlator/rows.js';
 import { createClickHouse, migrate, type ClickHouseClient } from '../../services/shared/clickhouse.js';
@@ -52,7 +54,7 @@ function hop(flow: string, ns: bigint, o: Partial<HopEventRow>): HopEventRow {
     saddr: '10.0.0.9', daddr: '10.0.0.2', sport: 40000, dport: 8080,
     tcp_seq: 0, tcp_ack: 0, tcp_flags: ACK, tcp_window: 64240, payload_len: 0, ip_id: 0, flags: 0,
     ct_id: 0, ct_status: 0, ct_info: 0, reply_saddr: '', reply_daddr: '', reply_sport: 0, reply_dport: 0,
-    reason: 0, sk_state: 0, skb_id: '0', mark: 0,
+    reason: 0, reason_name: '', location: '', sk_state: 0, skb_id: '0', mark: 0, aux0: 0, aux1: 0, aux2: 0, isn_c: 0, isn_s: 0,
     ...o,
   };
 }
@@ -98,7 +100,7 @@ describe('query API on a real ClickHouse', () => {
     ch = createClickHouse(cfg);
     // Everything twice, in separate inserts, as a redelivered batch would be.
     for (let i = 0; i < 2; i++) {
-      await ch.insert({ table: 'hop_events', values: [...f1Events, ...f2Events, ...f3Events], format: 'JSONEachRow' });
+      await insertRows(ch, 'hop_events', [...f1Events, ...f2Events, ...f3Events], hopEventEncoder);
       await ch.insert({ table: 'flow_parts', values: [...f1Parts, ...f2Parts, ...f3Parts], format: 'JSONEachRow' });
     }
     store = createFlowStore(ch, cfg.clickhouseUrl);
@@ -338,7 +340,7 @@ describe('a timeline reads the days its summary spans', () => {
     cfg = isolatedConfig({ apiMaxRows: 1000 });
     await migrate(cfg);
     ch = createClickHouse(cfg);
-    await ch.insert({ table: 'hop_events', values: [...f5Events, stray, ...f6Events], format: 'JSONEachRow' });
+    await insertRows(ch, 'hop_events', [...f5Events, stray, ...f6Events], hopEventEncoder);
     await ch.insert({ table: 'flow_parts', values: f5Parts, format: 'JSONEachRow' });
     api = Fastify({ logger: false });
     await api.register(app, { store: createFlowStore(ch, cfg.clickhouseUrl), cfg });

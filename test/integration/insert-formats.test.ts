@@ -1,13 +1,17 @@
-// The three insert formats store the same values: rows with awkward strings (tab,
-// newline, backslash, quote, non-ASCII) and 64-bit extremes go in as JSONEachRow,
-// TabSeparated and RowBinary, and come back identical.
+// The insert formats store the same values: rows with awkward strings (tab, newline,
+// backslash, quote, non-ASCII) and 64-bit extremes go in as TabSeparated and RowBinary
+// and come back identical. hop_events' packed column reads the same through its ALIAS
+// columns (SQL) as through the services' RowBinary decoder.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { clickhouseWriter } from '../../services/correlator/correlator.js';
 import { INSERT_FORMATS } from '../../services/correlator/encode.js';
+import { EVENT_COLUMNS } from '../../services/correlator/timeline.js';
 import { decodeBatch, encodeBatch, type DecodedBatch } from '../../services/shared/batch.js';
-import { createClickHouse, migrate } from '../../services/shared/clickhouse.js';
+import { batchToRows } from '../../services/correlator/rows.js';
+import { createClickHouse, migrate, MIGRATIONS } from '../../services/shared/clickhouse.js';
 import type { Config } from '../../services/shared/config.js';
 import { Kind } from '../../services/shared/record.js';
+import { EVENT_READ_COLUMNS, PACKED_FIELDS, queryEventRows, STORED_COLUMNS } from '../../services/shared/stored-events.js';
 import { pack, pkt } from '../unit/helpers.js';
 import { dropDatabase, isolatedConfig, query } from './env.js';
 
@@ -19,9 +23,11 @@ function batches(): DecodedBatch[] {
     const recs = [
       pkt('10.0.0.9', 40000, '10.0.0.2', 80, { tsNs: 100n, payloadLen: 10, tcpFlags: 0x02, seq: 0xffff_ffff, ifname: 'eth\\0', netnsIno: 7 }),
       pkt('fd00::1', 65535, 'fd00:0:0:1::2', 443, { tsNs: 0xffff_ffff_ffff_fff0n, skbId: 0xffff_ffff_ffff_ffffn, kind: Kind.DROP, reason: 65535, aux: [0xffff_ffff, 0, 7], netnsIno: 7 }),
+      pkt('10.0.0.9', 40000, '10.96.0.1', 80, { tsNs: 200n, kind: Kind.CT, ctId: 0xffff_ffff, ctStatus: 0x1234_5678, ctInfo: 3, reply: { saddr: '10.244.1.7', daddr: '10.0.0.9', sport: 8080, dport: 40000 }, netnsIno: 7 }),
+      pkt('::ffff:a01:203', 1, '2001:db8::a:0:0:1', 2, { tsNs: 300n, tcpFlags: 0x14, seq: 1, ack: 2, window: 65535, mark: 0xdead_beef, ifname: 'veth\t1', netnsIno: 7 }),
     ];
     const meta = { agent: s || 'agent', node: s, boot: 2 ** 53 - 1, clockOffsetNs: 5n, netnsNames: new Map([[7, s]]), dropReasonNames: new Map([[65535, s]]), symbols: new Map([[0xffff_ffffn, s]]) };
-    return decodeBatch(encodeBatch(meta, pack(recs), [2 * i, 2 * i + 1], 2));
+    return decodeBatch(encodeBatch(meta, pack(recs), recs.map((_, k) => 4 * i + k), recs.length));
   });
 }
 
@@ -37,7 +43,10 @@ describe('insert formats', () => {
     for (const c of Object.values(cfgs)) await dropDatabase(c);
   });
 
-  it('JSONEachRow, TabSeparated and RowBinary store identical rows', async () => {
+  // Every stored column, packed as hex, and every packed field through its ALIAS column.
+  const everything = `SELECT ${STORED_COLUMNS.filter((c) => c !== 'packed').join(', ')}, hex(packed) AS packed, ${PACKED_FIELDS.map(([n]) => n).join(', ')} FROM hop_events ORDER BY seq`;
+
+  it('TabSeparated and RowBinary store identical rows', async () => {
     const stored: Record<string, unknown> = {};
     for (const f of INSERT_FORMATS) {
       const cfg = cfgs[f]!;
@@ -48,16 +57,81 @@ describe('insert formats', () => {
         await ch.close();
       }
       stored[f] = {
-        events: await query(cfg, 'SELECT * FROM hop_events ORDER BY seq'),
+        events: await query(cfg, everything),
         parts: await query(cfg, 'SELECT * FROM flow_parts ORDER BY part_key'),
         rejected: await query(cfg, 'SELECT * FROM rejected'),
       };
     }
-    const json = stored.JSONEachRow as { events: { agent: string; node: string; netns: string; reason_name: string; location: string }[] };
-    expect(json.events.map((e) => e.node)).toEqual(AWKWARD.flatMap((s) => [s, s]));
-    expect(json.events.map((e) => e.netns)).toEqual(AWKWARD.flatMap((s) => [s, s]));
-    expect(json.events.map((e) => [e.reason_name, e.location])).toEqual(AWKWARD.flatMap((s) => [['', ''], [s, s]]));
-    expect(stored.TabSeparated).toEqual(stored.JSONEachRow);
-    expect(stored.RowBinary).toEqual(stored.JSONEachRow);
+    const bin = stored.RowBinary as { events: { agent: string; node: string; netns: string; reason_name: string; location: string; kind: number; ifname: string; reply_saddr: string }[] };
+    expect(bin.events.map((e) => e.node)).toEqual(AWKWARD.flatMap((s) => [s, s, s, s]));
+    expect(bin.events.map((e) => e.netns)).toEqual(AWKWARD.flatMap((s) => [s, s, s, s]));
+    expect(bin.events.map((e) => [e.reason_name, e.location])).toEqual(AWKWARD.flatMap((s) => [['', ''], [s, s], ['', ''], ['', '']]));
+    expect(bin.events.slice(0, 4).map((e) => [e.ifname, e.reply_saddr])).toEqual([['eth\\0', ''], ['', ''], ['', '10.244.1.7'], ['veth\t1', '']]);
+    expect(stored.TabSeparated).toEqual(stored.RowBinary);
+  });
+
+  it('the ALIAS columns and the RowBinary decoder read packed alike', async () => {
+    const cfg = cfgs.RowBinary!;
+    const fields = EVENT_COLUMNS;
+    const viaSql = await query<Record<string, unknown>>(cfg, `SELECT ${fields.join(', ')} FROM hop_events ORDER BY seq`);
+    const ch = createClickHouse(cfg);
+    try {
+      const viaJs = await queryEventRows(ch, `SELECT ${EVENT_READ_COLUMNS} FROM hop_events ORDER BY seq`, false);
+      expect(viaJs.length).toBe(AWKWARD.length * 4);
+      // JSON gives UInt64 as strings (what the decoder gives), the rest as numbers; IPv4-mapped IPv6 is the one text the two print differently.
+      const norm = (r: Record<string, unknown>) => Object.fromEntries(fields.map((f) => [f, f === 'saddr' && r[f] === '::ffff:10.1.2.3' ? '::ffff:a01:203' : r[f]]));
+      expect(viaJs.map((r) => norm(r as unknown as Record<string, unknown>))).toEqual(viaSql.map(norm));
+    } finally {
+      await ch.close();
+    }
+  });
+});
+
+describe('migration 5 (packed hop_events)', () => {
+  let cfg: Config;
+  afterAll(async () => {
+    if (cfg) await dropDatabase(cfg);
+  });
+
+  it('a new database has hop_events packed from the start, and no old table', async () => {
+    const fresh = isolatedConfig();
+    try {
+      await Promise.all([migrate(fresh), migrate(fresh)]); // two correlators starting together
+      const tables = await query<{ name: string }>(fresh, `SELECT name FROM system.tables WHERE database = '${fresh.clickhouseDatabase}' AND name LIKE 'hop_events%'`);
+      expect(tables.map((t) => t.name)).toEqual(['hop_events']);
+      const [v] = await query<{ n: string }>(fresh, 'SELECT count() AS n FROM system.columns WHERE database = currentDatabase() AND table = \'hop_events\' AND name = \'packed\'');
+      expect(v!.n).toBe('1');
+    } finally {
+      await dropDatabase(fresh);
+    }
+  });
+
+  it('copies the old table\'s rows into the packed layout and keeps the old table', async () => {
+    cfg = isolatedConfig();
+    const root = createClickHouse(cfg, 'default');
+    await root.command({ query: `CREATE DATABASE ${cfg.clickhouseDatabase}` });
+    await root.close();
+    const ch = createClickHouse(cfg);
+    try {
+      // A database as migrations 1-4 left it, with rows in the old layout.
+      await ch.command({ query: 'CREATE TABLE schema_migrations (version UInt32, applied_at DateTime) ENGINE = ReplacingMergeTree() ORDER BY version' });
+      for (const [i, m] of MIGRATIONS.slice(0, 4).entries()) {
+        await ch.command({ query: m as string });
+        await ch.insert({ table: 'schema_migrations', values: [{ version: i + 1, applied_at: 0 }], format: 'JSONEachRow' });
+      }
+      const rows = batches().flatMap((b) => batchToRows(b).events);
+      await ch.insert({ table: 'hop_events', values: rows, format: 'JSONEachRow' });
+
+      await migrate(cfg);
+      await migrate(cfg); // again: nothing left to do
+
+      const old = await query<Record<string, unknown>>(cfg, `SELECT ${EVENT_COLUMNS.join(', ')} FROM hop_events_v1 ORDER BY seq`);
+      const now = await queryEventRows(ch, `SELECT ${EVENT_READ_COLUMNS} FROM hop_events ORDER BY seq`, false);
+      expect(old.length).toBe(rows.length);
+      const norm = (r: Record<string, unknown>) => Object.fromEntries(EVENT_COLUMNS.map((f) => [f, r[f]]));
+      expect(now.map((r) => norm(r as unknown as Record<string, unknown>))).toEqual(old.map(norm));
+    } finally {
+      await ch.close();
+    }
   });
 });

@@ -1,6 +1,8 @@
 // The correlator's judge against a real ClickHouse: at start it re-judges the anomalies of
 // its lookback (and only those), then the flows it is told of; verdicts land in `incidents`.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { insertRows } from '../../services/correlator/correlator.js';
+import { hopEventEncoder } from '../../services/correlator/encode.js';
 import { createJudge, type Judge } from '../../services/correlator/judge.js';
 import { eventDate, type HopEventRow } from '../../services/correlator/rows.js';
 import type { TimelineRow } from '../../services/correlator/timeline.js';
@@ -20,7 +22,7 @@ function refused(flowId: number, startNs: bigint): HopEventRow[] {
   const base = BigInt(rows[0]!.wall_ts_ns);
   return [...rows, rst].map((r) => {
     const ts = startNs + BigInt(r.wall_ts_ns) - base;
-    return { ...r, seq: r.seq + flowId * 1000, event_date: eventDate(ts), flow_id: flowId, wall_ts_ns: ts.toString(), kernel_ts_ns: ts.toString(), skb_id: '0', mark: 0 } as HopEventRow;
+    return { reason_name: '', location: '', aux0: 0, aux1: 0, aux2: 0, isn_c: 0, isn_s: 0, ...r, seq: r.seq + flowId * 1000, event_date: eventDate(ts), flow_id: flowId, wall_ts_ns: ts.toString(), kernel_ts_ns: ts.toString(), skb_id: '0', mark: 0 } as HopEventRow;
   });
 }
 
@@ -35,7 +37,7 @@ describe('judge on a real ClickHouse', () => {
     await migrate(cfg);
     ch = createClickHouse(cfg);
     // 1: a minute ago (inside the hour of lookback); 2: three days ago; 3: a minute ago, written after start.
-    await ch.insert({ table: 'hop_events', values: [...refused(1, NOW_NS - HOUR_NS / 60n), ...refused(2, NOW_NS - 72n * HOUR_NS)], format: 'JSONEachRow' });
+    await insertRows(ch, 'hop_events', [...refused(1, NOW_NS - HOUR_NS / 60n), ...refused(2, NOW_NS - 72n * HOUR_NS)], hopEventEncoder);
   });
 
   afterAll(async () => {
@@ -50,7 +52,7 @@ describe('judge on a real ClickHouse', () => {
     expect(await waitFor(async () => (await incidents()).length === 1, 10_000)).toBe(true);
     expect(await incidents()).toEqual([{ flow_id: '1', kind: 'reset_refused' }]);
 
-    await ch.insert({ table: 'hop_events', values: refused(3, NOW_NS - HOUR_NS / 60n), format: 'JSONEachRow' });
+    await insertRows(ch, 'hop_events', refused(3, NOW_NS - HOUR_NS / 60n), hopEventEncoder);
     judge.notify([3]);
     expect(await waitFor(async () => (await incidents()).length === 2, 10_000)).toBe(true);
     expect((await incidents()).map((r) => r.flow_id)).toEqual(['1', '3']);
