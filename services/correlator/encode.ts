@@ -238,15 +238,23 @@ export function tsvStringArray(a: readonly string[]): string {
   return `[${a.map((s) => `'${s.replace(/[\\\t\n\r\0']/g, (c) => TSV_ESCAPES[c]!)}'`).join(',')}]`;
 }
 
-const TSV_BYTE_ESCAPES = new Map([[0x5c, 0x5c], [0x09, 0x74], [0x0a, 0x6e], [0x0d, 0x72], [0x00, 0x30]]);
+/** Per byte: the letter after a backslash that TabSeparated needs for it, 0 for none. */
+const TSV_BYTE_ESCAPES = new Uint8Array(256);
+for (const [c, e] of [[0x5c, 0x5c], [0x09, 0x74], [0x0a, 0x6e], [0x0d, 0x72], [0x00, 0x30]] as const) TSV_BYTE_ESCAPES[c] = e;
 /** Bytes as a TabSeparated String field: the escapes, every other byte as itself. */
 function tsvBytes(w: BinWriter, b: Buffer): void {
   w.ensure(b.length * 2);
-  for (const c of b) {
-    const e = TSV_BYTE_ESCAPES.get(c);
-    if (e !== undefined) w.buf[w.pos++] = 0x5c;
-    w.buf[w.pos++] = e ?? c;
+  const o = w.buf;
+  let p = w.pos;
+  for (let i = 0; i < b.length; i++) {
+    const c = b[i]!;
+    const e = TSV_BYTE_ESCAPES[c]!;
+    if (e) {
+      o[p++] = 0x5c;
+      o[p++] = e;
+    } else o[p++] = c;
   }
+  w.pos = p;
 }
 
 const DIGITS = /^\d{1,20}$/;

@@ -251,8 +251,17 @@ export function decodeRecord(buf: Buffer, off = 0): HopRecord {
 export function putAddr(buf: Buffer, off: number, family: number, text: string): void {
   buf.fill(0, off, off + 16);
   if (family === AF_INET) {
-    const parts = text.split('.');
-    for (let i = 0; i < 4; i++) buf[off + i] = Number(parts[i]);
+    // Digit by digit: the object insert path packs four addresses per row.
+    let k = off;
+    let v = 0;
+    for (let i = 0; i < text.length; i++) {
+      const c = text.charCodeAt(i);
+      if (c === 0x2e) {
+        buf[k++] = v;
+        v = 0;
+      } else v = v * 10 + c - 48;
+    }
+    buf[k] = v;
     return;
   }
   const [head = '', tail] = text.split('::');
