@@ -71,7 +71,7 @@ export interface TimelineRow {
   isn_s?: number;
 }
 
-/** hop_events columns the timeline reads (TimelineRow). */
+/** The fields the timeline reads (TimelineRow): hop_events columns or, for the packed ones, ALIAS columns (shared/stored-events.ts). The services read EVENT_READ_COLUMNS instead. */
 export const EVENT_COLUMNS: readonly (keyof TimelineRow)[] = [
   'wall_ts_ns', 'agent', 'boot', 'seq', 'node', 'netns_ino', 'netns', 'pod', 'ifindex', 'ifname',
   'hook', 'kind', 'family', 'proto', 'dir', 'saddr', 'daddr', 'sport', 'dport',
