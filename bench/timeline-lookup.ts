@@ -28,7 +28,8 @@
  *   JSON parsed, no HTTP or timeline assembly);
  * - each of their SQL statements alone, and variants (all days; every field as a column
  *   through the ALIAS columns; without FINAL; with a database filled before hop_events was
- *   packed, which the fill then migrates, the old table hop_events_v1 as the route read it).
+ *   packed, which the fill then migrates, the old tables as the route read them: hop_events_v1
+ *   unpacked, flow_parts_v1 partitioned by day).
  * Medians over runs of each percentile. Then, once each:
  * - cold-ish: the first lookups after SYSTEM DROP MARK CACHE (the OS page cache is left
  *   alone: the machine is shared);
@@ -258,7 +259,7 @@ interface TableState {
 async function tableStates(ch: ClickHouseClient): Promise<TableState[]> {
   const rs = await ch.query({
     query: `SELECT table, sum(rows) AS r, uniqExact(partition) AS np, count() AS parts, sum(bytes_on_disk) AS b, sum(marks) AS m
-FROM system.parts WHERE database = ${str(DB)} AND active AND table IN ('hop_events', 'hop_events_v1', 'flow_parts') GROUP BY table ORDER BY table DESC`,
+FROM system.parts WHERE database = ${str(DB)} AND active AND table IN ('hop_events', 'hop_events_v1', 'flow_parts', 'flow_parts_v1') GROUP BY table ORDER BY table DESC`,
     format: 'JSONEachRow',
   });
   const per = await ch.query({
@@ -315,7 +316,7 @@ interface Variant {
 }
 
 /** The route's own SQL and variants of the events statement, to separate what costs what. */
-function variants(oldLayout: boolean): Record<string, Variant> {
+function variants(oldLayout: boolean, dailyParts: boolean): Record<string, Variant> {
   const summaryDays = (id: string) => flowEventsSql(BigInt(id), 10_001, 'summary');
   const events = (sql: Variant['sql']): Variant => ({ sql, read: 'events' });
   const json = (sql: Variant['sql']): Variant => ({ sql, read: 'json' });
@@ -323,6 +324,7 @@ function variants(oldLayout: boolean): Record<string, Variant> {
   const columns = (id: string, table: string) => summaryDays(id).replace(/^SELECT [^\n]*\nFROM hop_events/, `SELECT ${EVENT_COLUMNS.join(', ')}\nFROM ${table}`);
   return {
     'route: summary (flow_parts FINAL PREWHERE flow_id)': json((id) => flowSql(BigInt(id))),
+    ...(dailyParts ? { 'before: summary from flow_parts by day (flow_parts_v1)': json((id) => flowSql(BigInt(id)).replace('FROM flow_parts', 'FROM flow_parts_v1')) } : {}),
     'route: events, the days its summary spans (subqueries), beside the summary': events(summaryDays),
     'events, all days (the route\'s SQL for a flow with no summary)': events((id) => flowEventsSql(BigInt(id), 10_001, 'all')),
     ...(oldLayout ? { 'before: events from the unpacked table (hop_events_v1: 42 columns, JSON)': json((id) => columns(id, 'hop_events_v1')) } : {}),
@@ -367,7 +369,8 @@ async function main() {
   const add = (name: string, ms: number[]) => (results[name] ??= []).push(stats(ms));
   const states = await tableStates(ch);
   const oldLayout = states.some((t) => t.table === 'hop_events_v1');
-  const sql = variants(oldLayout);
+  const dailyParts = states.some((t) => t.table === 'flow_parts_v1');
+  const sql = variants(oldLayout, dailyParts);
   const rowsOf = async (v: Variant, id: string): Promise<unknown[]> => {
     if (v.read === 'events') return queryEventRows(ch, v.sql(id), false);
     const rs = await ch.query({ query: v.sql(id), format: 'JSONEachRow', clickhouse_settings: { output_format_json_quote_64bit_integers: 1 } });
@@ -415,6 +418,10 @@ async function main() {
     if (oldLayout) {
       passes.push(['events statement, packed (hop_events)', sqlLookup(sql['route: events, the days its summary spans (subqueries), beside the summary']!)]);
       passes.push(['events statement, unpacked (hop_events_v1)', sqlLookup(sql['before: events from the unpacked table (hop_events_v1: 42 columns, JSON)']!)]);
+    }
+    if (dailyParts) {
+      passes.push(['summary statement, flow_parts by month', sqlLookup(sql['route: summary (flow_parts FINAL PREWHERE flow_id)']!)]);
+      passes.push(['summary statement, flow_parts by day (flow_parts_v1)', sqlLookup(sql['before: summary from flow_parts by day (flow_parts_v1)']!)]);
     }
     const interleaved = async (label: string, before: () => Promise<void>, each: () => Promise<void>) => {
       // The flows picked first (picking reads flow_parts), then `before`, then their first lookups, `each` before every one.

@@ -91,8 +91,13 @@ ORDER BY (flow_id, wall_ts_ns, agent, boot, seq)`;
  * endpoint as that batch's node saw it (the smaller endpoint when no handshake was seen). A batch always yields
  * the same partial rows, so redelivery collapses them; readers sum partials per flow.
  * This keeps the correlator stateless across restarts and rebalances.
+ *
+ * Partitioned by month since migration 6 (first shipped by day): a flow's summary is
+ * looked up by flow_id alone, in every partition, so each partition's parts cost a read
+ * per column; by day that was 3 parts a day, ~35 ms p50 from disk at 4 days, growing
+ * with retention (bench/timeline-lookup.ts).
  */
-const FLOW_PARTS = `CREATE TABLE IF NOT EXISTS flow_parts (
+const flowPartsSql = (table: string, partition: string) => `CREATE TABLE IF NOT EXISTS ${table} (
   event_date Date,
   flow_id UInt64,
   part_key String,
@@ -111,8 +116,11 @@ const FLOW_PARTS = `CREATE TABLE IF NOT EXISTS flow_parts (
   retrans UInt64,
   nodes Array(String)
 ) ENGINE = ReplacingMergeTree()
-PARTITION BY event_date
+PARTITION BY ${partition}
 ORDER BY (flow_id, part_key)`;
+
+const FLOW_PARTS = flowPartsSql('flow_parts', 'event_date');
+const FLOW_PARTS_MONTHLY = (table: string) => flowPartsSql(table, 'toYYYYMM(event_date)');
 
 /**
  * What the correlator could not use: undecodable Kafka messages and corrupt records,
@@ -159,29 +167,60 @@ const MIGRATIONS_TABLE = `CREATE TABLE IF NOT EXISTS schema_migrations (
 ) ENGINE = ReplacingMergeTree() ORDER BY version`;
 
 /**
- * Migration 5: hop_events in the packed layout (stored-events.ts), for a database created
- * before it (a new one has it from the start). The old table's rows are copied (a copy
- * made twice collapses: same sorting key) and it is kept as hop_events_v1 for the
- * operator to drop once satisfied. Two processes migrating one old database at once: the
- * second's RENAME fails, and its restart finds the work done.
+ * Replaces `table` by a new layout: creates `<table>_next` with `create`, copies every row
+ * into it (`columns`, all when '', from `select` over the old table; a copy made twice collapses, same
+ * sorting key) and renames the old table `<table>_v1`, kept for the operator to drop once
+ * satisfied. `done` says the replacement already happened (a crash before it was recorded).
+ * Two processes migrating one old database at once: the second's RENAME fails, and its
+ * restart finds the work done.
  */
-async function packHopEvents(ch: ClickHouseClient, database: string): Promise<void> {
-  const cols = await ch.query({ query: `SELECT name FROM system.columns WHERE database = ${str(database)} AND table = 'hop_events'`, format: 'JSONEachRow' });
-  if ((await cols.json<{ name: string }>()).some((c) => c.name === 'packed')) return;
-  await ch.command({ query: storedEventsTableSql('hop_events_packed') });
-  const columns = STORED_COLUMNS.filter((c) => c !== 'packed');
-  await ch.command({ query: `INSERT INTO hop_events_packed (${columns.join(', ')}, packed) SELECT ${columns.join(', ')}, ${packSql((f) => f)} FROM hop_events` });
-  await ch.command({ query: 'RENAME TABLE hop_events TO hop_events_v1, hop_events_packed TO hop_events' });
+function replaceTable(table: string, create: (name: string) => string, columns: string, select: string, done: (ch: ClickHouseClient, database: string) => Promise<boolean>) {
+  return async (ch: ClickHouseClient, database: string) => {
+    if (await done(ch, database)) return;
+    await ch.command({ query: create(`${table}_next`) });
+    await ch.command({ query: `INSERT INTO ${table}_next${columns ? ` (${columns})` : ''} SELECT ${select} FROM ${table}` });
+    await ch.command({ query: `RENAME TABLE ${table} TO ${table}_v1, ${table}_next TO ${table}` });
+  };
 }
 
-type Migration = string | ((ch: ClickHouseClient, database: string) => Promise<void>);
+async function exists(ch: ClickHouseClient, sql: string): Promise<boolean> {
+  const rs = await ch.query({ query: `SELECT count() AS n FROM ${sql}`, format: 'JSONEachRow' });
+  return Number((await rs.json<{ n: string }>())[0]?.n ?? 0) > 0;
+}
+
+const unpacked = STORED_COLUMNS.filter((c) => c !== 'packed').join(', ');
+
+/** Migration 5: hop_events in the packed layout (stored-events.ts). */
+const packHopEvents = replaceTable('hop_events', storedEventsTableSql, `${unpacked}, packed`, `${unpacked}, ${packSql((f) => f)}`, (ch, db) =>
+  exists(ch, `system.columns WHERE database = ${str(db)} AND table = 'hop_events' AND name = 'packed'`),
+);
+
+/** Migration 6: flow_parts partitioned by month. */
+const monthlyFlowParts = replaceTable('flow_parts', FLOW_PARTS_MONTHLY, '', '*', (ch, db) => exists(ch, `system.tables WHERE database = ${str(db)} AND name = 'flow_parts_v1'`));
+
+interface Migration {
+  up: string | ((ch: ClickHouseClient, database: string) => Promise<void>);
+  /**
+   * What a new database runs instead: the table as a later migration leaves it, or ''
+   * for a migration whose result it has from the start. Plain statements, IF NOT EXISTS,
+   * so correlators creating one database together agree.
+   */
+  fresh?: string;
+}
 
 /** Ordered, append-only: never edit a migration that has shipped; add one. */
-export const MIGRATIONS: readonly Migration[] = [HOP_EVENTS, FLOW_PARTS, REJECTED, INCIDENTS, packHopEvents];
+export const MIGRATIONS: readonly Migration[] = [
+  { up: HOP_EVENTS, fresh: storedEventsTableSql('hop_events') },
+  { up: FLOW_PARTS, fresh: FLOW_PARTS_MONTHLY('flow_parts') },
+  { up: REJECTED },
+  { up: INCIDENTS },
+  { up: packHopEvents, fresh: '' },
+  { up: monthlyFlowParts, fresh: '' },
+];
 
 /**
  * Creates the database and applies the migrations not yet recorded. Safe to run
- * from several correlators at once: every statement is idempotent (migration 5 says
+ * from several correlators at once: every statement is idempotent (replaceTable says
  * where not). A statement gets `requestTimeoutMs`: copying a large old hop_events
  * (migration 5) takes minutes.
  */
@@ -199,14 +238,13 @@ export async function migrate(cfg: Config, database = cfg.clickhouseDatabase, re
     await ch.command({ query: MIGRATIONS_TABLE });
     const rs = await ch.query({ query: 'SELECT version FROM schema_migrations FINAL', format: 'JSONEachRow' });
     const done = new Set((await rs.json<{ version: number }>()).map((r) => Number(r.version)));
-    // A new database gets hop_events packed at once (CREATE ... IF NOT EXISTS like the rest, so
-    // correlators starting together agree); migration 5 then finds nothing to do.
+    // A new database gets each table in its latest layout at once (Migration.fresh).
     const fresh = done.size === 0;
     for (const [i, m] of MIGRATIONS.entries()) {
       if (done.has(i + 1)) continue;
-      const q = fresh && i === 0 ? storedEventsTableSql('hop_events') : m;
-      if (typeof q === 'string') await ch.command({ query: q });
-      else await q(ch, database);
+      const q = fresh && m.fresh !== undefined ? m.fresh : m.up;
+      if (typeof q === 'function') await q(ch, database);
+      else if (q) await ch.command({ query: q });
       await ch.insert({ table: 'schema_migrations', values: [{ version: i + 1, applied_at: Math.floor(Date.now() / 1000) }], format: 'JSONEachRow' });
     }
   } finally {

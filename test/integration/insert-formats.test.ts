@@ -3,11 +3,11 @@
 // and come back identical. hop_events' packed column reads the same through its ALIAS
 // columns (SQL) as through the services' RowBinary decoder.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { clickhouseWriter } from '../../services/correlator/correlator.js';
-import { INSERT_FORMATS } from '../../services/correlator/encode.js';
+import { clickhouseWriter, insertRows } from '../../services/correlator/correlator.js';
+import { flowPartEncoder, INSERT_FORMATS } from '../../services/correlator/encode.js';
 import { EVENT_COLUMNS } from '../../services/correlator/timeline.js';
 import { decodeBatch, encodeBatch, type DecodedBatch } from '../../services/shared/batch.js';
-import { batchToRows } from '../../services/correlator/rows.js';
+import { batchToRows, type FlowPartRow } from '../../services/correlator/rows.js';
 import { createClickHouse, migrate, MIGRATIONS } from '../../services/shared/clickhouse.js';
 import type { Config } from '../../services/shared/config.js';
 import { Kind } from '../../services/shared/record.js';
@@ -87,18 +87,23 @@ describe('insert formats', () => {
   });
 });
 
-describe('migration 5 (packed hop_events)', () => {
+const PART: FlowPartRow = { event_date: '2026-11-30', flow_id: 7, part_key: 'a', proto: 6, a_addr: '10.0.0.1', a_port: 1, b_addr: '10.0.0.2', b_port: 2, first_ts_ns: '1', last_ts_ns: '2', events: 1, packets: 1, bytes: 0, drops: 0, resets: 0, retrans: 0, nodes: ['n'] };
+
+describe('migrations 5 and 6 (packed hop_events, flow_parts by month)', () => {
   let cfg: Config;
   afterAll(async () => {
     if (cfg) await dropDatabase(cfg);
   });
 
-  it('a new database has hop_events packed from the start, and no old table', async () => {
+  it('a new database has both tables in their latest layout from the start, and no old tables', async () => {
     const fresh = isolatedConfig();
     try {
       await Promise.all([migrate(fresh), migrate(fresh)]); // two correlators starting together
-      const tables = await query<{ name: string }>(fresh, `SELECT name FROM system.tables WHERE database = '${fresh.clickhouseDatabase}' AND name LIKE 'hop_events%'`);
-      expect(tables.map((t) => t.name)).toEqual(['hop_events']);
+      const tables = await query<{ name: string }>(fresh, `SELECT name FROM system.tables WHERE database = '${fresh.clickhouseDatabase}' AND (name LIKE 'hop_events%' OR name LIKE 'flow_parts%') ORDER BY name`);
+      expect(tables.map((t) => t.name)).toEqual(['flow_parts', 'hop_events']);
+      const ch = createClickHouse(fresh);
+      await insertRows(ch, 'flow_parts', [PART], flowPartEncoder).finally(() => ch.close());
+      expect(await query(fresh, 'SELECT DISTINCT partition FROM system.parts WHERE database = currentDatabase() AND table = \'flow_parts\' AND active')).toEqual([{ partition: '202611' }]);
       const [v] = await query<{ n: string }>(fresh, 'SELECT count() AS n FROM system.columns WHERE database = currentDatabase() AND table = \'hop_events\' AND name = \'packed\'');
       expect(v!.n).toBe('1');
     } finally {
@@ -106,7 +111,7 @@ describe('migration 5 (packed hop_events)', () => {
     }
   });
 
-  it('copies the old table\'s rows into the packed layout and keeps the old table', async () => {
+  it('copies the old tables\' rows into the new layouts and keeps the old tables', async () => {
     cfg = isolatedConfig();
     const root = createClickHouse(cfg, 'default');
     await root.command({ query: `CREATE DATABASE ${cfg.clickhouseDatabase}` });
@@ -116,11 +121,12 @@ describe('migration 5 (packed hop_events)', () => {
       // A database as migrations 1-4 left it, with rows in the old layout.
       await ch.command({ query: 'CREATE TABLE schema_migrations (version UInt32, applied_at DateTime) ENGINE = ReplacingMergeTree() ORDER BY version' });
       for (const [i, m] of MIGRATIONS.slice(0, 4).entries()) {
-        await ch.command({ query: m as string });
+        await ch.command({ query: m.up as string });
         await ch.insert({ table: 'schema_migrations', values: [{ version: i + 1, applied_at: 0 }], format: 'JSONEachRow' });
       }
       const rows = batches().flatMap((b) => batchToRows(b).events);
       await ch.insert({ table: 'hop_events', values: rows, format: 'JSONEachRow' });
+      await ch.insert({ table: 'flow_parts', values: [PART, { ...PART, part_key: 'b', event_date: '2026-12-01' }], format: 'JSONEachRow' });
 
       await migrate(cfg);
       await migrate(cfg); // again: nothing left to do
@@ -130,6 +136,10 @@ describe('migration 5 (packed hop_events)', () => {
       expect(old.length).toBe(rows.length);
       const norm = (r: Record<string, unknown>) => Object.fromEntries(EVENT_COLUMNS.map((f) => [f, r[f]]));
       expect(now.map((r) => norm(r as unknown as Record<string, unknown>))).toEqual(old.map(norm));
+      const parts = (t: string) => query(cfg, `SELECT * FROM ${t} ORDER BY part_key`);
+      expect(await parts('flow_parts')).toEqual(await parts('flow_parts_v1'));
+      expect((await parts('flow_parts')).length).toBe(2);
+      expect(await query(cfg, 'SELECT DISTINCT partition FROM system.parts WHERE database = currentDatabase() AND table = \'flow_parts\' AND active ORDER BY partition')).toEqual([{ partition: '202611' }, { partition: '202612' }]);
     } finally {
       await ch.close();
     }
