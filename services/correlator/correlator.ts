@@ -57,7 +57,6 @@ export async function insertRows<R>(ch: ClickHouseClient, table: string, rows: r
  * compares the two). Both store the same values.
  */
 export function clickhouseWriter(cfg: Config, ch: ClickHouseClient, format: InsertFormat = cfg.insertFormat as InsertFormat, log?: Logger): RowWriter {
-  const insert = <R>(table: string, rows: R[], enc: TableEncoder<R>, f: InsertFormat) => insertRows(ch, table, rows, enc, f);
   async function viaObjects(batches: readonly DecodedBatch[], f: InsertFormat): Promise<Set<number>> {
     const events: HopEventRow[] = [];
     const parts: FlowPartRow[] = [];
@@ -66,8 +65,8 @@ export function clickhouseWriter(cfg: Config, ch: ClickHouseClient, format: Inse
       for (const e of r.events) events.push(e);
       for (const p of r.parts) parts.push(p);
     }
-    await insert('hop_events', events, hopEventEncoder, f);
-    await insert('flow_parts', parts, flowPartEncoder, f);
+    await insertRows(ch, 'hop_events', events, hopEventEncoder, f);
+    await insertRows(ch, 'flow_parts', parts, flowPartEncoder, f);
     return new Set(events.filter(isAnomaly).map((e) => e.flow_id));
   }
   // Output buffers kept between inserts (one per insert in flight): a fresh multi-MiB buffer per insert costs more in page faults than the encoding.
@@ -91,7 +90,7 @@ export function clickhouseWriter(cfg: Config, ch: ClickHouseClient, format: Inse
       for (const p of e.parts.rows()) parts.push(p);
     }
     if (events) await insertEncoded(ch, 'hop_events', hopEventEncoder.columns, 'RowBinary', w.take());
-    await insert('flow_parts', parts, flowPartEncoder, 'RowBinary');
+    await insertRows(ch, 'flow_parts', parts, flowPartEncoder, 'RowBinary');
     return anomalous;
   }
   return {
@@ -99,7 +98,7 @@ export function clickhouseWriter(cfg: Config, ch: ClickHouseClient, format: Inse
     async write(batches, rejected) {
       const all = async (f: InsertFormat) => {
         const anomalous = f === 'RowBinary' ? await direct(batches) : await viaObjects(batches, f);
-        await insert('rejected', rejected, rejectedEncoder, f);
+        await insertRows(ch, 'rejected', rejected, rejectedEncoder, f);
         return anomalous;
       };
       try {

@@ -11,8 +11,10 @@
  *   nothing for ClickHouse to parse as text.
  * - TabSeparated: text, strings escaped (\\ \t \n \r \0 and, inside arrays, \'),
  *   arrays as ['a','b'].
+ * - Packed (hop_events' `packed`, shared/stored-events.ts): packEvent's bytes, as a
+ *   String in either format.
  *
- * Both produce exactly the values JSONEachRow would have stored for the same rows.
+ * Both store the same values for the same rows (test/integration/insert-formats.test.ts).
  */
 import type { RejectedRow } from './correlator.js';
 import { packEvent, PACKED_SIZE } from '../shared/stored-events.js';

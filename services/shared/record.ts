@@ -206,7 +206,8 @@ function tuple(buf: Buffer, off: number, family: number): Tuple {
   };
 }
 
-function cstring(buf: Buffer, off: number, len: number): string {
+/** A NUL-terminated Latin-1 string of at most `len` bytes at off. */
+export function cstring(buf: Buffer, off: number, len: number): string {
   const end = buf.indexOf(0, off);
   return buf.toString('latin1', off, end < 0 || end > off + len ? off + len : end);
 }

@@ -14,7 +14,7 @@
  */
 import type { ClickHouseClient } from '@clickhouse/client';
 import type { TimelineRow } from '../correlator/timeline.js';
-import { AF_INET, formatAddr, Kind, putAddr } from './record.js';
+import { AF_INET, cstring, formatAddr, Kind, putAddr } from './record.js';
 
 type PackedType = 'UInt8' | 'UInt16' | 'UInt32' | 'UInt64' | 'Addr' | 'Name';
 
@@ -142,8 +142,8 @@ export function packEvent(r: PackedInput, out: Buffer = Buffer.alloc(PACKED_SIZE
 /** Columns the services read, after an optional leading `flow_id AS fid`. */
 export const EVENT_READ_COLUMNS = 'wall_ts_ns, agent, boot, seq, node, netns, pod, kind, reason_name, location, packed';
 
-/** The packed fields a TimelineRow has (the others, kernel_ts_ns, skb_id and mark, stay unread). */
-const READ_FIELDS = PACKED_FIELDS.filter(([n]) => n !== 'kernel_ts_ns' && n !== 'skb_id' && n !== 'mark');
+/** The packed fields a TimelineRow has (the others, kernel_ts_ns, skb_id and mark, stay unread), with their offsets; `reply`: '' unless kind CT. */
+const READ_FIELDS = PACKED_FIELDS.filter(([n]) => n !== 'kernel_ts_ns' && n !== 'skb_id' && n !== 'mark').map(([name, type]) => ({ name, type, at: PACKED_AT[name], reply: name.startsWith('reply_') }));
 
 export class MalformedRowsError extends Error {}
 
@@ -165,7 +165,8 @@ export function decodeEventRows(buf: Buffer, withFid: boolean): TimelineRow[] {
     p += 8;
     return hi < 0x20_0000 ? String(hi * TWO32 + lo) : ((BigInt(hi) << 32n) | BigInt(lo)).toString();
   };
-  const text = () => {
+  /** A String's LEB128 length, its bytes checked to be there. */
+  const len = () => {
     let n = 0;
     let shift = 0;
     for (;;) {
@@ -176,31 +177,35 @@ export function decodeEventRows(buf: Buffer, withFid: boolean): TimelineRow[] {
       shift += 7;
     }
     need(n);
-    const s = buf.toString('utf8', p, p + n);
+    return n;
+  };
+  const text = () => {
+    const n = len();
     p += n;
-    return { s, n, at: p - n };
+    return buf.toString('utf8', p - n, p);
   };
   while (p < buf.length) {
     const fid = withFid ? u64() : undefined;
     const r = { wall_ts_ns: u64() } as Record<string, unknown>;
     if (fid !== undefined) r.fid = fid;
-    r.agent = text().s;
+    r.agent = text();
     r.boot = u64();
     r.seq = u64();
-    r.node = text().s;
-    r.netns = text().s;
-    r.pod = text().s;
+    r.node = text();
+    r.netns = text();
+    r.pod = text();
     need(1);
     const kind = buf[p++]!;
     r.kind = kind;
-    r.reason_name = text().s;
-    r.location = text().s;
-    const packed = text();
-    if (packed.n !== PACKED_SIZE) throw new MalformedRowsError(`packed is ${packed.n} bytes, not ${PACKED_SIZE}`);
-    const at = packed.at;
+    r.reason_name = text();
+    r.location = text();
+    const n = len();
+    if (n !== PACKED_SIZE) throw new MalformedRowsError(`packed is ${n} bytes, not ${PACKED_SIZE}`);
+    const at = p;
+    p += n;
     const family = buf[at + PACKED_AT.family]!;
-    for (const [name, type] of READ_FIELDS) {
-      const o = at + PACKED_AT[name];
+    for (const { name, type, at: fieldAt, reply } of READ_FIELDS) {
+      const o = at + fieldAt;
       switch (type) {
         case 'UInt8':
           r[name] = buf[o];
@@ -212,12 +217,10 @@ export function decodeEventRows(buf: Buffer, withFid: boolean): TimelineRow[] {
           r[name] = buf.readUInt32LE(o);
           break;
         case 'Addr':
-          r[name] = name.startsWith('reply_') && kind !== Kind.CT ? '' : formatAddr(buf, o, family);
+          r[name] = reply && kind !== Kind.CT ? '' : formatAddr(buf, o, family);
           break;
-        case 'Name': {
-          const end = buf.indexOf(0, o);
-          r[name] = buf.toString('latin1', o, end < 0 || end > o + 16 ? o + 16 : end);
-        }
+        case 'Name':
+          r[name] = cstring(buf, o, 16);
       }
     }
     out.push(r as unknown as TimelineRow);
