@@ -204,6 +204,28 @@ export function clockOffsetNs(libc: Libc, ts: Uint8Array = new Uint8Array(16)): 
   return best;
 }
 
+/**
+ * The clock reference a live source stamps on its chunks. CLOCK_REALTIME - CLOCK_MONOTONIC
+ * moves only when the wall clock is stepped: NTP's frequency and offset slewing adjust both
+ * clocks alike. A fresh measurement per chunk differed from the last by the measurement's
+ * own jitter (tens of ns), and the batcher starts a new batch on every change, so each
+ * drain's chunk became a Kafka message of its own (~550 records at 55k events/s instead of
+ * 4096). So the offset is measured every `everyMs` and the reference follows it only when it
+ * moved by more than `toleranceNs`: a step shows within `everyMs`, jitter never does.
+ */
+export function stableClockOffset(measure: () => bigint, everyMs = 100, toleranceNs = 10_000n): (nowMs: number) => bigint {
+  let current = measure();
+  let at = -Infinity;
+  return (nowMs) => {
+    if (nowMs - at < everyMs) return current;
+    at = nowMs;
+    const now = measure();
+    const moved = now - current;
+    if (moved > toleranceNs || moved < -toleranceNs) current = now;
+    return current;
+  };
+}
+
 /** Reads a 32-bit little-endian word at ptr+off from native memory. */
 export function readU32(ptr: Ptr, off: number): number {
   return koffi.decode(ptr, off, 'uint32') as number;

@@ -17,7 +17,7 @@ import { readFileSync } from 'node:fs';
 import koffi from 'koffi';
 import { checkRecord, RECORD_SIZE, type CorruptReason } from '../../shared/record.js';
 import { rejectedStats, type RecordChunk, type RecordSource } from '../source.js';
-import { bindings, clockOffsetNs } from './libbpf.js';
+import { bindings, clockOffsetNs, stableClockOffset } from './libbpf.js';
 import { openKernelBtf } from './btf.js';
 import { loadObjects, type AttachedProgram, type KernelObjects } from './objects.js';
 import { createFilterWriter, u32Key } from './filters.js';
@@ -127,6 +127,7 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
   // Own ArrayBuffer (never a pool slice): the ring reader copies into it as 32-bit words.
   const staging = Buffer.from(new ArrayBuffer(opts.chunkRecords * RECORD_SIZE));
   const tsScratch = new Uint8Array(16);
+  const clockReference = stableClockOffset(() => clockOffsetNs(libc, tsScratch));
   const queue: RecordChunk[] = [];
   const maxQueuedRecords = opts.maxQueuedChunks * opts.chunkRecords;
   // Chunks live in one area, given back as the consumer pulls the next: room for the
@@ -199,7 +200,7 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
         continue;
       }
       staging.copy(buf, 0, 0, kept * RECORD_SIZE);
-      queue.push({ buf, count: kept, firstSeq, clockOffsetNs: clockOffsetNs(libc, tsScratch), netnsNames });
+      queue.push({ buf, count: kept, firstSeq, clockOffsetNs: clockReference(Date.now()), netnsNames });
       queuedRecords += kept;
       local.chunks++;
       if (count < opts.chunkRecords) break;
