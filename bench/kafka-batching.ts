@@ -13,7 +13,7 @@
  *      compresses the encoded records of each produce request;
  *   E  A at 1024 with the records compressed by the agent, one snappy block per HopBatch
  *      (HOPTRACE_RECORD_COMPRESSION=snappy, Kafka's compression off);
- *   F  the same with one LZ4 block per HopBatch, at 1024 and at the default 4096.
+ *   F  the same with one LZ4 block per HopBatch, at 1024, 4096 and the default 16384.
  *
  * A-D ship the records as they are in the HopBatch (HOPTRACE_RECORD_COMPRESSION=none).
  *
@@ -116,6 +116,7 @@ const STRATEGIES: Strategy[] = [
   { name: 'D packed, 1024 records/message, snappy (kafkajs codec)', cfg: { ...PLAIN, batchRecords: 1024, kafkaCompression: 'snappy' }, sink: realSink },
   { name: 'E packed, 1024 records/message, snappy block per HopBatch', cfg: { batchRecords: 1024, recordCompression: 'snappy', kafkaCompression: 'none' }, sink: realSink },
   { name: 'F packed, 1024 records/message, LZ4 block per HopBatch', cfg: { batchRecords: 1024, recordCompression: 'lz4', kafkaCompression: 'none' }, sink: realSink },
+  { name: 'F packed, 4096 records/message, LZ4 block per HopBatch', cfg: { batchRecords: 4096, recordCompression: 'lz4', kafkaCompression: 'none' }, sink: realSink },
   {
     name: `F packed, ${DEFAULTS.batchRecords} records/message, ${DEFAULTS.recordCompression.toUpperCase()} block per HopBatch (the defaults)`,
     cfg: { batchRecords: DEFAULTS.batchRecords, recordCompression: DEFAULTS.recordCompression, kafkaCompression: DEFAULTS.kafkaCompression },
