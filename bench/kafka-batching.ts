@@ -13,7 +13,7 @@
  *      compresses the encoded records of each produce request;
  *   E  A at 1024 with the records compressed by the agent, one snappy block per HopBatch
  *      (HOPTRACE_RECORD_COMPRESSION=snappy, Kafka's compression off);
- *   F  the same with one LZ4 block per HopBatch, at 1024, 4096 and the default 16384.
+ *   F  the same with one LZ4 block per HopBatch, at 1024, 4096 and the default 8192.
  *
  * A-D ship the records as they are in the HopBatch (HOPTRACE_RECORD_COMPRESSION=none).
  *

@@ -73,7 +73,7 @@ export const options = {
   logLevel: str('HOPTRACE_LOG_LEVEL', 'info', 'debug | info | warn | error.', /^(debug|info|warn|error)$/),
   // agent
   agentName: str('HOPTRACE_AGENT_NAME', '', 'Agent name (EventId.agent); defaults to the node name.', /^$|^[A-Za-z0-9][A-Za-z0-9._\-]{0,62}$/),
-  batchRecords: int('HOPTRACE_BATCH_RECORDS', 16_384, 'Records packed into one Kafka message, at most (16384 = 2 MiB before compression, ~0.5 MiB after LZ4; the broker must accept it: message.max.bytes). Fewer messages cost less per event: at 4096 the live agent took ~1.35x the CPU per event it takes at 16384, and the broker ~2x (full capture over the lab: npm run bench:live -- --sections lab).', 1, 65_536),
+  batchRecords: int('HOPTRACE_BATCH_RECORDS', 8192, 'Records packed into one Kafka message, at most (8192 = 1 MiB before compression, ~0.25 MiB after LZ4; the broker must accept it: message.max.bytes). Per event, fewer messages cost the broker and kafkajs less: full capture over the lab took the broker ~1.7x the CPU at 4096 (npm run bench:live -- --sections lab). 16384 cost the agent less again, but its live queue overflowed (counted, queue_full) in 2 of 6 runs of bench:live --sections agent.', 1, 65_536),
   lingerMs: int('HOPTRACE_LINGER_MS', 50, 'Longest wait before a partial batch is sent, ms.', 0, 60_000),
   maxInFlight: int('HOPTRACE_MAX_IN_FLIGHT', 8, 'Kafka sends in flight at once.', 1, 256),
   recordCompression: str(
