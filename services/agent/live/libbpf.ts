@@ -210,7 +210,7 @@ export function clockOffsetNs(libc: Libc, ts: Uint8Array = new Uint8Array(16)): 
  * clocks alike. A fresh measurement per chunk differed from the last by the measurement's
  * own jitter (tens of ns), and the batcher starts a new batch on every change, so each
  * drain's chunk became a Kafka message of its own (~550 records at 55k events/s instead of
- * 4096). So the offset is measured every `everyMs` and the reference follows it only when it
+ * a full batch). So the offset is measured every `everyMs` and the reference follows it only when it
  * moved by more than `toleranceNs`: a step shows within `everyMs`, jitter never does.
  */
 export function stableClockOffset(measure: () => bigint, everyMs = 100, toleranceNs = 10_000n): (nowMs: number) => bigint {
