@@ -22,6 +22,8 @@ import { RECORD_SIZE } from '../../shared/record.js';
 const BUSY = 0x80000000;
 const DISCARD = 0x40000000;
 const HDR = 8;
+/** 32-bit words per record. */
+const WORDS = RECORD_SIZE >>> 2;
 const MAP_FAILED = 0xffffffffffffffffn;
 
 export interface RingDrain {
@@ -75,6 +77,7 @@ export class RingReader {
     if (!this.prodPtr) return { count: 0, badSize: 0 };
     const d32 = this.data32;
     const mask = (this.size >>> 2) - 1; // size is a power of two
+    const lastStart = d32.length - WORDS; // the last word index a whole record can start at
     const o32 = new Uint32Array(out.buffer, out.byteOffset, out.length >>> 2);
     const max = Math.floor(out.length / RECORD_SIZE);
     const prod = Number(Atomics.load(this.prod64, 0));
@@ -88,9 +91,20 @@ export class RingReader {
       const bytes = len & 0x3fffffff; // without BUSY and DISCARD
       if (!(len & DISCARD)) {
         if (bytes === RECORD_SIZE) {
-          let s = (off + HDR) >>> 2;
-          let t = count * (RECORD_SIZE >>> 2);
-          for (let i = 0; i < RECORD_SIZE >>> 2; i++) o32[t++] = d32[s++ & mask]!;
+          const s = (off + HDR) >>> 2;
+          const t = count * WORDS;
+          if (s <= lastStart) {
+            // Not straddling the end: plain indices, four words a step, which V8 checks
+            // far less often than one masked index per word.
+            for (let i = 0; i < WORDS; i += 4) {
+              o32[t + i] = d32[s + i]!;
+              o32[t + i + 1] = d32[s + i + 1]!;
+              o32[t + i + 2] = d32[s + i + 2]!;
+              o32[t + i + 3] = d32[s + i + 3]!;
+            }
+          } else {
+            for (let i = 0; i < WORDS; i++) o32[t + i] = d32[(s + i) & mask]!;
+          }
           count++;
         } else {
           badSize++;
