@@ -3,7 +3,7 @@
  * >= 100 million events in hop_events (issue target: p99 <= 50 ms).
  *
  *   npm run build && node dist/bench/timeline-lookup.js [--events 100000000] [--lookups 500] [--runs 3]
- *       [--keep] [--refill] [--optimize] [--idle 90] [--drop-caches] [--db hoptrace_bench_timeline] [--per-flow 100] [--days 4] [--chunk 10000000]
+ *       [--keep] [--refill] [--compact] [--idle 90] [--drop-caches] [--db hoptrace_bench_timeline] [--per-flow 100] [--days 4] [--chunk 10000000]
  *
  * Fill (skipped when the database already holds >= --events events and their flow_parts):
  * the production schema (shared/clickhouse.ts migrate()) in a database of its own, filled
@@ -14,8 +14,9 @@
  * events spread over --days daily partitions, 53-bit flow ids spread like real ones
  * (cityHash64 of the flow number), and one flow_parts row per (flow, node), aggregated from
  * the same generated events so the summaries match them exactly. The tables are measured
- * as filled: whatever parts the background merges have reached (printed); --optimize runs
- * OPTIMIZE TABLE ... FINAL first (what old partitions look like after merges settle).
+ * as filled: whatever parts the background merges have reached (printed); --compact first
+ * merges each closed partition into one part, as the correlator does (correlator/compact.ts;
+ * every day the fill writes is in the past), which cannot be undone short of --refill.
  * Without --keep the database is dropped at the end; with it, the next run skips the fill.
  *
  * Measure, --runs times over --lookups random existing flows each (sequential, after a
@@ -50,6 +51,7 @@ import { performance } from 'node:perf_hooks';
 import { createClient } from '@clickhouse/client';
 import { median, numArg, percentile } from './common.js';
 import { startApi } from '../services/api/server.js';
+import { compactClosed } from '../services/correlator/compact.js';
 import { createFlowStore, flowEventsSql, flowSql } from '../services/api/queries.js';
 import { EVENT_COLUMNS } from '../services/correlator/timeline.js';
 import { createClickHouse, migrate, type ClickHouseClient } from '../services/shared/clickhouse.js';
@@ -73,7 +75,7 @@ const SAMPLE = 30;
 const HEAVY_LOOKUPS = 50;
 const KEEP = process.argv.includes('--keep');
 const REFILL = process.argv.includes('--refill');
-const OPTIMIZE = process.argv.includes('--optimize');
+const COMPACT = process.argv.includes('--compact');
 /** Root only: empties the whole machine's page cache before each lookup of the cold pass. */
 const DROP_CACHES = process.argv.includes('--drop-caches');
 const DB = (() => {
@@ -233,14 +235,12 @@ async function fill(cfg: Config): Promise<void> {
   }
 }
 
-async function optimize(cfg: Config): Promise<void> {
+async function compact(cfg: Config): Promise<void> {
   const slow = slowClient(cfg);
   try {
-    for (const table of ['hop_events', 'flow_parts']) {
-      const t0 = performance.now();
-      await slow.command({ query: `OPTIMIZE TABLE ${table} FINAL` });
-      console.error(`optimize: ${table} FINAL in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
-    }
+    const t0 = performance.now();
+    const done = await compactClosed(slow, { quietMs: 0 });
+    console.error(`compact: ${done.map((p) => `${p.table} ${p.partitionId} (${p.parts} parts)`).join(', ') || 'nothing due'} in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
   } finally {
     await slow.close();
   }
@@ -361,7 +361,7 @@ const n0 = (x: number) => Math.round(x).toLocaleString('en-US');
 async function main() {
   const cfg = loadConfig({ clickhouseDatabase: DB, apiHost: '127.0.0.1', apiPort: 0, logLevel: 'warn', metricsPort: 0 });
   await fill(cfg);
-  if (OPTIMIZE) await optimize(cfg);
+  if (COMPACT) await compact(cfg);
   const ch = createClickHouse(cfg);
   const store = createFlowStore(ch, cfg.clickhouseUrl);
   const api = await startApi(cfg, { handleSignals: false });
@@ -457,7 +457,7 @@ async function main() {
     console.log('| table | rows | partitions | active parts at start (max per partition) | active parts at end | marks | on disk |');
     console.log('|---|---:|---:|---:|---:|---:|---:|');
     for (const s of states) console.log(`| ${s.table} | ${n0(s.rows)} | ${s.partitions} | ${s.parts} (${s.maxPartsPerPartition}) | ${after.get(s.table) ?? '-'} | ${n0(s.marks)} | ${(s.bytesOnDisk / 2 ** 30).toFixed(2)} GiB |`);
-    console.log(`\nState: ${OPTIMIZE ? 'after OPTIMIZE TABLE ... FINAL' : 'as filled (background merges as far as they got; no OPTIMIZE)'}.\n`);
+    console.log(`\nState: ${COMPACT ? 'closed partitions compacted into one part each (--compact, as the correlator does)' : 'as filled (background merges as far as they got; not compacted)'}.\n`);
     console.log('| lookup | p50 ms | p90 ms | p99 ms | max ms | p99 of each run |');
     console.log('|---|---:|---:|---:|---:|---:|');
     for (const [name, rs] of Object.entries(results)) {

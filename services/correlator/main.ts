@@ -4,10 +4,11 @@ import type { Config } from '../shared/config.js';
 import { createKafka, ensureTopic } from '../shared/kafka.js';
 import { createLogger } from '../shared/log.js';
 import { retry } from '../shared/retry.js';
+import { createCompactor, type Compactor } from './compact.js';
 import { clickhouseWriter, createCorrelator, type Correlator } from './correlator.js';
 import { createJudge, type Judge } from './judge.js';
 
-export async function startCorrelator(cfg: Config, signal?: AbortSignal): Promise<Correlator & { judge: Judge; close(): Promise<void> }> {
+export async function startCorrelator(cfg: Config, signal?: AbortSignal): Promise<Correlator & { judge: Judge; compactor: Compactor; close(): Promise<void> }> {
   const log = createLogger('correlator', cfg.logLevel);
   await retry(() => migrate(cfg), { what: `migrate schema on ClickHouse at ${cfg.clickhouseUrl}`, log, maxDelayMs: cfg.retryMaxMs, signal });
   const kafka = createKafka(cfg, 'correlator', log);
@@ -15,18 +16,24 @@ export async function startCorrelator(cfg: Config, signal?: AbortSignal): Promis
   const ch = createClickHouse(cfg);
   const judge = createJudge({ ch, log, settleMs: cfg.judgeSettleMs, lookbackMs: cfg.judgeLookbackMs });
   const c = createCorrelator(cfg, kafka, clickhouseWriter(cfg, ch, undefined, log), log, (anomalous) => judge.notify(anomalous));
+  // A client of its own: an OPTIMIZE waits for its merge, minutes for a large day.
+  const slow = createClickHouse(cfg, undefined, 3_600_000);
+  const compactor = createCompactor({ ch: slow, log, everyMs: cfg.compactEveryMs, quietMs: cfg.compactQuietMs });
   await judge.start();
   await c.start();
-  const timer = setInterval(() => log.info({ ...c.stats(), judge: judge.stats() }, 'correlator progress'), 10_000);
+  compactor.start();
+  const timer = setInterval(() => log.info({ ...c.stats(), judge: judge.stats(), compact: compactor.stats() }, 'correlator progress'), 10_000);
   timer.unref();
   return {
     ...c,
     judge,
+    compactor,
     async close() {
       clearInterval(timer);
+      compactor.stop();
       await c.stop();
       await judge.stop();
-      await ch.close();
+      await Promise.all([ch.close(), slow.close()]);
     },
   };
 }

@@ -96,6 +96,8 @@ export const options = {
   insertDelayMs: int('HOPTRACE_INSERT_DELAY_MS', 200, 'Longest a fetched batch waits for batches of other partitions to share its insert, ms: bounds the time to queryable at moderate rates; larger means fewer, bigger inserts.', 0, 60_000),
   insertFormat: str('HOPTRACE_INSERT_FORMAT', 'RowBinary', 'ClickHouse insert format: RowBinary or TabSeparated (same stored rows; RowBinary is encoded straight from the records). A write ClickHouse refuses in RowBinary is written again as TabSeparated. JSONEachRow is no longer offered: hop_events holds a binary column.', /^(RowBinary|TabSeparated)$/),
   judgeSettleMs: int('HOPTRACE_JUDGE_SETTLE_MS', 3_000, 'Wait after a reset, drop or retransmission is written before judging its flow (other hops still arriving), ms.', 0, 600_000),
+  compactEveryMs: int('HOPTRACE_COMPACT_EVERY_MS', 600_000, 'How often the correlator looks for closed partitions of hop_events, flow_parts and incidents (all data before today, UTC) left in several parts, and merges each into one (OPTIMIZE ... FINAL): a cold timeline lookup reads once per part. 0 = never.', 0, 86_400_000),
+  compactQuietMs: int('HOPTRACE_COMPACT_QUIET_MS', 1_800_000, 'A closed partition is compacted only once nothing has been inserted into it for this long, ms (late events for a past day make it due again).', 0, 86_400_000),
   judgeLookbackMs: int('HOPTRACE_JUDGE_LOOKBACK_MS', 900_000, 'At start, flows with anomalies this recent (event time) are judged again, ms.', 0, 86_400_000),
   // api
   apiHost: str('HOPTRACE_API_HOST', '127.0.0.1', 'API listen address.'),
