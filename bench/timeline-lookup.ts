@@ -457,7 +457,9 @@ async function main() {
     console.log('| table | rows | partitions | active parts at start (max per partition) | active parts at end | marks | on disk |');
     console.log('|---|---:|---:|---:|---:|---:|---:|');
     for (const s of states) console.log(`| ${s.table} | ${n0(s.rows)} | ${s.partitions} | ${s.parts} (${s.maxPartsPerPartition}) | ${after.get(s.table) ?? '-'} | ${n0(s.marks)} | ${(s.bytesOnDisk / 2 ** 30).toFixed(2)} GiB |`);
-    console.log(`\nState: ${COMPACT ? 'closed partitions compacted into one part each (--compact, as the correlator does)' : 'as filled (background merges as far as they got; not compacted)'}.\n`);
+    const compacted = states.filter((t) => t.table === 'hop_events' || t.table === 'flow_parts').every((t) => t.maxPartsPerPartition === 1);
+    const state = COMPACT ? 'closed partitions compacted into one part each now (--compact, as the correlator does)' : compacted ? 'one part per partition (compacted by an earlier --compact, as the correlator does)' : 'as filled (background merges as far as they got; not compacted)';
+    console.log(`\nState: ${state}.\n`);
     console.log('| lookup | p50 ms | p90 ms | p99 ms | max ms | p99 of each run |');
     console.log('|---|---:|---:|---:|---:|---:|');
     for (const [name, rs] of Object.entries(results)) {
