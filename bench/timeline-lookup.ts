@@ -239,8 +239,9 @@ async function compact(cfg: Config): Promise<void> {
   const slow = slowClient(cfg);
   try {
     const t0 = performance.now();
-    const done = await compactClosed(slow, { quietMs: 0 });
-    console.error(`compact: ${done.map((p) => `${p.table} ${p.partitionId} (${p.parts} parts)`).join(', ') || 'nothing due'} in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+    const r = await compactClosed(slow, { quietMs: 0 });
+    if (r.failed.length) throw new Error(`compact: ${r.failed.map((f) => `${f.partition.table} ${f.partition.partitionId}: ${f.error}`).join('; ')}`);
+    console.error(`compact: ${r.compacted.map((p) => `${p.table} ${p.partitionId} (${p.parts} parts)`).join(', ') || 'nothing due'} in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
   } finally {
     await slow.close();
   }

@@ -64,16 +64,31 @@ export async function compactPartition(ch: ClickHouseClient, p: Pick<ClosedParti
   await ch.command({ query: `OPTIMIZE TABLE ${ident(p.table)} PARTITION ID ${str(p.partitionId)} FINAL` });
 }
 
-/** Compacts every closed partition, one at a time; returns what it compacted. Stops at the first error (thrown). */
-export async function compactClosed(ch: ClickHouseClient, o: { nowMs?: number; quietMs: number; log?: Logger; tables?: readonly string[] }): Promise<ClosedPartition[]> {
-  const done: ClosedPartition[] = [];
+export interface CompactResult {
+  compacted: ClosedPartition[];
+  /** Partitions whose OPTIMIZE failed (disk space, merges stopped, a timeout): left as they are, tried again next round. */
+  failed: { partition: ClosedPartition; error: string }[];
+}
+
+/**
+ * Compacts every closed partition, one at a time. One partition's failure does not stop the
+ * others; only failing to list them throws.
+ */
+export async function compactClosed(ch: ClickHouseClient, o: { nowMs?: number; quietMs: number; log?: Logger; tables?: readonly string[] }): Promise<CompactResult> {
+  const out: CompactResult = { compacted: [], failed: [] };
   for (const p of await closedPartitions(ch, o.nowMs ?? Date.now(), o.quietMs, o.tables)) {
     const t0 = Date.now();
-    await compactPartition(ch, p);
+    try {
+      await compactPartition(ch, p);
+    } catch (err) {
+      out.failed.push({ partition: p, error: describeError(err) });
+      o.log?.warn(`compacting ${p.table} partition ${p.partitionId} (${p.parts} parts) failed, will retry: ${describeError(err)}`);
+      continue;
+    }
     o.log?.info({ table: p.table, partition: p.partitionId, parts: p.parts, rows: p.rows, ms: Date.now() - t0 }, `compacted ${p.table} partition ${p.partitionId}: ${p.parts} parts into one`);
-    done.push(p);
+    out.compacted.push(p);
   }
-  return done;
+  return out;
 }
 
 export interface Compactor {
@@ -85,8 +100,8 @@ export interface Compactor {
 
 /**
  * Runs compactClosed every `everyMs` (0: never). A failed round (ClickHouse away, a merge
- * refused) is logged and counted, and the next round tries again: nothing is lost, the
- * partitions only stay as they are.
+ * refused) is logged and counted (a partition that failed counts once per round), and the
+ * next round tries again: nothing is lost, the partitions only stay as they are.
  */
 export function createCompactor(o: { ch: ClickHouseClient; log: Logger; everyMs: number; quietMs: number }): Compactor {
   const totals: CompactStats = { rounds: 0, compacted: 0, errors: 0 };
@@ -95,12 +110,13 @@ export function createCompactor(o: { ch: ClickHouseClient; log: Logger; everyMs:
   const round = async () => {
     totals.rounds++;
     try {
-      const done = await compactClosed(o.ch, { quietMs: o.quietMs, log: o.log });
-      totals.compacted += done.length;
+      const r = await compactClosed(o.ch, { quietMs: o.quietMs, log: stopped ? undefined : o.log });
+      totals.compacted += r.compacted.length;
+      if (!stopped) totals.errors += r.failed.length;
     } catch (err) {
       if (stopped) return; // the client was closed under it
       totals.errors++;
-      o.log.warn(`compacting closed partitions failed, will retry in ${o.everyMs} ms: ${describeError(err)}`);
+      o.log.warn(`listing closed partitions to compact failed, will retry in ${o.everyMs} ms: ${describeError(err)}`);
     }
   };
   const arm = () => {
