@@ -1,10 +1,19 @@
 /** Helpers shared by the benchmarks. */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { decodeBatch } from '../services/shared/batch.js';
+import type { ClickHouseClient } from '../services/shared/clickhouse.js';
 import { scopedConfig, type loadConfig, type Config } from '../services/shared/config.js';
 import { createKafka } from '../services/shared/kafka.js';
+
+/** ClickHouse's mark and uncompressed caches and the OS page cache, dropped (root): the next read comes from disk. */
+export async function dropCaches(ch: ClickHouseClient): Promise<void> {
+  await ch.command({ query: 'SYSTEM DROP MARK CACHE' });
+  await ch.command({ query: 'SYSTEM DROP UNCOMPRESSED CACHE' });
+  await writeFile('/proc/sys/vm/drop_caches', '3');
+}
 
 export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 

@@ -46,10 +46,9 @@
  *   elapsed time, from clickhouse-client's server log lines (18.16 has no query_log here).
  */
 import { spawn } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { createClient } from '@clickhouse/client';
-import { median, numArg, percentile } from './common.js';
+import { dropCaches, median, numArg, percentile } from './common.js';
 import { startApi } from '../services/api/server.js';
 import { compactClosed } from '../services/correlator/compact.js';
 import { createFlowStore, flowEventsSql, flowSql } from '../services/api/queries.js';
@@ -299,12 +298,6 @@ async function time(ids: string[], one: (id: string) => Promise<void>): Promise<
 }
 
 /** Every lookup from disk: ClickHouse's mark and uncompressed caches and the kernel's page cache emptied. */
-async function dropCaches(ch: ClickHouseClient): Promise<void> {
-  await ch.command({ query: 'SYSTEM DROP MARK CACHE' });
-  await ch.command({ query: 'SYSTEM DROP UNCOMPRESSED CACHE' });
-  await writeFile('/proc/sys/vm/drop_caches', '3');
-}
-
 async function randomFlows(ch: ClickHouseClient, n: number): Promise<string[]> {
   const rs = await ch.query({ query: `SELECT toString(flow_id) AS id FROM (SELECT DISTINCT flow_id FROM flow_parts) ORDER BY rand() LIMIT ${uint(n)}`, format: 'JSONEachRow' });
   return (await rs.json<{ id: string }>()).map((r) => r.id);
