@@ -297,7 +297,6 @@ async function time(ids: string[], one: (id: string) => Promise<void>): Promise<
   return out;
 }
 
-/** Every lookup from disk: ClickHouse's mark and uncompressed caches and the kernel's page cache emptied. */
 async function randomFlows(ch: ClickHouseClient, n: number): Promise<string[]> {
   const rs = await ch.query({ query: `SELECT toString(flow_id) AS id FROM (SELECT DISTINCT flow_id FROM flow_parts) ORDER BY rand() LIMIT ${uint(n)}`, format: 'JSONEachRow' });
   return (await rs.json<{ id: string }>()).map((r) => r.id);

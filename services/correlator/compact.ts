@@ -2,10 +2,10 @@
  * Compaction of closed partitions. ClickHouse 18.16 leaves a day of hop_events in
  * ~6-8 parts once its background merges settle, and one flow's timeline costs a read
  * per part (flow_id's granule and marks, then the selected columns where it matches).
- * With the page cache dropped before each, lookups of flows of an as-filled day took
- * p50 85-113 ms here, those of a day merged into one part 28-35 ms (100M events over 4
- * days; `npm run bench:timeline -- --compact` compacts as this does). A lookup after an
- * incident is mostly of older data, the data least likely to be in the page cache.
+ * With the page cache and ClickHouse's caches dropped before each, lookups of one day's
+ * flows took p50 36 / p99 53 ms with the day as filled (8 parts) and 21 / 30 ms with it
+ * merged into one (100M events over 4 days; `bash scripts/bench.sh timeline-compaction`).
+ * A lookup after an incident is mostly of older data, the least likely to be cached.
  *
  * So once a partition is closed - all its data from before today (UTC), no insert
  * into it for `quietMs` - it is merged into one part with OPTIMIZE ... FINAL, which
@@ -110,9 +110,9 @@ export function createCompactor(o: { ch: ClickHouseClient; log: Logger; everyMs:
   const round = async () => {
     totals.rounds++;
     try {
-      const r = await compactClosed(o.ch, { quietMs: o.quietMs, log: stopped ? undefined : o.log });
+      const r = await compactClosed(o.ch, { quietMs: o.quietMs, log: o.log });
       totals.compacted += r.compacted.length;
-      if (!stopped) totals.errors += r.failed.length;
+      totals.errors += r.failed.length;
     } catch (err) {
       if (stopped) return; // the client was closed under it
       totals.errors++;
