@@ -157,15 +157,16 @@ s.sendto(hdr + payload, (dst, 0))
 
 /**
  * A client that connects, sends msg, prints its local port once echoed, then
- * (optionally) sends `later` after `laterMs`, and stays connected until killed.
+ * (optionally) sends `later` on SIGUSR2, and stays connected until killed.
  */
 export const TCP_HOLD_CLIENT = `
 const net = require('net');
-const [host, port, msg, later, laterMs] = process.argv.slice(1);
+const [host, port, msg, later] = process.argv.slice(1);
 const s = net.connect(Number(port), host, () => { s.write(msg); });
 s.once('data', () => {
+  // The second write waits for SIGUSR2: a test first changes the path, then signals (ip netns exec execs, so the pid is this one).
+  if (later) process.once('SIGUSR2', () => s.write(later));
   console.log(JSON.stringify({ local: s.localPort }));
-  if (later) setTimeout(() => s.write(later), Number(laterMs));
 });
 s.on('error', (e) => console.log(JSON.stringify({ error: e.code })));
 s.on('close', () => console.log(JSON.stringify({ closed: true })));

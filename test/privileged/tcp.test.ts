@@ -168,10 +168,12 @@ describePrivileged('live capture: TCP between namespaces', () => {
     const port = 18090;
     const server = srv.spawn('node', ['-e', TCP_ECHO_SERVER, link.addrB, String(port)]);
     await waitLine(server, /listening/);
-    const client = cli.spawn('node', ['-e', TCP_HOLD_CLIENT, link.addrB, String(port), 'a', 'lost', '200']);
+    const client = cli.spawn('node', ['-e', TCP_HOLD_CLIENT, link.addrB, String(port), 'a', 'lost']);
     const { local } = JSON.parse(await waitLine(client, /local/)) as { local: number };
     // From now on the server's namespace drops the flow: the next write is retransmitted.
+    // (It waits for the rule: a fixed 200 ms delay lost the race once on a loaded machine.)
     srv.run('iptables', ['-A', 'INPUT', '-p', 'tcp', '--dport', String(port), '-j', 'DROP']);
+    client.kill('SIGUSR2');
     const [syn] = await cap.waitFor((r) => r.kind === Kind.PACKET && r.tuple.sport === local && r.tcpFlags === SYN, { what: 'SYN' });
     const [re] = await cap.waitFor((r) => r.kind === Kind.RETRANS && r.tuple.sport === local, { what: 'retransmission', timeoutMs: 5000 });
     expect(re).toMatchObject({ netnsIno: cli.inode, hook: Hook.TCP_RETRANSMIT, skState: 1, payloadLen: 4 });
