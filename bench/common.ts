@@ -101,6 +101,15 @@ export async function deleteTopics(cfg: Config, topics: string[]): Promise<void>
   }
 }
 
+/** `--name TEXT` from the command line, or `def`. */
+export function strArg(name: string, def: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  if (i < 0) return def;
+  const v = process.argv[i + 1];
+  if (v === undefined || v.startsWith('--')) throw new Error(`--${name} needs a value`);
+  return v;
+}
+
 /** `--name N` from the command line, or `def`. */
 export function numArg(name: string, def: number): number {
   const i = process.argv.indexOf(`--${name}`);

@@ -12,7 +12,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { clickhouseCpuS, deleteTopics, isolatedConfig, median, numArg } from './common.js';
+import { clickhouseCpuS, deleteTopics, isolatedConfig, median, numArg, strArg } from './common.js';
 import { createAgent, type OutMessage } from '../services/agent/agent.js';
 import { generateRecording } from '../services/agent/generate.js';
 import { startAgent } from '../services/agent/main.js';
@@ -26,10 +26,7 @@ const log = pino({ level: 'warn' });
 const EVENTS = numArg('events', 1_000_000);
 const RUNS = numArg('runs', 3);
 /** Insert formats the correlator stage is run with (--formats RowBinary,TabSeparated). */
-const FORMATS = (() => {
-  const i = process.argv.indexOf('--formats');
-  return i > 0 ? process.argv[i + 1]!.split(',') : ['TabSeparated', 'RowBinary'];
-})();
+const FORMATS = strArg('formats', 'TabSeparated,RowBinary').split(',');
 
 interface Sample {
   events: number;

@@ -17,20 +17,15 @@
  * served from memory (the bench syncs first).
  */
 import { execFileSync } from 'node:child_process';
-import { createClient } from '@clickhouse/client';
 import { createFlowStore } from '../services/api/queries.js';
 import { createClickHouse, migrate, type ClickHouseClient } from '../services/shared/clickhouse.js';
 import { loadConfig } from '../services/shared/config.js';
 import { ident, str, uint } from '../services/shared/sql.js';
-import { dropCaches, median, numArg, percentile } from './common.js';
+import { dropCaches, median, numArg, percentile, strArg } from './common.js';
 
-const arg = (name: string, def: string) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? process.argv[i + 1]! : def;
-};
-const SRC = arg('db', 'hoptrace_bench_timeline');
+const SRC = strArg('db', 'hoptrace_bench_timeline');
 const DST = `${SRC}_asfilled`;
-const DAY = arg('day', '2026-11-03');
+const DAY = strArg('day', '2026-11-03');
 const LOOKUPS = numArg('lookups', 40);
 const RUNS = numArg('runs', 2);
 const PARTS = numArg('parts', 8);
@@ -60,7 +55,8 @@ async function copyAsFilled(slow: ClickHouseClient): Promise<void> {
 
 async function main() {
   const base = loadConfig({ clickhouseDatabase: SRC, logLevel: 'warn' });
-  const slow = createClient({ url: base.clickhouseUrl, username: base.clickhouseUser, password: base.clickhousePassword, request_timeout: 3_600_000 });
+  // Waits for whole INSERT ... SELECTs: far beyond createClickHouse's 60 s default.
+  const slow = createClickHouse(base, 'default', 3_600_000);
   const side = (db: string) => {
     const ch = createClickHouse(loadConfig({ clickhouseDatabase: db }));
     return { db, ch, store: createFlowStore(ch, base.clickhouseUrl) };

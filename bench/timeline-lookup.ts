@@ -47,8 +47,7 @@
  */
 import { spawn } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
-import { createClient } from '@clickhouse/client';
-import { dropCaches, median, numArg, percentile } from './common.js';
+import { dropCaches, median, numArg, percentile, strArg } from './common.js';
 import { startApi } from '../services/api/server.js';
 import { compactClosed } from '../services/correlator/compact.js';
 import { createFlowStore, flowEventsSql, flowSql } from '../services/api/queries.js';
@@ -77,10 +76,7 @@ const REFILL = process.argv.includes('--refill');
 const COMPACT = process.argv.includes('--compact');
 /** Root only: empties the whole machine's page cache before each lookup of the cold pass. */
 const DROP_CACHES = process.argv.includes('--drop-caches');
-const DB = (() => {
-  const i = process.argv.indexOf('--db');
-  return i > 0 ? process.argv[i + 1]! : 'hoptrace_bench_timeline';
-})();
+const DB = strArg('db', 'hoptrace_bench_timeline');
 const TCP_PORT = process.env.HOPTRACE_CLICKHOUSE_TCP_PORT ?? '19000';
 
 if (PER_FLOW % 4 !== 0 || PER_FLOW < 16) throw new Error('--per-flow must be a multiple of 4, at least 16');
@@ -196,8 +192,7 @@ async function stored(ch: ClickHouseClient): Promise<{ events: number; parts: nu
 }
 
 /** A client for statements that answer only when done (a chunk's INSERT ... SELECT, OPTIMIZE): far beyond createClickHouse's 60 s timeout. */
-const slowClient = (cfg: Config) =>
-  createClient({ url: cfg.clickhouseUrl, username: cfg.clickhouseUser, password: cfg.clickhousePassword, database: DB, request_timeout: 3_600_000 });
+const slowClient = (cfg: Config) => createClickHouse(cfg, DB, 3_600_000);
 
 async function fill(cfg: Config): Promise<void> {
   const ch = createClickHouse(cfg);
