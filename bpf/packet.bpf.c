@@ -102,7 +102,9 @@ static __always_inline void maybe_emit_ct(const struct hop_event *pkt, const str
 	hop_emit(&hop_events, &hop_counters, e, hop_wakeup_bytes);
 }
 
-static __always_inline int on_device(struct sk_buff *skb, __u8 hook, bool ingress)
+/* `tc`: called from a TC program, where the link header is pushed back on at ingress
+ * too and network_header is already set; at netif_receive_skb data is the IP header. */
+static __always_inline int on_device(struct sk_buff *skb, __u8 hook, bool ingress, bool tc)
 {
 	const struct hop_filter_cfg *cfg = hop_cfg_get(&hop_cfg);
 	const struct net_device *dev = skb->dev;
@@ -132,7 +134,7 @@ static __always_inline int on_device(struct sk_buff *skb, __u8 hook, bool ingres
 
 	/* At netif_receive_skb the link header is already pulled (data is the IP
 	 * header) but network_header is reset only after the tracepoint. */
-	const unsigned char *nh = ingress ? skb->data : hop_skb_nh(skb);
+	const unsigned char *nh = ingress && !tc ? skb->data : hop_skb_nh(skb);
 	int r = nh ? hop_parse_l3(e, nh, hop_skb_l3len(skb, nh)) : HOP_PARSE_TRUNCATED;
 	if (r == HOP_PARSE_NOT_IP) {
 		hop_count(&hop_counters, HOP_CTR_NOT_IP);
@@ -163,7 +165,8 @@ static __always_inline int on_device(struct sk_buff *skb, __u8 hook, bool ingres
 	e->hook = hook;
 	e->flags |= ingress ? HOP_F_INGRESS : HOP_F_EGRESS;
 	e->pkt.mark = skb->mark;
-	e->pkt.aux[0] = skb->len;
+	/* from the IP header on, as netif_receive_skb sees it (TC ingress has the link header pushed back) */
+	e->pkt.aux[0] = ingress && tc && nh ? hop_skb_l3len(skb, nh) : skb->len;
 
 	struct nf_conn *ct = hop_fill_ct(e, skb, !ingress);
 	if (ct)
@@ -175,13 +178,13 @@ static __always_inline int on_device(struct sk_buff *skb, __u8 hook, bool ingres
 SEC("tp_btf/netif_receive_skb")
 int BPF_PROG(hop_netif_receive_skb, struct sk_buff *skb)
 {
-	return on_device(skb, HOP_HOOK_NETIF_RECEIVE, true);
+	return on_device(skb, HOP_HOOK_NETIF_RECEIVE, true, false);
 }
 
 SEC("tp_btf/net_dev_queue")
 int BPF_PROG(hop_net_dev_queue, struct sk_buff *skb)
 {
-	return on_device(skb, HOP_HOOK_NET_DEV_QUEUE, false);
+	return on_device(skb, HOP_HOOK_NET_DEV_QUEUE, false, false);
 }
 
 #define HOP_TCQ_F_MQROOT 8 /* include/net/sch_generic.h */
@@ -205,5 +208,30 @@ int BPF_PROG(hop_net_dev_start_xmit, const struct sk_buff *skb, const struct net
 {
 	if (hop_dev_noqueue(dev))
 		return 0;
-	return on_device((struct sk_buff *)skb, HOP_HOOK_NET_DEV_XMIT, false);
+	return on_device((struct sk_buff *)skb, HOP_HOOK_NET_DEV_XMIT, false, false);
+}
+
+/*
+ * The same device ingress and egress as TC programs, attached by the agent (tcx
+ * links) to each device of each owned namespace instead of to a tracepoint that
+ * fires for every device of the machine: a packet costs nothing in a namespace not
+ * owned, and a tcx program's call is cheaper than a tracepoint's. Ingress runs just
+ * after netif_receive_skb (before PREROUTING), egress just before net_dev_queue
+ * (after POSTROUTING), so both see what their tracepoints see. They never change
+ * the packet's fate (TCX_NEXT: the next program, or the kernel's default).
+ */
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+
+SEC("tc")
+int hop_tc_ingress(struct __sk_buff *ctx)
+{
+	on_device(bpf_cast_to_kern_ctx(ctx), HOP_HOOK_TC_INGRESS, true, true);
+	return TCX_NEXT;
+}
+
+SEC("tc")
+int hop_tc_egress(struct __sk_buff *ctx)
+{
+	on_device(bpf_cast_to_kern_ctx(ctx), HOP_HOOK_TC_EGRESS, false, true);
+	return TCX_NEXT;
 }

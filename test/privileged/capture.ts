@@ -3,7 +3,7 @@
  * test can generate traffic and then wait for the records it expects.
  */
 import { sleep } from '../../services/shared/retry.js';
-import { decodeRecord, RECORD_SIZE, type HopRecord } from '../../services/shared/record.js';
+import { decodeRecord, Hook, RECORD_SIZE, type HopRecord } from '../../services/shared/record.js';
 import { createLiveSource, parseLiveOptions, type LiveOptionsInput, type LiveSource } from '../../services/agent/live/index.js';
 
 export interface Capture {
@@ -15,6 +15,10 @@ export interface Capture {
   settle(ms?: number): Promise<void>;
   stop(): Promise<void>;
 }
+
+/** A packet leaving / entering a device, at either kind of device hook (tracepoint or tc). */
+export const atEgress = (r: HopRecord): boolean => r.hook === Hook.NET_DEV_QUEUE || r.hook === Hook.TC_EGRESS;
+export const atIngress = (r: HopRecord): boolean => r.hook === Hook.NETIF_RECEIVE || r.hook === Hook.TC_INGRESS;
 
 export function startCapture(input: LiveOptionsInput): Capture {
   const source = createLiveSource(parseLiveOptions({ drainIntervalMs: 5, ...input }));

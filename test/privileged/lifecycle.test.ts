@@ -59,16 +59,21 @@ describePrivileged('live capture: lifecycle, filters and counters', () => {
     return res.local;
   }
 
-  it('leaves no programs, links, maps or TC filters behind after stop()', async () => {
+  const COMMON = ['hop_inet_sock_set_state', 'hop_kfree_skb', 'hop_net_dev_start_xmit', 'hop_tcp_receive_reset', 'hop_tcp_retransmit_skb', 'hop_tcp_send_reset'];
+  it.each([
+    { deviceHooks: 'tracepoint' as const, device: ['hop_net_dev_queue', 'hop_netif_receive_skb'] },
+    { deviceHooks: 'tc' as const, device: ['hop_tc_egress', 'hop_tc_ingress'] },
+  ])('leaves no programs, links, maps or TC filters behind after stop() (device hooks $deviceHooks)', async ({ deviceHooks, device }) => {
     const before = new Set(hopProgs().map((p) => p.id));
-    const cap = startCapture({ netns: [cli.name, srv.name] });
+    const cap = startCapture({ netns: [cli.name, srv.name], deviceHooks });
     const ours = hopProgs().filter((p) => !before.has(p.id));
-    expect(ours.map((p) => p.name).sort()).toEqual(
-      ['hop_inet_sock_set_state', 'hop_kfree_skb', 'hop_net_dev_queue', 'hop_net_dev_start_xmit', 'hop_netif_receive_skb', 'hop_tcp_receive_reset', 'hop_tcp_retransmit_skb', 'hop_tcp_send_reset'].sort(),
-    );
+    expect(ours.map((p) => p.name).sort()).toEqual([...COMMON, ...device].sort());
     const progIds = new Set(ours.map((p) => p.id));
     const mapIds = new Set(ours.flatMap((p) => p.map_ids ?? []));
-    expect(bpftool('link', 'show').filter((l) => progIds.has(l.prog_id!))).toHaveLength(ours.length);
+    // one link per tracepoint program; with tc, one per program and device instead for the two device programs
+    const devices = cap.source.stats().tcx_devices!;
+    expect(devices).toBe(deviceHooks === 'tc' ? 4 : 0); // lo and the veth end in each namespace
+    expect(bpftool('link', 'show').filter((l) => progIds.has(l.prog_id!))).toHaveLength(deviceHooks === 'tc' ? COMMON.length + 2 * devices : ours.length);
     await exchange(16001);
     await cap.waitFor((r) => r.kind === Kind.PACKET, { what: 'packets' });
     await cap.stop();
@@ -76,7 +81,7 @@ describePrivileged('live capture: lifecycle, filters and counters', () => {
     expect(await eventually(() => !bpftool('prog', 'show').some((p) => progIds.has(p.id)))).toBe(true);
     expect(bpftool('link', 'show').filter((l) => progIds.has(l.prog_id!))).toEqual([]);
     expect(await eventually(() => !bpftool('map', 'show').some((m) => mapIds.has(m.id)))).toBe(true);
-    // Tracepoints only: nothing is ever attached to the devices.
+    // Links only (tracepoints, tcx): no qdisc or filter is ever added to the devices.
     for (const [ns, dev] of [[cli, link.a], [srv, link.b]] as const) {
       for (const dir of ['ingress', 'egress']) expect(ns.run('tc', ['filter', 'show', 'dev', dev, dir]).trim()).toBe('');
       expect(ns.run('tc', ['qdisc', 'show', 'dev', dev])).not.toContain('clsact');
@@ -323,14 +328,15 @@ describePrivileged('live capture: lifecycle, filters and counters', () => {
     const cap = startCapture({ netns: [cli.name, srv.name] });
     try {
       await exchange(16022);
-      const dev = cap.source.programStats().find((p) => p.tracepoint === 'netif_receive_skb');
+      // device hooks are tcx links here (netns by name): one program's runs over all its devices
+      const dev = cap.source.programStats().find((p) => p.tracepoint === 'tcx/ingress');
       expect(dev?.runs).toBeGreaterThan(0);
       expect(dev?.runNs).toBeGreaterThan(0);
       const registry = new Registry();
       registerLiveMetrics(registry, cap.source);
       const text = await registry.metrics();
-      expect(Number(text.match(/^hoptrace_live_program_runs_total\{tracepoint="netif_receive_skb"\} (\d+)$/m)?.[1])).toBeGreaterThanOrEqual(dev!.runs);
-      expect(text).toMatch(/^hoptrace_live_program_run_seconds_total\{tracepoint="net_dev_queue"\} [0-9.e-]+$/m);
+      expect(Number(text.match(/^hoptrace_live_program_runs_total\{tracepoint="tcx\/ingress"\} (\d+)$/m)?.[1])).toBeGreaterThanOrEqual(dev!.runs);
+      expect(text).toMatch(/^hoptrace_live_program_run_seconds_total\{tracepoint="tcx\/egress"\} [0-9.e-]+$/m);
     } finally {
       writeFileSync(STATS, was);
       await cap.stop();

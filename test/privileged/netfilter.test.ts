@@ -12,7 +12,7 @@ import { dropReasonName, resetReasonName } from '../../services/agent/live/index
 import { dropLocation, kernelSymbol } from '../../services/agent/live/ksyms.js';
 import { describePrivileged } from './preflight.js';
 import { Lab, RAW_TCP_SEGMENT, TCP_CLIENT, TCP_ECHO_SERVER, TCP_HOLD_CLIENT, waitLine, type Link, type Ns } from './netns.js';
-import { startCapture, type Capture } from './capture.js';
+import { atEgress, atIngress, startCapture, type Capture } from './capture.js';
 
 const IPS_DST_NAT = 0x20;
 const IPS_CONFIRMED = 0x08;
@@ -112,7 +112,7 @@ describePrivileged('live capture: netfilter and conntrack', () => {
     expect(new Set(cts.map((c) => c.ctStatus)).size).toBe(cts.length);
     // Packets leaving the NAT namespace carry the same entry; the reply is un-NATed to the VIP.
     const out = await cap.waitFor(
-      (r) => r.kind === Kind.PACKET && r.hook === Hook.NET_DEV_QUEUE && r.netnsIno === srv.inode && r.tuple.dport === res.local,
+      (r) => r.kind === Kind.PACKET && atEgress(r) && r.netnsIno === srv.inode && r.tuple.dport === res.local,
       { what: 'NATed reply' },
     );
     for (const p of out) {
@@ -136,8 +136,8 @@ describePrivileged('live capture: netfilter and conntrack', () => {
 
     // The client's ISN and the proxy's, from the capture itself.
     const toSrv = (r: HopRecord) => r.kind === Kind.PACKET && r.tuple.sport === local && r.tuple.dport === appPort;
-    const [syn] = await cap.waitFor((r) => toSrv(r) && r.tcpFlags === 0x02 && r.hook === Hook.NET_DEV_QUEUE, { what: 'client SYN' });
-    const [synAck] = await cap.waitFor((r) => r.kind === Kind.PACKET && r.tuple.dport === local && r.tcpFlags === 0x12 && r.hook === Hook.NETIF_RECEIVE, { what: 'SYN-ACK' });
+    const [syn] = await cap.waitFor((r) => toSrv(r) && r.tcpFlags === 0x02 && atEgress(r), { what: 'client SYN' });
+    const [synAck] = await cap.waitFor((r) => r.kind === Kind.PACKET && r.tuple.dport === local && r.tcpFlags === 0x12 && atIngress(r), { what: 'SYN-ACK' });
     const outOfWindow = (syn!.seq + 2 + 0x40000000) >>> 0;
     cli.run('python3', ['-c', RAW_TCP_SEGMENT, link.addrA, link.addrB, String(local), String(appPort), String(outOfWindow), String((synAck!.seq + 2) >>> 0), String(0x18), 'late']);
 
@@ -148,7 +148,7 @@ describePrivileged('live capture: netfilter and conntrack', () => {
     expect(resetReasonName(rst!.reason)).toBe('TCP_FLAGS');
     // The reset on the wire comes from the application port, not the proxy's, and conntrack has no entry for it.
     const [wire] = await cap.waitFor(
-      (r) => r.kind === Kind.PACKET && r.hook === Hook.NET_DEV_QUEUE && r.netnsIno === srv.inode && r.tuple.dport === local && (r.tcpFlags & 0x04) !== 0,
+      (r) => r.kind === Kind.PACKET && atEgress(r) && r.netnsIno === srv.inode && r.tuple.dport === local && (r.tcpFlags & 0x04) !== 0,
       { what: 'RST on the wire' },
     );
     expect(wire!.tuple.sport).toBe(appPort);

@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { parseLiveFilters, parseLiveOptions, LiveError } from '../../services/agent/live/index.js';
+import { deviceHooksOf } from '../../services/agent/live/options.js';
 import { encodeFilterCfg, netnsHome, netnsLayout } from '../../services/agent/live/filters.js';
 import { NETNS_PROBES, NETNS_SLOTS } from '../../services/agent/live/kernel-abi.js';
 import { CfgFlag } from '../../services/agent/live/kernel-abi.js';
@@ -15,6 +16,17 @@ describe('live options', () => {
     expect(o).toMatchObject({ node: 'n1', netns: null, interfaces: null, addrs: null, ports: null, protocols: null, sampleN: 1, ringBytes: 1 << 24 });
     expect(Object.isFrozen(o)).toBe(true);
     expect(o.objDir).toMatch(/bpf\/\.output$/);
+  });
+
+  it('takes packets at devices by tcx links when every owned namespace can be entered, else by tracepoints', () => {
+    const hooks = (o: object) => deviceHooksOf(parseLiveOptions(o));
+    expect(hooks({ netns: 'pod-a,/proc/1/ns/net' })).toBe('tc');
+    expect(hooks({})).toBe('tracepoint'); // every namespace: no list of devices to link
+    expect(hooks({ netns: 'pod-a,4026531840' })).toBe('tracepoint'); // an inode cannot be entered
+    expect(hooks({ netns: 'pod-a', deviceHooks: 'tracepoint' })).toBe('tracepoint');
+    expect(hooks({ netns: 'pod-a', deviceHooks: 'tc' })).toBe('tc');
+    expect(() => hooks({ deviceHooks: 'tc' })).toThrow(/deviceHooks: tc needs netns/);
+    expect(() => parseLiveOptions({ deviceHooks: 'xdp' })).toThrow(/deviceHooks: expected auto, tc or tracepoint/);
   });
 
   it('accepts names, paths and inodes for namespaces, and lists as comma-separated strings', () => {

@@ -8,7 +8,7 @@ import { Flag, Hook, Kind, type HopRecord } from '../../services/shared/record.j
 import { resetReasonName, dropReasonName } from '../../services/agent/live/index.js';
 import { describePrivileged } from './preflight.js';
 import { Lab, TCP_CLIENT, TCP_ECHO_SERVER, TCP_HOLD_CLIENT, waitLine, type Link, type Ns } from './netns.js';
-import { startCapture, type Capture } from './capture.js';
+import { atEgress, atIngress, startCapture, type Capture } from './capture.js';
 
 const SYN = 0x02;
 const ACK = 0x10;
@@ -61,8 +61,8 @@ describePrivileged('live capture: TCP between namespaces', () => {
     const s2c = (r: HopRecord) => r.kind === Kind.PACKET && isFlow(r, link.addrB, port, link.addrA, cport);
 
     // SYN leaves the client's device, then enters the server's: same skb, same seq.
-    const [synOut] = await cap.waitFor((r) => c2s(r) && r.tcpFlags === SYN && r.hook === Hook.NET_DEV_QUEUE, { what: 'client SYN egress' });
-    const [synIn] = await cap.waitFor((r) => c2s(r) && r.tcpFlags === SYN && r.hook === Hook.NETIF_RECEIVE, { what: 'server SYN ingress' });
+    const [synOut] = await cap.waitFor((r) => c2s(r) && r.tcpFlags === SYN && atEgress(r), { what: 'client SYN egress' });
+    const [synIn] = await cap.waitFor((r) => c2s(r) && r.tcpFlags === SYN && atIngress(r), { what: 'server SYN ingress' });
     expect(synOut).toMatchObject({ netnsIno: cli.inode, ifname: link.a, family: 2, l4proto: 6 });
     expect(synOut!.flags & Flag.EGRESS).toBeTruthy();
     expect(synIn).toMatchObject({ netnsIno: srv.inode, ifname: link.b, seq: synOut!.seq, skbId: synOut!.skbId });
@@ -73,9 +73,9 @@ describePrivileged('live capture: TCP between namespaces', () => {
     // SYN-ACK acknowledges the client's ISN + 1, on both sides.
     const synAcks = await cap.waitFor((r) => s2c(r) && r.tcpFlags === (SYN | ACK), { min: 2, what: 'SYN-ACK on both sides' });
     for (const r of synAcks) expect(r.ack).toBe((synOut!.seq + 1) >>> 0);
-    const sa = synAcks.find((r) => r.hook === Hook.NET_DEV_QUEUE)!;
+    const sa = synAcks.find((r) => atEgress(r))!;
     expect(sa).toMatchObject({ netnsIno: srv.inode, ifname: link.b });
-    expect(synAcks.find((r) => r.hook === Hook.NETIF_RECEIVE)).toMatchObject({ netnsIno: cli.inode, ifname: link.a });
+    expect(synAcks.find((r) => atIngress(r))).toMatchObject({ netnsIno: cli.inode, ifname: link.a });
 
     // The data segment: seq = ISN + 1, payload length = message length, seen on both sides.
     const data = await cap.waitFor((r) => c2s(r) && (r.tcpFlags & PSH) !== 0 && r.payloadLen === msg.length, { min: 2, what: 'client data on both sides' });
@@ -111,7 +111,7 @@ describePrivileged('live capture: TCP between namespaces', () => {
     const xmitOf = (cport: number, port: number) => (r: HopRecord) =>
       r.kind === Kind.PACKET && r.hook === Hook.NET_DEV_XMIT && (isFlow(r, link.addrA, cport, link.addrB, port) || isFlow(r, link.addrB, port, link.addrA, cport));
     const bare = await exchange(cli, srv, link.addrB, 18082, 'no queue');
-    await cap.waitFor((r) => r.kind === Kind.PACKET && r.hook === Hook.NET_DEV_QUEUE && isFlow(r, link.addrB, 18082, link.addrA, bare) && r.payloadLen > 0, { what: 'echo egress' });
+    await cap.waitFor((r) => r.kind === Kind.PACKET && atEgress(r) && isFlow(r, link.addrB, 18082, link.addrA, bare) && r.payloadLen > 0, { what: 'echo egress' });
     await cap.settle();
     expect(cap.records.filter(xmitOf(bare, 18082))).toEqual([]);
 
@@ -119,7 +119,7 @@ describePrivileged('live capture: TCP between namespaces', () => {
     try {
       const queued = await exchange(cli, srv, link.addrB, 18083, 'queued');
       const [syn] = await cap.waitFor((r) => xmitOf(queued, 18083)(r) && r.tcpFlags === SYN, { what: 'client SYN after the qdisc' });
-      const [synQueued] = await cap.waitFor((r) => r.kind === Kind.PACKET && r.hook === Hook.NET_DEV_QUEUE && r.tcpFlags === SYN && isFlow(r, link.addrA, queued, link.addrB, 18083), { what: 'client SYN queued' });
+      const [synQueued] = await cap.waitFor((r) => r.kind === Kind.PACKET && atEgress(r) && r.tcpFlags === SYN && isFlow(r, link.addrA, queued, link.addrB, 18083), { what: 'client SYN queued' });
       expect(syn).toMatchObject({ netnsIno: cli.inode, ifname: link.a, skbId: synQueued!.skbId, seq: synQueued!.seq });
       expect(syn!.tsNs).toBeGreaterThanOrEqual(synQueued!.tsNs);
       await cap.settle();
@@ -150,12 +150,12 @@ describePrivileged('live capture: TCP between namespaces', () => {
     // local -> remote: the server's closed port towards the client
     expect(rst!.tuple).toMatchObject({ saddr: link.addrB, daddr: link.addrA, sport: port });
     // seq/ack/flags are those of the SYN that triggered it; the skb is the one that came in.
-    const [syn] = await cap.waitFor((r) => r.kind === Kind.PACKET && r.hook === Hook.NETIF_RECEIVE && r.tuple.dport === port && r.tuple.sport === rst!.tuple.dport, { what: 'SYN ingress' });
+    const [syn] = await cap.waitFor((r) => r.kind === Kind.PACKET && atIngress(r) && r.tuple.dport === port && r.tuple.sport === rst!.tuple.dport, { what: 'SYN ingress' });
     expect(rst!.tcpFlags).toBe(SYN);
     expect(rst!.seq).toBe(syn!.seq);
     expect(rst!.skbId).toBe(syn!.skbId);
     // The RST itself on the wire, and its receipt by the client socket.
-    const [wire] = await cap.waitFor((r) => r.kind === Kind.PACKET && r.hook === Hook.NET_DEV_QUEUE && r.tuple.sport === port && (r.tcpFlags & RST) !== 0, { what: 'RST egress' });
+    const [wire] = await cap.waitFor((r) => r.kind === Kind.PACKET && atEgress(r) && r.tuple.sport === port && (r.tcpFlags & RST) !== 0, { what: 'RST egress' });
     expect(wire!.ack).toBe((syn!.seq + 1) >>> 0);
     await cap.waitFor((r) => r.kind === Kind.RST_RECV && r.netnsIno === cli.inode && r.tuple.dport === port && r.skState === 2, { what: 'RST_RECV in SYN_SENT' });
     // The kernel also drops the SYN itself, with its own reason.
@@ -190,7 +190,7 @@ describePrivileged('live capture: TCP between namespaces', () => {
     JSON.parse(out1.run('node', ['-e', TCP_CLIENT, outLink.addrB, '18998', 'x']).trim());
     // Owned traffic after it: once this is seen, anything from the outsiders would have been too.
     const cport = await exchange(cli, srv, link.addrB, 18083, 'marker');
-    await cap.waitFor((r) => r.kind === Kind.PACKET && r.tuple.sport === cport && r.hook === Hook.NETIF_RECEIVE, { what: 'marker' });
+    await cap.waitFor((r) => r.kind === Kind.PACKET && r.tuple.sport === cport && atIngress(r), { what: 'marker' });
     await cap.settle();
     const owned = new Set([cli.inode, srv.inode]);
     const strays = cap.records.filter((r) => !owned.has(r.netnsIno));

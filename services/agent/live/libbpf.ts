@@ -48,6 +48,8 @@ export interface Libbpf {
   btf__type_by_id(btf: Ptr, id: number): Ptr | null;
   btf__name_by_offset(btf: Ptr, off: number): string | null;
   libbpf_num_possible_cpus(): number;
+  /** BPF_LINK_CREATE; here for tcx links, target = ifindex in the calling thread's namespace. */
+  bpf_link_create(progFd: number, target: number, attachType: number, opts: null): number;
 }
 
 export interface Libc {
@@ -56,6 +58,11 @@ export interface Libc {
   close(fd: number): number;
   clock_gettime(clock: number, ts: Uint8Array): number;
   getpagesize(): number;
+  /** Moves the calling thread into the namespace of fd (nstype CLONE_NEWNET). */
+  setns(fd: number, nstype: number): number;
+  /** struct if_nameindex[] of the calling thread's network namespace, ended by {0, NULL}. */
+  if_nameindex(): Ptr | null;
+  if_freenameindex(p: Ptr): void;
 }
 
 export const PROT_READ = 1;
@@ -66,6 +73,10 @@ export const CLOCK_REALTIME = 0;
 export const CLOCK_MONOTONIC = 1;
 
 export const BPF_MAP_TYPE_ARRAY = 2;
+/** enum bpf_attach_type (include/uapi/linux/bpf.h, kernel >= 6.6). */
+export const BPF_TCX_INGRESS = 46;
+export const BPF_TCX_EGRESS = 47;
+export const CLONE_NEWNET = 0x40000000;
 export const BPF_ANY = 0n;
 
 /** BTF kinds used here (include/uapi/linux/btf.h). */
@@ -138,6 +149,7 @@ export function bindings(): Bindings {
     btf__type_by_id: lib.func('const void *btf__type_by_id(btf *btf, uint32_t id)'),
     btf__name_by_offset: lib.func('const char *btf__name_by_offset(btf *btf, uint32_t off)'),
     libbpf_num_possible_cpus: lib.func('int libbpf_num_possible_cpus(void)'),
+    bpf_link_create: lib.func('int bpf_link_create(int prog_fd, int target_fd, int attach_type, void *opts)'),
   };
 
   const libc: Libc = {
@@ -146,6 +158,9 @@ export function bindings(): Bindings {
     close: c.func('int close(int fd)'),
     clock_gettime: c.func('int clock_gettime(int clk, void *ts)'),
     getpagesize: c.func('int getpagesize(void)'),
+    setns: c.func('int setns(int fd, int nstype)'),
+    if_nameindex: c.func('void *if_nameindex(void)'),
+    if_freenameindex: c.func('void if_freenameindex(void *p)'),
   };
 
   // libbpf_print_fn_t: int (*)(enum libbpf_print_level, const char *fmt, va_list ap).

@@ -142,4 +142,16 @@ export function registerLiveMetrics(registry: Registry, source: LiveSource): voi
       this.set({ state: 'failed' }, s.problems.length);
     },
   });
+
+  new Gauge({
+    name: 'hoptrace_live_tcx_devices',
+    help: 'With device hooks tc: devices of the owned namespaces with tcx links (state=linked), and those the last refresh could not link (state=failed; tried again every refresh).',
+    labelNames: ['state'],
+    registers: [registry],
+    collect() {
+      const d = source.status().devices;
+      this.set({ state: 'linked' }, d?.linked ?? 0);
+      this.set({ state: 'failed' }, d?.failed.length ?? 0);
+    },
+  });
 }

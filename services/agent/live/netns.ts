@@ -46,6 +46,18 @@ export function resolveNetnsPresent(refs: readonly NetnsRef[]): Set<number> {
   return out;
 }
 
+/** The referenced namespaces that exist now, each with a path to enter it by (inode references have none and are left out). */
+export function netnsPaths(refs: readonly NetnsRef[]): { path: string; inode: number }[] {
+  const out: { path: string; inode: number }[] = [];
+  for (const r of refs) {
+    if (r.kind === 'inode') continue;
+    const path = r.kind === 'name' ? join(NETNS_DIR, r.name) : r.path;
+    const inode = netnsInode(path);
+    if (inode !== null) out.push({ path, inode });
+  }
+  return out;
+}
+
 /** inode -> name of every namespace named under /var/run/netns, and the agent's own as "host". */
 export function namedNetns(): Map<number, string> {
   const out = new Map<number, string>();

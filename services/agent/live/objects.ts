@@ -25,12 +25,19 @@ const LOST: Record<string, string> = {
   tcp_receive_reset: 'resets received',
   tcp_retransmit_skb: 'retransmissions',
   inet_sock_set_state: 'TCP socket state changes',
+  'tcx/ingress': 'device ingress packets',
+  'tcx/egress': 'device egress packets and conntrack (CT) records',
 };
+
+/** Device hooks: tracepoints firing on every device, or tcx links on the owned namespaces' devices (tcx.ts). */
+export type DeviceHooks = 'tc' | 'tracepoint';
+/** The tracepoint programs the tc programs replace (net_dev_start_xmit stays a tracepoint: it times the qdisc). */
+const TC_REPLACES = new Set(['netif_receive_skb', 'net_dev_queue']);
 
 export interface AttachedProgram {
   object: ObjectName;
   program: string;
-  /** Tracepoint name (the part after tp_btf/). */
+  /** Tracepoint name (the part after tp_btf/), or tcx/ingress, tcx/egress. */
   tracepoint: string;
   /** The loaded program's fd (its run-time statistics: programStats in source.ts). */
   fd: number;
@@ -41,6 +48,8 @@ export interface KernelObjects {
   readonly maps: ReadonlyMap<string, number>;
   readonly attached: readonly AttachedProgram[];
   readonly problems: readonly ProgramProblem[];
+  /** With device hooks 'tc': the loaded tc programs' fds, for tcx links (tcx.ts); else null. */
+  readonly tcx: { ingress: number; egress: number } | null;
   /**
    * Attaches every loaded program. Separate from loading so that the filters
    * (netns above all) are in the maps before the first event can fire.
@@ -62,6 +71,8 @@ export interface LoadOptions {
   conntrackInPlace?: boolean;
   /** Objects to load (default all). */
   objects?: readonly ObjectName[];
+  /** Default 'tracepoint'. */
+  deviceHooks?: DeviceHooks;
 }
 
 interface MapShape {
@@ -132,9 +143,16 @@ export function loadObjects(o: LoadOptions): KernelObjects {
       objs.push(obj);
 
       const progs = programsOf(obj);
+      const tc = o.deviceHooks === 'tc';
       let loadable = 0;
       for (const p of progs) {
-        if (o.btf.hasTracepoint(p.tracepoint)) {
+        if (p.tc !== tc && (p.tc || TC_REPLACES.has(p.tracepoint))) {
+          // the other kind of device hook: not wanted, not a problem
+          bpf.bpf_program__set_autoload(p.prog, false);
+          p.wanted = false;
+          continue;
+        }
+        if (p.tc || o.btf.hasTracepoint(p.tracepoint)) {
           loadable++;
           continue;
         }
@@ -154,7 +172,7 @@ export function loadObjects(o: LoadOptions): KernelObjects {
 
       if (bpf.bpf_object__load(obj) !== 0) {
         const message = `${name}.bpf.o failed to load${errnoText(lastErrno())}${logTail(drainLog())}`;
-        for (const p of progs.filter((q) => o.btf.hasTracepoint(q.tracepoint))) {
+        for (const p of progs.filter((q) => q.wanted && (q.tc || o.btf.hasTracepoint(q.tracepoint)))) {
           problems.push({
             program: p.name,
             code: 'HOP_LIVE_LOAD_FAILED',
@@ -169,7 +187,7 @@ export function loadObjects(o: LoadOptions): KernelObjects {
         const map = bpf.bpf_object__find_map_by_name(obj, m);
         if (map) shared.set(m, bpf.bpf_map__fd(map));
       }
-      loaded.push({ name, progs: progs.filter((p) => o.btf.hasTracepoint(p.tracepoint)) });
+      loaded.push({ name, progs: progs.filter((p) => p.wanted && (p.tc || o.btf.hasTracepoint(p.tracepoint))) });
     }
   } catch (err) {
     close();
@@ -185,9 +203,18 @@ export function loadObjects(o: LoadOptions): KernelObjects {
   };
   if (!loaded.length || !shared.has(SharedMap.EVENTS)) nothing();
 
+  let tcx: { ingress: number; egress: number } | null = null;
   const attach = (): void => {
     for (const { name, progs } of loaded.splice(0)) {
       for (const p of progs) {
+        if (p.tc) {
+          // linked per device by tcx.ts; counted as attached once loaded
+          const fd = bpf.bpf_program__fd(p.prog);
+          tcx ??= { ingress: -1, egress: -1 };
+          tcx[p.tracepoint === 'tcx/ingress' ? 'ingress' : 'egress'] = fd;
+          attached.push({ object: name, program: p.name, tracepoint: p.tracepoint, fd });
+          continue;
+        }
         drainLog();
         const link = bpf.bpf_program__attach(p.prog);
         if (!link) {
@@ -205,14 +232,31 @@ export function loadObjects(o: LoadOptions): KernelObjects {
       }
     }
     if (!attached.length) nothing();
+    if (tcx && (tcx.ingress < 0 || tcx.egress < 0)) {
+      close();
+      throw new LiveError('HOP_LIVE_LOAD_FAILED', 'packet.bpf.o has no hop_tc_ingress or hop_tc_egress program: rebuild bpf/');
+    }
   };
-  return { maps: shared, attached, problems, attach, detach, close };
+  return {
+    maps: shared,
+    attached,
+    problems,
+    get tcx() {
+      return tcx;
+    },
+    attach,
+    detach,
+    close,
+  };
 }
 
 interface ProgInfo {
   prog: Ptr;
   name: string;
   tracepoint: string;
+  /** A TC program (section "tc"), attached per device by tcx.ts. */
+  tc: boolean;
+  wanted: boolean;
 }
 
 function programsOf(obj: Ptr): ProgInfo[] {
@@ -220,8 +264,10 @@ function programsOf(obj: Ptr): ProgInfo[] {
   const out: ProgInfo[] = [];
   for (let p = bpf.bpf_object__next_program(obj, null); p; p = bpf.bpf_object__next_program(obj, p)) {
     const sec = bpf.bpf_program__section_name(p);
-    const tracepoint = sec.startsWith('tp_btf/') ? sec.slice('tp_btf/'.length) : sec;
-    out.push({ prog: p, name: bpf.bpf_program__name(p), tracepoint });
+    const name = bpf.bpf_program__name(p);
+    const tc = sec === 'tc';
+    const tracepoint = tc ? `tcx/${name.endsWith('egress') ? 'egress' : 'ingress'}` : sec.startsWith('tp_btf/') ? sec.slice('tp_btf/'.length) : sec;
+    out.push({ prog: p, name, tracepoint, tc, wanted: true });
   }
   return out;
 }

@@ -210,6 +210,14 @@ export const LIVE_SPEC = {
       return bad(f, `expected true or false, got ${JSON.stringify(v)}`);
     },
   },
+  deviceHooks: {
+    doc: 'How packets are taken at devices: "tc" (tcx links on every device of the owned namespaces, kernel >= 6.6: nothing runs for packets elsewhere, and a call costs less than a tracepoint\'s; needs netns given by name or path), "tracepoint" (netif_receive_skb and net_dev_queue, which fire for every device of the machine and see a new device from its first packet), or "auto" (default): tc when netns names every owned namespace by name or path, else tracepoint.',
+    parse: (v: unknown, f: string): 'auto' | 'tc' | 'tracepoint' => {
+      if (v === undefined) return 'auto';
+      if (v === 'auto' || v === 'tc' || v === 'tracepoint') return v;
+      return bad(f, `expected auto, tc or tracepoint, got ${JSON.stringify(v)}`);
+    },
+  },
   objDir: {
     doc: 'Directory holding the compiled *.bpf.o. Default: bpf/.output of this checkout.',
     parse: (v: unknown, f: string) => {
@@ -244,6 +252,13 @@ export function parseLiveOptions(plain: LiveOptionsInput | unknown = {}): LiveOp
 /** Validates a run-time filter change (every field optional; absent = "all"). */
 export function parseLiveFilters(plain: LiveFiltersInput | unknown = {}): LiveFilters {
   return parseWith(FILTER_SPEC, plain, '');
+}
+
+/** The device hooks `o` resolves to: tc needs every owned namespace named by name or path. Throws HOP_LIVE_BAD_OPTION for tc without them. */
+export function deviceHooksOf(o: LiveOptions): 'tc' | 'tracepoint' {
+  const enterable = o.netns !== null && o.netns.every((r) => r.kind !== 'inode');
+  if (o.deviceHooks === 'tc' && !enterable) bad('deviceHooks', 'tc needs netns to name every owned namespace by name or path (a tcx link is made per device, inside its namespace)');
+  return o.deviceHooks === 'tracepoint' || !enterable ? 'tracepoint' : 'tc';
 }
 
 /** The filter part of full options. */

@@ -22,13 +22,14 @@ import { openKernelBtf } from './btf.js';
 import { loadObjects, type AttachedProgram, type KernelObjects } from './objects.js';
 import { createFilterWriter, u32Key } from './filters.js';
 import { KERNEL_COUNTERS, SharedMap, type KernelCounter } from './kernel-abi.js';
-import { namedNetns, resolveNetns, resolveNetnsPresent } from './netns.js';
-import { filtersOf, parseLiveFilters, type LiveFilters, type LiveFiltersInput, type LiveOptions } from './options.js';
+import { namedNetns, netnsPaths, resolveNetns, resolveNetnsPresent } from './netns.js';
+import { createDeviceLinks, type DeviceLinks } from './tcx.js';
+import { deviceHooksOf, filtersOf, parseLiveFilters, type LiveFilters, type LiveFiltersInput, type LiveOptions } from './options.js';
 import { checkCapabilities, probeBpfSyscall } from './privileges.js';
 import { RecordArena } from './arena.js';
 import { RingReader } from './ring.js';
 import { Tally } from './tally.js';
-import type { ProgramProblem } from './errors.js';
+import { LiveError, type ProgramProblem } from './errors.js';
 
 export interface LiveStatus {
   attached: readonly AttachedProgram[];
@@ -37,6 +38,8 @@ export interface LiveStatus {
   filters: LiveFilters;
   /** Owned namespace inodes; null = all. */
   netns: readonly number[] | null;
+  /** Device hooks: tracepoints, or tcx links on this many devices. */
+  devices?: { hooks: 'tc' | 'tracepoint'; linked: number; failed: readonly string[] };
 }
 
 export interface LiveSource extends RecordSource {
@@ -86,6 +89,7 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
   const btf = openKernelBtf();
   let filters = filtersOf(opts);
   let owned = filters.netns ? resolveNetns(filters.netns) : null;
+  const deviceHooks = deviceHooksOf(opts);
 
   const wakeupBytes = Math.max(RECORD_SIZE, Math.floor(opts.ringBytes * opts.wakeupFraction));
   let kernel: KernelObjects;
@@ -97,23 +101,14 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
       wakeupBytes,
       conntrackInPlace: opts.conntrackInPlace,
       objects: opts.objects,
+      deviceHooks,
     });
   } finally {
     btf.close();
   }
   let ring: RingReader;
+  let devices: DeviceLinks | null = null;
   const filterWriter = createFilterWriter(kernel.maps);
-  try {
-    filterWriter.apply(filters, owned);
-    kernel.attach();
-    ring = new RingReader(kernel.maps.get(SharedMap.EVENTS)!, opts.ringBytes);
-  } catch (err) {
-    kernel.close();
-    throw err;
-  }
-
-  const boot = randomInt(1, 2 ** 47);
-  const tally = new Tally();
   const local = {
     records: 0,
     chunks: 0,
@@ -122,7 +117,33 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
     drains: 0,
     netns_changes: 0,
     netns_refresh_failed: 0,
+    tcx_links_failed: 0,
   };
+  /** Devices the last sync could not link, and why (retried on every refresh). */
+  let tcxFailed: readonly string[] = [];
+  /** Links (and unlinks) the owned namespaces' devices, with device hooks 'tc'. */
+  const syncDevices = (): void => {
+    if (!devices || !filters.netns) return;
+    const r = devices.sync(netnsPaths(filters.netns));
+    local.tcx_links_failed += r.failed.length;
+    tcxFailed = r.failed;
+  };
+  try {
+    filterWriter.apply(filters, owned);
+    kernel.attach();
+    if (kernel.tcx) {
+      devices = createDeviceLinks(kernel.tcx);
+      syncDevices();
+    }
+    ring = new RingReader(kernel.maps.get(SharedMap.EVENTS)!, opts.ringBytes);
+  } catch (err) {
+    devices?.close();
+    kernel.close();
+    throw err;
+  }
+
+  const boot = randomInt(1, 2 ** 47);
+  const tally = new Tally();
   const corrupt: Partial<Record<CorruptReason, number>> = {};
   // Own ArrayBuffer (never a pool slice): the ring reader copies into it as 32-bit words.
   const staging = Buffer.from(new ArrayBuffer(opts.chunkRecords * RECORD_SIZE));
@@ -148,6 +169,7 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
   const refreshNetns = (): void => {
     netnsNames = namedNetns();
     namesAt = Date.now();
+    syncDevices();
     if (!filters.netns || !owned || filters.netns.every((r) => r.kind === 'inode')) return;
     const now = resolveNetnsPresent(filters.netns);
     if (now.size === owned.size && [...now].every((i) => owned!.has(i))) return;
@@ -263,6 +285,7 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
       if (stopped) return;
       clearTimeout(timer);
       poll.close();
+      devices?.close();
       kernel.detach(); // no new events...
       drain(); // ...then take what is already in the ring
       finalKernel = kernelCounters();
@@ -276,6 +299,7 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
       const out: Record<string, number> = { ...local, queued_chunks: queue.length, ...rejectedStats(corrupt) };
       for (const [k, v] of Object.entries(finalKernel ?? kernelCounters())) out[`kernel_${k}`] = v;
       out.programs_attached = kernel.attached.length;
+      out.tcx_devices = devices?.devices() ?? 0;
       out.programs_failed = kernel.problems.length;
       return out;
     },
@@ -283,10 +307,14 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
     setFilters(plain: LiveFiltersInput): void {
       const next = parseLiveFilters(plain);
       const nextOwned = next.netns ? resolveNetns(next.netns) : null;
+      if (devices && !(next.netns && next.netns.every((r) => r.kind !== 'inode'))) {
+        throw new LiveError('HOP_LIVE_BAD_OPTION', 'live option netns: with device hooks tc every owned namespace must be named by name or path (restart with deviceHooks tracepoint to own all or by inode)');
+      }
       if (stopped) return;
       filterWriter.apply(next, nextOwned);
       filters = next;
       owned = nextOwned;
+      syncDevices();
       netnsNames = namedNetns();
       namesAt = Date.now();
     },
@@ -296,6 +324,7 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
       problems: kernel.problems,
       filters,
       netns: owned ? [...owned] : null,
+      devices: { hooks: deviceHooks, linked: devices?.devices() ?? 0, failed: tcxFailed },
     }),
 
     rejected: () => corrupt,
@@ -311,5 +340,7 @@ export function describeLiveStatus(s: LiveStatus): string {
   const on = s.attached.map((a) => a.tracepoint).join(', ');
   const off = s.problems.map((p) => `${p.lost} (${p.program}: ${p.code})`).join('; ');
   const scope = s.netns ? `${s.netns.length} owned namespace(s)` : 'all namespaces';
-  return `live capture on ${scope}: attached ${on || 'nothing'}${off ? `; NOT capturing ${off}` : ''}`;
+  const d = s.devices;
+  const linked = d?.hooks === 'tc' ? ` (tcx on ${d.linked} device(s)${d.failed.length ? `; NOT linked: ${d.failed.join('; ')}` : ''})` : '';
+  return `live capture on ${scope}: attached ${on || 'nothing'}${linked}${off ? `; NOT capturing ${off}` : ''}`;
 }
