@@ -2,6 +2,7 @@
 import './kafka-crc.js'; // before kafkajs: its batch checksum, natively
 import './kafka-snappy.js'; // the snappy codec kafkajs does not ship
 import './kafka-idle.js'; // no 1 ms timer loop per idle broker connection
+import './kafka-encoder.js'; // request buffers grown unzeroed, to size
 import { Kafka, logLevel, type Admin, type LogEntry } from 'kafkajs';
 import type { Config } from './config.js';
 import { HopError } from './errors.js';
