@@ -15,7 +15,7 @@ set -euo pipefail
 
 # Everything the project needs from Debian: ClickHouse (the store), the eBPF toolchain,
 # netns/iptables/conntrack tooling for the lab and privileged tests, scapy to inject segments.
-DEBIAN_PACKAGES=(clickhouse-server clickhouse-client clang llvm libbpf-dev bpftool iproute2 iptables conntrack python3-scapy curl)
+DEBIAN_PACKAGES=(clickhouse-server clickhouse-client clang llvm libbpf-dev bpftool liblz4-1 iproute2 iptables conntrack python3-scapy curl)
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 VAR="${HOPTRACE_VAR:-$REPO/var}"
@@ -58,7 +58,7 @@ debian_packages() {
 node_natives_work() {
   (cd "$REPO" &&
     node -e "require('koffi')" &&
-    node -e "require('lz4-napi').compressSync(Buffer.from('x')); require('snappy').compressSync(Buffer.from('x'))" &&
+    node -e "require('koffi').load('liblz4.so.1'); require('snappy').compressSync(Buffer.from('x'))" &&
     node -e "require('esbuild').transformSync('let a: number = 1', { loader: 'ts' })" &&
     npx --no vitest --version) >/dev/null 2>&1
 }

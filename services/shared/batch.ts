@@ -4,11 +4,11 @@
  */
 import Long from 'long';
 import protobuf from 'protobufjs/minimal.js';
-import * as lz4 from 'lz4-napi';
 import * as snappy from 'snappy';
 import { hoptrace } from './gen/hop.js';
 import { ABI_VERSION, RECORD_SIZE } from './record.js';
 import { HopError } from './errors.js';
+import { createLz4Compressor, lz4Uncompress } from './lz4.js';
 
 // 64-bit fields stay exact (clock offsets are ~2^61 ns): make sure protobufjs uses Long under ESM.
 protobuf.util.Long = Long;
@@ -20,9 +20,14 @@ const Codec = hoptrace.v1.RecordCodec;
 /** HOPTRACE_RECORD_COMPRESSION values. */
 export type RecordCodecName = 'lz4' | 'snappy' | 'none';
 
-/** Each codec's block of a buffer and back (npm run bench:kafka compares them). */
-const CODECS: Record<number, { name: string; compress(b: Buffer): Buffer; uncompress(b: Buffer): Buffer }> = {
-  [Codec.RECORD_CODEC_LZ4]: { name: 'lz4', compress: (b) => lz4.compressSync(b), uncompress: (b) => lz4.uncompressSync(b) },
+/**
+ * Each codec's block of a buffer and back (npm run bench:kafka compares them). `slot` 0
+ * packs records, 1 conn: an LZ4 block is lent by its slot's compressor until that slot's
+ * next call, by which time HopBatch.encode has copied it into a message.
+ */
+let lz4Slots: ((b: Buffer) => Buffer)[] | null = null;
+const CODECS: Record<number, { name: string; compress(b: Buffer, slot: 0 | 1): Buffer; uncompress(b: Buffer): Buffer }> = {
+  [Codec.RECORD_CODEC_LZ4]: { name: 'lz4', compress: (b, slot) => (lz4Slots ??= [createLz4Compressor(), createLz4Compressor()])[slot]!(b), uncompress: lz4Uncompress },
   [Codec.RECORD_CODEC_SNAPPY]: { name: 'snappy', compress: (b) => snappy.compressSync(b), uncompress: (b) => snappy.uncompressSync(b, { asBuffer: true }) as Buffer },
 };
 const CODEC_OF: Record<RecordCodecName, number> = { lz4: Codec.RECORD_CODEC_LZ4, snappy: Codec.RECORD_CODEC_SNAPPY, none: Codec.RECORD_CODEC_NONE };
@@ -65,6 +70,7 @@ export function encodeBatch(meta: BatchMeta, records: Buffer, seqs: ArrayLike<nu
   if (!contiguous) for (let i = 0; i < count; i++) deltas.push(seqs[i]! - first);
   const codec = CODEC_OF[meta.codec ?? 'none'];
   const pack = CODECS[codec]?.compress ?? ((b: Buffer) => b);
+  // both blocks are lent until the next encodeBatch: HopBatch.encode below copies them
   const ids = conn && hasConn(conn, count) ? conn.subarray(0, 8 * count) : undefined;
   const msg = HopBatch.create({
     agent: meta.agent,
@@ -74,7 +80,7 @@ export function encodeBatch(meta: BatchMeta, records: Buffer, seqs: ArrayLike<nu
     clockOffsetNs: Long.fromString(meta.clockOffsetNs.toString(), false),
     recordSize: RECORD_SIZE,
     abiVersion: ABI_VERSION,
-    records: pack(records.subarray(0, count * RECORD_SIZE)),
+    records: pack(records.subarray(0, count * RECORD_SIZE), 0),
     codec,
     seqDeltas: deltas,
     netnsNames: toObject(meta.netnsNames),
@@ -82,7 +88,7 @@ export function encodeBatch(meta: BatchMeta, records: Buffer, seqs: ArrayLike<nu
     resetReasonNames: toObject(meta.resetReasonNames),
     symbols: toObject(meta.symbols),
     droppedSinceLast: u64(meta.droppedSinceLast ?? 0),
-    conn: ids ? pack(ids) : new Uint8Array(0),
+    conn: ids ? pack(ids, 1) : new Uint8Array(0),
   });
   const bytes = HopBatch.encode(msg).finish();
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength); // a view, not a copy
