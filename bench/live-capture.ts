@@ -50,6 +50,7 @@
  *              and pod namespaces (a node's view: one program set per hook) with every
  *              flow sampled out, full capture and 1-in-N sampling; the lab's three
  *              agents (three program sets per hook on this one kernel), full and 1-in-N.
+ *              Beside events/s, the agents' major GCs per second (nodejs_gc_duration_seconds).
  *              Each run is preceded by --warmup seconds (default 3) of the same traffic
  *              with the same agents, not measured: a fresh agent's JIT compilation is
  *              a one-off that a long-running agent does not pay (0: measure it too).
@@ -280,11 +281,12 @@ function freePort(): Promise<number> {
   });
 }
 
-/** One sample from an agent's /metrics (a Prometheus text line without labels). */
+/** One sample from an agent's /metrics: a Prometheus text line, by its name with any labels as written (`name{k="v"}`). */
 async function scrape(port: number, names: string[]): Promise<number[]> {
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-  return names.map((n) => Number(new RegExp(`^${n} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN));
+  return names.map((n) => Number(new RegExp(`^${n.replace(/[{}"\\]/g, '\\$&')} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN));
 }
+const MAJOR_GCS = 'nodejs_gc_duration_seconds_count{kind="major"}';
 
 /** Waits until everything the agent read is acknowledged by Kafka and no more is coming (or 60 s). */
 async function settled(port: number): Promise<void> {
@@ -522,27 +524,34 @@ async function main(): Promise<void> {
       const three = agentPlans(state);
       const one = [{ node: 'bench-lab', netns: Object.keys(state.namespaces), clockSkewMs: 0, metricsPort: three[0]!.metricsPort + 10 }];
       type Mode = 'off' | 'one-none' | 'one-full' | 'one-sampled' | 'three-full' | 'three-sampled';
-      const runs: Record<Mode, (TpRow['runs'][number] & { events: number })[]> = { off: [], 'one-none': [], 'one-full': [], 'one-sampled': [], 'three-full': [], 'three-sampled': [] };
+      const runs: Record<Mode, (TpRow['runs'][number] & { events: number; majorGcs: number })[]> = { off: [], 'one-none': [], 'one-full': [], 'one-sampled': [], 'three-full': [], 'three-sampled': [] };
       const sampleOf: Record<Mode, number | undefined> = { off: undefined, 'one-none': 1 << 20, 'one-full': undefined, 'one-sampled': args.sample, 'three-full': undefined, 'three-sampled': args.sample };
       const once = async (mode: Mode) => {
         const plans = mode === 'off' ? [] : mode.startsWith('one') ? one : three;
         const agents = await startAgents(plans.map((p) => ({ ...p, sampleN: sampleOf[mode] })), env);
         try {
           const cpuOf = () => agents.reduce((s, a) => s + procCpuS(a.pid), 0);
-          const eventsOf = async () => {
-            let n = 0;
-            for (const p of plans) n += (await scrape(p.metricsPort, ['hoptrace_agent_records_read_total']))[0]!;
-            return n;
+          // events read, and major GCs (each a pause plus marking threads that take CPU from the traffic)
+          const countsOf = async () => {
+            let events = 0;
+            let gcs = 0;
+            for (const p of plans) {
+              const [e, g] = await scrape(p.metricsPort, ['hoptrace_agent_records_read_total', MAJOR_GCS]);
+              events += e!;
+              gcs += g ?? 0;
+            }
+            return { events, gcs };
           };
           // The same traffic first, unmeasured: V8 compiles the agent's hot paths in its first
           // seconds (~1.7 CPU-s at full capture), a one-off that a node's long-running agent
           // does not pay again, and that a 3 s run would otherwise charge to the capture.
           if (args.warmup) await tcpBetween(python, client.netns, server.netns, server.ip, { ...tcp(args.tpStreams, BULK, args.tpConns), seconds: args.warmup });
-          const events0 = await eventsOf();
+          const before = await countsOf();
           let cpu0 = 0;
           const t = await tcpBetween(python, client.netns, server.netns, server.ip, tcp(args.tpStreams, BULK, args.tpConns), () => (cpu0 = cpuOf()));
           const captureCpuS = cpuOf() - cpu0;
-          runs[mode].push({ tcp: t, captureCpuS, captureS: t.seconds, events: (await eventsOf()) - events0 });
+          const after = await countsOf();
+          runs[mode].push({ tcp: t, captureCpuS, captureS: t.seconds, events: after.events - before.events, majorGcs: after.gcs - before.gcs });
         } finally {
           await stopAgents(plans.map((p) => p.node));
         }
@@ -557,9 +566,13 @@ async function main(): Promise<void> {
       console.log(
         `\n### TCP throughput over the lab: ${client.netns} -> ${server.netns} (${server.ip}) through node-a, node-lb and node-c, ${args.tpStreams} senders x ${args.tpConns} connections, ${BULK >> 10} KiB writes; capture -> Kafka; everything shares every CPU\n`,
       );
-      const labRow = (label: string, m: Mode): TpRow => ({ label, runs: runs[m], extra: [m === 'off' ? '' : fmt(median(runs[m].map((r) => r.events / r.tcp.seconds)))] });
+      const labRow = (label: string, m: Mode): TpRow => ({
+        label,
+        runs: runs[m],
+        extra: m === 'off' ? ['', ''] : [fmt(median(runs[m].map((r) => r.events / r.tcp.seconds))), fmt(median(runs[m].map((r) => r.majorGcs / r.tcp.seconds)), 2)],
+      });
       throughputTable(
-        ['events/s read by the agents'],
+        ['events/s read by the agents', 'agents\' major GCs/s'],
         [
           labRow('off', 'off'),
           labRow('one agent, every flow sampled out (the kernel side and an idle agent)', 'one-none'),
