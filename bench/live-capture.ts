@@ -23,7 +23,9 @@
  *              each device hook's BPF program (kernel.bpf_stats_enabled, set for
  *              the section and restored), with 1 stream of 128 KiB writes, when the
  *              namespace is not owned, when every flow is sampled out, and with full
- *              capture. Each hook runs once per packet; on the veth pair (noqueue)
+ *              capture, each with tracepoints and with tcx links as device hooks
+ *              (not owned: a namespace of lo only is owned, which the traffic does not
+ *              cross). Each hook runs once per packet; on the veth pair (noqueue)
  *              net_dev_start_xmit returns at once, so its ns/run is the floor: the
  *              tracepoint's call into BPF plus the stats clock reads.
  *  throughput  TCP throughput, 1 stream of 128 KiB writes, capture off / on (in
@@ -137,7 +139,7 @@ const header = (cells: string[]) => {
 };
 /** `xs` rotated left by `n`: repeats run the compared modes in different orders, so drift does not favour one. */
 const rotate = <T>(xs: readonly T[], n: number): T[] => xs.map((_, i) => xs[(i + n) % xs.length]!);
-const DEVICE_HOOKS = ['netif_receive_skb', 'net_dev_queue', 'net_dev_start_xmit'];
+const DEVICE_HOOKS = ['netif_receive_skb', 'net_dev_queue', 'tcx/ingress', 'tcx/egress', 'net_dev_start_xmit'];
 const SMALL = 64; // bytes per NODELAY write: one small segment each
 const BULK = 128 * 1024;
 
@@ -157,15 +159,16 @@ interface InProcessRun {
   queueLost: number;
 }
 
-async function inProcessRun(lab: BenchLab, mode: Mode, o: TcpRun): Promise<InProcessRun> {
+async function inProcessRun(lab: BenchLab, mode: Mode, o: TcpRun, deviceHooks: 'tc' | 'tracepoint' = 'tc'): Promise<InProcessRun> {
   let source: LiveSource | null = null;
   let drained = 0;
   let consumer: Promise<void> = Promise.resolve();
   if (mode !== 'off') {
-    // not-owned: own some other namespace (this process's), so every event is rejected in the kernel.
-    // sampled-out: 1 flow in 2^20 kept, so (almost surely) none of the few flows here.
+    // not-owned: own a namespace the traffic does not cross: tracepoints reject every event in the
+    // kernel, tcx links are on its lo only. sampled-out: 1 flow in 2^20 kept, so (almost surely) none
+    // of the few flows here.
     source = createLiveSource(
-      parseLiveOptions({ netns: mode === 'not-owned' ? ['/proc/self/ns/net'] : [lab.a, lab.b], sampleN: mode === 'sampled-out' ? 1 << 20 : 1, node: 'bench' }),
+      parseLiveOptions({ netns: mode === 'not-owned' ? [lab.idle] : [lab.a, lab.b], sampleN: mode === 'sampled-out' ? 1 << 20 : 1, node: 'bench', deviceHooks }),
     );
     const s = source;
     consumer = (async () => {
@@ -659,23 +662,27 @@ async function main(): Promise<void> {
       const STATS = '/proc/sys/kernel/bpf_stats_enabled';
       const was = readFileSync(STATS, 'utf8').trim();
       writeFileSync(STATS, '1');
-      const modes: Mode[] = ['not-owned', 'sampled-out', 'owned'];
-      const runs = new Map<Mode, InProcessRun[]>(modes.map((m) => [m, []]));
+      // each capture mode with either kind of device hook (tracepoints fire on every device; tcx links
+      // run only on the owned namespaces' devices)
+      const cases = (['tracepoint', 'tc'] as const).flatMap((h) => (['not-owned', 'sampled-out', 'owned'] as const).map((m) => ({ h, m, key: `${h} ${m}` })));
+      const runs = new Map<string, InProcessRun[]>(cases.map((c) => [c.key, []]));
       try {
-        for (let i = 0; i < R; i++) for (const m of rotate(modes, i)) runs.get(m)!.push(await inProcessRun(lab, m, tcp(1, BULK)));
+        for (let i = 0; i < R; i++) for (const c of rotate(cases, i)) runs.get(c.key)!.push(await inProcessRun(lab, c.m, tcp(1, BULK), c.h));
       } finally {
         writeFileSync(STATS, was);
       }
       console.log(`\n### kernel: BPF run time per packet in each device hook (1 stream, ${BULK >> 10} KiB writes; kernel.bpf_stats_enabled adds ~2 clock reads per run)\n`);
-      header(['capture', ...DEVICE_HOOKS.map((h) => `${h} ns/run`), 'runs/s per hook', 'BPF CPU (device hooks)', 'Gbit/s']);
-      for (const m of modes) {
-        const rs = runs.get(m)!;
+      header(['device hooks', 'capture', ...DEVICE_HOOKS.map((h) => `${h} ns/run`), 'runs/s per device program', 'BPF CPU (device hooks)', 'Gbit/s']);
+      for (const c of cases) {
+        const rs = runs.get(c.key)!;
         const per = (h: string) => median(rs.map((r) => (r.hooks.get(h)?.ns ?? NaN) / (r.hooks.get(h)?.runs ?? NaN)));
         const busy = (r: InProcessRun) => [...r.hooks.values()].reduce((a, b) => a + b.ns, 0) / 1e9 / r.tcp.seconds;
+        const first = c.h === 'tc' ? 'tcx/ingress' : 'netif_receive_skb';
         row([
-          { 'not-owned': 'namespaces not owned', 'sampled-out': 'owned, every flow sampled out', owned: 'owned, full capture', off: 'off' }[m],
+          c.h,
+          { 'not-owned': 'namespaces not owned', 'sampled-out': 'owned, every flow sampled out', owned: 'owned, full capture' }[c.m],
           ...DEVICE_HOOKS.map((h) => fmt(per(h))),
-          fmt(median(rs.map((r) => (r.hooks.get(DEVICE_HOOKS[0]!)?.runs ?? NaN) / r.tcp.seconds))),
+          fmt(median(rs.map((r) => (r.hooks.get(first)?.runs ?? 0) / r.tcp.seconds))),
           `${fmt(median(rs.map(busy)) * 100, 1)}%`,
           fmt(median(rs.map((r) => r.tcp.gbps)), 2),
         ]);

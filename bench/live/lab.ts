@@ -15,6 +15,8 @@ function sh(cmd: string, args: string[]): string {
 export interface BenchLab {
   a: string;
   b: string;
+  /** A namespace with only lo, carrying none of the traffic: owned to measure "not owned". */
+  idle: string;
   addrA: string;
   addrB: string;
   /** Runs python3 code inside a namespace (on CPUs `cpus`, a taskset list, when given); resolves with its stdout. */
@@ -77,6 +79,7 @@ export function createLab(): BenchLab {
   const id = randomBytes(3).toString('hex');
   const a = `hopt-bench-${id}-a`;
   const b = `hopt-bench-${id}-b`;
+  const idle = `hopt-bench-${id}-idle`;
   const net = randomInt(16, 250);
   const addrA = `10.${net}.0.1`;
   const addrB = `10.${net}.0.2`;
@@ -93,7 +96,7 @@ export function createLab(): BenchLab {
     }
   };
   try {
-    for (const n of [a, b]) {
+    for (const n of [a, b, idle]) {
       sh('ip', ['netns', 'add', n]);
       created.push(n);
       sh('ip', ['-n', n, 'link', 'set', 'lo', 'up']);
@@ -111,6 +114,7 @@ export function createLab(): BenchLab {
   return {
     a,
     b,
+    idle,
     addrA,
     addrB,
     python,

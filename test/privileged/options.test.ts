@@ -26,6 +26,9 @@ describe('live options', () => {
     expect(hooks({ netns: 'pod-a', deviceHooks: 'tracepoint' })).toBe('tracepoint');
     expect(hooks({ netns: 'pod-a', deviceHooks: 'tc' })).toBe('tc');
     expect(() => hooks({ deviceHooks: 'tc' })).toThrow(/deviceHooks: tc needs netns/);
+    // a kernel before 6.6 has no tcx: auto falls back, an explicit tc says why not
+    expect(deviceHooksOf(parseLiveOptions({ netns: 'pod-a' }), false)).toBe('tracepoint');
+    expect(() => deviceHooksOf(parseLiveOptions({ netns: 'pod-a', deviceHooks: 'tc' }), false)).toThrow(/BPF_TCX_INGRESS, Linux >= 6.6/);
     expect(() => parseLiveOptions({ deviceHooks: 'xdp' })).toThrow(/deviceHooks: expected auto, tc or tracepoint/);
   });
 

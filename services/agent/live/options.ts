@@ -254,11 +254,16 @@ export function parseLiveFilters(plain: LiveFiltersInput | unknown = {}): LiveFi
   return parseWith(FILTER_SPEC, plain, '');
 }
 
-/** The device hooks `o` resolves to: tc needs every owned namespace named by name or path. Throws HOP_LIVE_BAD_OPTION for tc without them. */
-export function deviceHooksOf(o: LiveOptions): 'tc' | 'tracepoint' {
+/**
+ * The device hooks `o` resolves to on a kernel with (`kernelHasTcx`) or without tcx links
+ * (BPF_TCX_INGRESS, Linux >= 6.6): tc needs them, and every owned namespace named by name
+ * or path. Throws HOP_LIVE_BAD_OPTION for an explicit tc that cannot be had.
+ */
+export function deviceHooksOf(o: LiveOptions, kernelHasTcx = true): 'tc' | 'tracepoint' {
   const enterable = o.netns !== null && o.netns.every((r) => r.kind !== 'inode');
   if (o.deviceHooks === 'tc' && !enterable) bad('deviceHooks', 'tc needs netns to name every owned namespace by name or path (a tcx link is made per device, inside its namespace)');
-  return o.deviceHooks === 'tracepoint' || !enterable ? 'tracepoint' : 'tc';
+  if (o.deviceHooks === 'tc' && !kernelHasTcx) bad('deviceHooks', 'tc needs tcx links (BPF_TCX_INGRESS, Linux >= 6.6), which this kernel lacks; use tracepoint');
+  return o.deviceHooks === 'tracepoint' || !enterable || !kernelHasTcx ? 'tracepoint' : 'tc';
 }
 
 /** The filter part of full options. */

@@ -17,7 +17,7 @@ import { readFileSync } from 'node:fs';
 import koffi from 'koffi';
 import { checkRecord, RECORD_SIZE, type CorruptReason } from '../../shared/record.js';
 import { rejectedStats, type RecordChunk, type RecordSource } from '../source.js';
-import { bindings, clockOffsetNs, stableClockOffset } from './libbpf.js';
+import { bindings, BPF_TCX_INGRESS, clockOffsetNs, stableClockOffset } from './libbpf.js';
 import { openKernelBtf } from './btf.js';
 import { loadObjects, type AttachedProgram, type KernelObjects } from './objects.js';
 import { createFilterWriter, u32Key } from './filters.js';
@@ -87,9 +87,15 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
   probeBpfSyscall();
   const { bpf, libc } = bindings();
   const btf = openKernelBtf();
+  let deviceHooks: 'tc' | 'tracepoint';
+  try {
+    deviceHooks = deviceHooksOf(opts, btf.enumNames('bpf_attach_type')?.get(BPF_TCX_INGRESS) === 'BPF_TCX_INGRESS');
+  } catch (err) {
+    btf.close();
+    throw err;
+  }
   let filters = filtersOf(opts);
   let owned = filters.netns ? resolveNetns(filters.netns) : null;
-  const deviceHooks = deviceHooksOf(opts);
 
   const wakeupBytes = Math.max(RECORD_SIZE, Math.floor(opts.ringBytes * opts.wakeupFraction));
   let kernel: KernelObjects;
