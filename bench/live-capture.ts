@@ -52,7 +52,7 @@
  *              and pod namespaces (a node's view: one program set per hook) with every
  *              flow sampled out, full capture and 1-in-N sampling; the lab's three
  *              agents (three program sets per hook on this one kernel), full and 1-in-N.
- *              Beside events/s, the agents' major GCs per second (nodejs_gc_duration_seconds).
+ *              Beside events/s, the agents' major GCs per second (hoptrace_agent_gcs_total).
  *              Each run is preceded by --warmup seconds (default 3) of the same traffic
  *              with the same agents, not measured: a fresh agent's JIT compilation is
  *              a one-off that a long-running agent does not pay (0: measure it too).
@@ -289,7 +289,7 @@ async function scrape(port: number, names: string[]): Promise<number[]> {
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
   return names.map((n) => Number(new RegExp(`^${n.replace(/[{}"\\]/g, '\\$&')} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN));
 }
-const MAJOR_GCS = 'nodejs_gc_duration_seconds_count{kind="major"}';
+const MAJOR_GCS = 'hoptrace_agent_gcs_total{kind="major"}';
 
 /** Waits until everything the agent read is acknowledged by Kafka and no more is coming (or 60 s). */
 async function settled(port: number): Promise<void> {
@@ -541,7 +541,7 @@ async function main(): Promise<void> {
             for (const p of plans) {
               const [e, g] = await scrape(p.metricsPort, ['hoptrace_agent_records_read_total', MAJOR_GCS]);
               events += e!;
-              gcs += g ?? 0;
+              gcs += Number.isNaN(g) ? 0 : g!; // no series until the first major GC
             }
             return { events, gcs };
           };
