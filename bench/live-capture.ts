@@ -75,6 +75,7 @@ import { fileURLToPath } from 'node:url';
 import { generateRecording } from '../services/agent/generate.js';
 import { AGENT_NODE_FLAGS } from '../services/agent/node-flags.js';
 import { createLiveSource, parseLiveOptions, type LiveSource } from '../services/agent/live/index.js';
+import type { DeviceHooks } from '../services/agent/live/options.js';
 import { loadConfig } from '../services/shared/config.js';
 import { RECORD_SIZE } from '../services/shared/record.js';
 import { HEADER_SIZE } from '../services/shared/recording.js';
@@ -159,7 +160,7 @@ interface InProcessRun {
   queueLost: number;
 }
 
-async function inProcessRun(lab: BenchLab, mode: Mode, o: TcpRun, deviceHooks: 'tc' | 'tracepoint' = 'tc'): Promise<InProcessRun> {
+async function inProcessRun(lab: BenchLab, mode: Mode, o: TcpRun, deviceHooks: DeviceHooks = 'tc'): Promise<InProcessRun> {
   let source: LiveSource | null = null;
   let drained = 0;
   let consumer: Promise<void> = Promise.resolve();

@@ -135,7 +135,8 @@ static __always_inline int on_device(struct sk_buff *skb, __u8 hook, bool ingres
 	/* At netif_receive_skb the link header is already pulled (data is the IP
 	 * header) but network_header is reset only after the tracepoint. */
 	const unsigned char *nh = ingress && !tc ? skb->data : hop_skb_nh(skb);
-	int r = nh ? hop_parse_l3(e, nh, hop_skb_l3len(skb, nh)) : HOP_PARSE_TRUNCATED;
+	__u32 l3len = nh ? hop_skb_l3len(skb, nh) : 0;
+	int r = nh ? hop_parse_l3(e, nh, l3len) : HOP_PARSE_TRUNCATED;
 	if (r == HOP_PARSE_NOT_IP) {
 		hop_count(&hop_counters, HOP_CTR_NOT_IP);
 		return 0;
@@ -166,7 +167,7 @@ static __always_inline int on_device(struct sk_buff *skb, __u8 hook, bool ingres
 	e->flags |= ingress ? HOP_F_INGRESS : HOP_F_EGRESS;
 	e->pkt.mark = skb->mark;
 	/* from the IP header on, as netif_receive_skb sees it (TC ingress has the link header pushed back) */
-	e->pkt.aux[0] = ingress && tc && nh ? hop_skb_l3len(skb, nh) : skb->len;
+	e->pkt.aux[0] = ingress && tc && nh ? l3len : skb->len;
 
 	struct nf_conn *ct = hop_fill_ct(e, skb, !ingress);
 	if (ct)

@@ -14,6 +14,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AGENT_NODE_FLAGS } from '../agent/node-flags.js';
+import type { DeviceHooks } from '../agent/live/options.js';
 import { LabError } from './errors.js';
 import { repoRoot } from './paths.js';
 import { requireState, type LabState } from './state.js';
@@ -32,7 +33,7 @@ export interface AgentPlan {
   /** Keep 1 flow in N (agent --sample); all when absent. */
   sampleN?: number;
   /** agent --device-hooks; the agent's default (auto: tc, the lab names its namespaces) when absent. */
-  deviceHooks?: 'tc' | 'tracepoint';
+  deviceHooks?: DeviceHooks;
 }
 
 /** Agents' /metrics ports: node-a, node-lb, node-c in order from here. */

@@ -18,6 +18,11 @@ export function netnsInode(path: string): number | null {
   }
 }
 
+/** The nsfs path a name or path reference enters by. */
+function refPath(r: Exclude<NetnsRef, { kind: 'inode' }>): string {
+  return r.kind === 'name' ? join(NETNS_DIR, r.name) : r.path;
+}
+
 /** Inodes of the referenced namespaces. Throws HOP_LIVE_NETNS_NOT_FOUND naming the entry. */
 export function resolveNetns(refs: readonly NetnsRef[], field = 'netns'): Set<number> {
   const out = new Set<number>();
@@ -26,7 +31,7 @@ export function resolveNetns(refs: readonly NetnsRef[], field = 'netns'): Set<nu
       out.add(r.inode);
       return;
     }
-    const path = r.kind === 'name' ? join(NETNS_DIR, r.name) : r.path;
+    const path = refPath(r);
     const ino = netnsInode(path);
     if (ino === null) {
       throw new LiveError('HOP_LIVE_NETNS_NOT_FOUND', `live option ${field}[${i}]: no network namespace at ${path}`, true);
@@ -40,7 +45,7 @@ export function resolveNetns(refs: readonly NetnsRef[], field = 'netns'): Set<nu
 export function resolveNetnsPresent(refs: readonly NetnsRef[]): Set<number> {
   const out = new Set<number>();
   for (const r of refs) {
-    const ino = r.kind === 'inode' ? r.inode : netnsInode(r.kind === 'name' ? join(NETNS_DIR, r.name) : r.path);
+    const ino = r.kind === 'inode' ? r.inode : netnsInode(refPath(r));
     if (ino !== null) out.add(ino);
   }
   return out;
@@ -51,7 +56,7 @@ export function netnsPaths(refs: readonly NetnsRef[]): { path: string; inode: nu
   const out: { path: string; inode: number }[] = [];
   for (const r of refs) {
     if (r.kind === 'inode') continue;
-    const path = r.kind === 'name' ? join(NETNS_DIR, r.name) : r.path;
+    const path = refPath(r);
     const inode = netnsInode(path);
     if (inode !== null) out.push({ path, inode });
   }

@@ -13,6 +13,8 @@ import koffi from 'koffi';
 import { bindings, lastErrno, type Ptr } from './libbpf.js';
 import { datasecVarOffset, type KernelBtf } from './btf.js';
 import { LiveError, type ProgramProblem } from './errors.js';
+import type { DeviceHooks } from './options.js';
+import type { TcxPrograms } from './tcx.js';
 import { OBJECTS, RODATA_BTF_NF_CONN, RODATA_WAKEUP_BYTES, SharedMap, SHARED_MAP_NAMES, type ObjectName } from './kernel-abi.js';
 
 /** What each program's absence costs. */
@@ -29,8 +31,6 @@ const LOST: Record<string, string> = {
   'tcx/egress': 'device egress packets and conntrack (CT) records',
 };
 
-/** Device hooks: tracepoints firing on every device, or tcx links on the owned namespaces' devices (tcx.ts). */
-export type DeviceHooks = 'tc' | 'tracepoint';
 /** The tracepoint programs the tc programs replace (net_dev_start_xmit stays a tracepoint: it times the qdisc). */
 const TC_REPLACES = new Set(['netif_receive_skb', 'net_dev_queue']);
 
@@ -49,7 +49,7 @@ export interface KernelObjects {
   readonly attached: readonly AttachedProgram[];
   readonly problems: readonly ProgramProblem[];
   /** With device hooks 'tc': the loaded tc programs' fds, for tcx links (tcx.ts); else null. */
-  readonly tcx: { ingress: number; egress: number } | null;
+  readonly tcx: TcxPrograms | null;
   /**
    * Attaches every loaded program. Separate from loading so that the filters
    * (netns above all) are in the maps before the first event can fire.
@@ -203,7 +203,7 @@ export function loadObjects(o: LoadOptions): KernelObjects {
   };
   if (!loaded.length || !shared.has(SharedMap.EVENTS)) nothing();
 
-  let tcx: { ingress: number; egress: number } | null = null;
+  let tcx: TcxPrograms | null = null;
   const attach = (): void => {
     for (const { name, progs } of loaded.splice(0)) {
       for (const p of progs) {

@@ -254,13 +254,21 @@ export function parseLiveFilters(plain: LiveFiltersInput | unknown = {}): LiveFi
   return parseWith(FILTER_SPEC, plain, '');
 }
 
+/** How packets are taken at devices (objects.ts, tcx.ts). */
+export type DeviceHooks = 'tc' | 'tracepoint';
+
+/** Whether every owned namespace is named by name or path, so it can be entered (tcx links are made inside it). */
+export function netnsEnterable(netns: LiveFilters['netns']): boolean {
+  return netns !== null && netns.every((r) => r.kind !== 'inode');
+}
+
 /**
  * The device hooks `o` resolves to on a kernel with (`kernelHasTcx`) or without tcx links
  * (BPF_TCX_INGRESS, Linux >= 6.6): tc needs them, and every owned namespace named by name
  * or path. Throws HOP_LIVE_BAD_OPTION for an explicit tc that cannot be had.
  */
-export function deviceHooksOf(o: LiveOptions, kernelHasTcx = true): 'tc' | 'tracepoint' {
-  const enterable = o.netns !== null && o.netns.every((r) => r.kind !== 'inode');
+export function deviceHooksOf(o: LiveOptions, kernelHasTcx = true): DeviceHooks {
+  const enterable = netnsEnterable(o.netns);
   if (o.deviceHooks === 'tc' && !enterable) bad('deviceHooks', 'tc needs netns to name every owned namespace by name or path (a tcx link is made per device, inside its namespace)');
   if (o.deviceHooks === 'tc' && !kernelHasTcx) bad('deviceHooks', 'tc needs tcx links (BPF_TCX_INGRESS, Linux >= 6.6), which this kernel lacks; use tracepoint');
   return o.deviceHooks === 'tracepoint' || !enterable || !kernelHasTcx ? 'tracepoint' : 'tc';

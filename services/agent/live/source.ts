@@ -24,7 +24,7 @@ import { createFilterWriter, u32Key } from './filters.js';
 import { KERNEL_COUNTERS, SharedMap, type KernelCounter } from './kernel-abi.js';
 import { namedNetns, netnsPaths, resolveNetns, resolveNetnsPresent } from './netns.js';
 import { createDeviceLinks, type DeviceLinks } from './tcx.js';
-import { deviceHooksOf, filtersOf, parseLiveFilters, type LiveFilters, type LiveFiltersInput, type LiveOptions } from './options.js';
+import { deviceHooksOf, filtersOf, netnsEnterable, parseLiveFilters, type DeviceHooks, type LiveFilters, type LiveFiltersInput, type LiveOptions } from './options.js';
 import { checkCapabilities, probeBpfSyscall } from './privileges.js';
 import { RecordArena } from './arena.js';
 import { RingReader } from './ring.js';
@@ -39,7 +39,7 @@ export interface LiveStatus {
   /** Owned namespace inodes; null = all. */
   netns: readonly number[] | null;
   /** Device hooks: tracepoints, or tcx links on this many devices. */
-  devices?: { hooks: 'tc' | 'tracepoint'; linked: number; failed: readonly string[] };
+  devices?: { hooks: DeviceHooks; linked: number; failed: readonly string[] };
 }
 
 export interface LiveSource extends RecordSource {
@@ -87,7 +87,7 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
   probeBpfSyscall();
   const { bpf, libc } = bindings();
   const btf = openKernelBtf();
-  let deviceHooks: 'tc' | 'tracepoint';
+  let deviceHooks: DeviceHooks;
   try {
     deviceHooks = deviceHooksOf(opts, btf.enumNames('bpf_attach_type')?.get(BPF_TCX_INGRESS) === 'BPF_TCX_INGRESS');
   } catch (err) {
@@ -313,7 +313,7 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
     setFilters(plain: LiveFiltersInput): void {
       const next = parseLiveFilters(plain);
       const nextOwned = next.netns ? resolveNetns(next.netns) : null;
-      if (devices && !(next.netns && next.netns.every((r) => r.kind !== 'inode'))) {
+      if (devices && !netnsEnterable(next.netns)) {
         throw new LiveError('HOP_LIVE_BAD_OPTION', 'live option netns: with device hooks tc every owned namespace must be named by name or path (restart with deviceHooks tracepoint to own all or by inode)');
       }
       if (stopped) return;

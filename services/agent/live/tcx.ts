@@ -21,6 +21,7 @@ import koffi from 'koffi';
 import { bindings, BPF_TCX_EGRESS, BPF_TCX_INGRESS, CLONE_NEWNET, lastErrno } from './libbpf.js';
 import { LiveError } from './errors.js';
 
+/** An ingress and an egress fd: the two programs, or one device's two links. */
 export interface TcxPrograms {
   ingress: number;
   egress: number;
@@ -33,8 +34,6 @@ export interface TcxNamespace {
 }
 
 export interface TcxSyncResult {
-  attached: number;
-  closed: number;
   /** Devices or namespaces that could not be attached, with why (retried on the next sync). */
   failed: string[];
 }
@@ -45,11 +44,6 @@ export interface DeviceLinks {
   /** Devices with both links. */
   devices(): number;
   close(): void;
-}
-
-interface Linked {
-  ingress: number;
-  egress: number;
 }
 
 /** Names and indexes of the devices in the calling thread's namespace. */
@@ -74,13 +68,13 @@ function devicesHere(): Map<number, string> {
 export function createDeviceLinks(progs: TcxPrograms): DeviceLinks {
   const { bpf, libc } = bindings();
   // key `${inode}/${ifindex}/${name}`: a device renamed or replaced under the same index is linked again
-  const links = new Map<string, Linked>();
-  const closeLinked = (l: Linked): void => {
+  const links = new Map<string, TcxPrograms>();
+  const closeLinked = (l: TcxPrograms): void => {
     closeSync(l.ingress);
     closeSync(l.egress);
   };
 
-  const linkDevice = (ifindex: number): Linked => {
+  const linkDevice = (ifindex: number): TcxPrograms => {
     const ingress = bpf.bpf_link_create(progs.ingress, ifindex, BPF_TCX_INGRESS, null);
     if (ingress < 0) throw new Error(`tcx ingress link failed (errno ${-ingress})`);
     const egress = bpf.bpf_link_create(progs.egress, ifindex, BPF_TCX_EGRESS, null);
@@ -93,7 +87,7 @@ export function createDeviceLinks(progs: TcxPrograms): DeviceLinks {
 
   return {
     sync(namespaces) {
-      const result: TcxSyncResult = { attached: 0, closed: 0, failed: [] };
+      const result: TcxSyncResult = { failed: [] };
       const seen = new Set<string>();
       const home = openSync('/proc/thread-self/ns/net', 'r');
       try {
@@ -116,7 +110,6 @@ export function createDeviceLinks(progs: TcxPrograms): DeviceLinks {
               if (links.has(key)) continue;
               try {
                 links.set(key, linkDevice(ifindex));
-                result.attached++;
               } catch (err) {
                 result.failed.push(`${ns.path} ${name}: ${(err as Error).message}`);
               }
@@ -136,7 +129,6 @@ export function createDeviceLinks(progs: TcxPrograms): DeviceLinks {
         if (seen.has(key)) continue;
         closeLinked(l);
         links.delete(key);
-        result.closed++;
       }
       return result;
     },
