@@ -527,12 +527,14 @@ async function main(): Promise<void> {
       // to show a link's delay), so each packet passes 8 owned devices instead of 12.
       const three = agentPlans(state);
       const one = [{ node: 'bench-lab', netns: Object.keys(state.namespaces), clockSkewMs: 0, metricsPort: three[0]!.metricsPort + 10 }];
-      type Mode = 'off' | 'one-none' | 'one-full' | 'one-sampled' | 'three-full' | 'three-sampled';
-      const runs: Record<Mode, (TpRow['runs'][number] & { events: number; majorGcs: number })[]> = { off: [], 'one-none': [], 'one-full': [], 'one-sampled': [], 'three-full': [], 'three-sampled': [] };
-      const sampleOf: Record<Mode, number | undefined> = { off: undefined, 'one-none': 1 << 20, 'one-full': undefined, 'one-sampled': args.sample, 'three-full': undefined, 'three-sampled': args.sample };
+      type Mode = 'off' | 'one-none' | 'one-full' | 'one-full-single' | 'one-sampled' | 'three-full' | 'three-sampled';
+      const runs: Record<Mode, (TpRow['runs'][number] & { events: number; majorGcs: number })[]> = { off: [], 'one-none': [], 'one-full': [], 'one-full-single': [], 'one-sampled': [], 'three-full': [], 'three-sampled': [] };
+      const sampleOf: Record<Mode, number | undefined> = { off: undefined, 'one-none': 1 << 20, 'one-full': undefined, 'one-full-single': undefined, 'one-sampled': args.sample, 'three-full': undefined, 'three-sampled': args.sample };
       const once = async (mode: Mode) => {
         const plans = mode === 'off' ? [] : mode.startsWith('one') ? one : three;
-        const agents = await startAgents(plans.map((p) => ({ ...p, sampleN: sampleOf[mode] })), env);
+        // runs of 1: each record its own ring write and JS copy, as before the kernel wrote runs
+        const runRecords = mode === 'one-full-single' ? 1 : undefined;
+        const agents = await startAgents(plans.map((p) => ({ ...p, sampleN: sampleOf[mode], runRecords })), env);
         try {
           const cpuOf = () => agents.reduce((s, a) => s + procCpuS(a.pid), 0);
           // events read, and major GCs (each a pause plus marking threads that take CPU from the traffic)
@@ -581,6 +583,7 @@ async function main(): Promise<void> {
           labRow('off', 'off'),
           labRow('one agent, every flow sampled out (the kernel side and an idle agent)', 'one-none'),
           labRow('full, one agent owning every node and pod namespace (one program set per hook, as on a node)', 'one-full'),
+          labRow('full, one agent, each record written to the ring on its own (--run-records 1)', 'one-full-single'),
           labRow(`1 flow in ${args.sample} sampled, one agent`, 'one-sampled'),
           labRow("full, the lab's three agents (three program sets at every hook of this one kernel)", 'three-full'),
           labRow(`1 flow in ${args.sample} sampled, three agents`, 'three-sampled'),

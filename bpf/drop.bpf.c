@@ -20,6 +20,7 @@
 #include "parse.bpf.h"
 #include "filter.bpf.h"
 #include "shared_maps.bpf.h"
+#include "emit.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -88,6 +89,6 @@ int BPF_PROG(hop_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_r
 	e->pkt.aux[2] = hop_skb_stage(skb, received, e->family);
 	/* Where in the stack the drop happened is unknown here, so no CT_MISSING. */
 	hop_fill_ct(e, skb, false);
-	hop_emit(&hop_events, &hop_counters, e, hop_wakeup_bytes);
+	hop_emit(e);
 	return 0;
 }

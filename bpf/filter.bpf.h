@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * Static inline helpers for admission (namespace, tuple filters, sampling),
- * counting and emission. They take the maps as arguments (as libbpf-tools'
+ * Static inline helpers for admission (namespace, tuple filters, sampling)
+ * and counting (emission is emit.bpf.h's). They take the maps as arguments (as libbpf-tools'
  * maps.bpf.h does), so this header defines no map: each *.bpf.c defines the
  * shared maps of bpf/maps.bpf.h and passes them in. __always_inline lets the
  * verifier see each map argument as the constant map it is.
@@ -158,22 +158,6 @@ static __always_inline bool hop_conn_packet(const struct hop_filter_cfg *cfg, vo
 	e->pkt.aux[2] = isn_s;
 	e->flags |= HOP_F_CONN;
 	return keep;
-}
-
-/*
- * Writes e to the ring buffer. Wakes the reader only once wakeup_bytes are
- * waiting: the agent also drains on a timer, so most records cost no wakeup.
- */
-static __always_inline void hop_emit(void *ring, void *counters, struct hop_event *e, __u64 wakeup_bytes)
-{
-	__u64 flags = BPF_RB_NO_WAKEUP;
-	if (bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
-		flags = BPF_RB_FORCE_WAKEUP;
-	e->abi_version = HOP_ABI_VERSION;
-	if (bpf_ringbuf_output(ring, e, sizeof(*e), flags))
-		hop_count(counters, HOP_CTR_RINGBUF_FULL);
-	else
-		hop_count(counters, HOP_CTR_EMITTED);
 }
 
 #endif /* HOPTRACE_FILTER_BPF_H */

@@ -18,6 +18,8 @@
  *   hop_addrs:   LPM_TRIE, struct hop_addr_key -> u8
  *   hop_ports:   HASH, u16 port (host order) -> u8
  *   hop_ifnames: HASH, char[16] device name -> u8
+ *   hop_runs:    PERCPU_ARRAY[1], u32 0 -> struct hop_run (each CPU's run of records not yet written)
+ *   hop_flushers: ARRAY[possible CPUs], u32 cpu -> struct hop_flusher (that CPU's run timer)
  */
 #ifndef HOPTRACE_MAPS_BPF_H
 #define HOPTRACE_MAPS_BPF_H
@@ -77,6 +79,23 @@ struct hop_addr_key {
 struct hop_conn_slot {
 	__u64 tag;  /* symmetric tuple hash << 8 | HOP_SLOT_SET | HOP_SLOT_KEEP (sampled in) */
 	__u64 isns; /* client ISN | server ISN << 32 (0 until the SYN-ACK has passed) */
+};
+
+/* Records per run at most (emit.bpf.h): a run fits one page. */
+#define HOP_RUN_MAX 31
+
+/* A CPU's records waiting to be written to the ring buffer together (emit.bpf.h). */
+struct hop_run {
+	__u64 busy;  /* taken by an append or a flush (atomic exchange) */
+	__u32 count; /* records in ev */
+	__u32 _pad;
+	struct hop_event ev[HOP_RUN_MAX];
+};
+
+struct hop_flusher {
+	struct bpf_timer timer; /* fires hop_run_flush_ns after a run opened, on its CPU */
+	__u32 ready;            /* timer initialised and its callback set */
+	__u32 _pad;
 };
 
 /* A slot of packet.bpf.c's direct-mapped table that deduplicates CT records. */

@@ -23,6 +23,7 @@
 #include "parse.bpf.h"
 #include "filter.bpf.h"
 #include "shared_maps.bpf.h"
+#include "emit.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -99,7 +100,7 @@ static __always_inline void maybe_emit_ct(const struct hop_event *pkt, const str
 	e->ct_status = pkt->ct_status;
 	e->ct_info = pkt->ct_info;
 	e->flags = HOP_F_CT | (pkt->flags & (HOP_F_INGRESS | HOP_F_EGRESS));
-	hop_emit(&hop_events, &hop_counters, e, hop_wakeup_bytes);
+	hop_emit(e);
 }
 
 /* `tc`: called from a TC program, where the link header is pushed back on at ingress
@@ -172,7 +173,7 @@ static __always_inline int on_device(struct sk_buff *skb, __u8 hook, bool ingres
 	struct nf_conn *ct = hop_fill_ct(e, skb, !ingress);
 	if (ct)
 		maybe_emit_ct(e, ct);
-	hop_emit(&hop_events, &hop_counters, e, hop_wakeup_bytes);
+	hop_emit(e);
 	return 0;
 }
 

@@ -11,6 +11,11 @@
 
 /* Set by the agent before load. */
 const volatile __u64 hop_wakeup_bytes = 1 << 20;
+/* Also set by the agent (emit.bpf.h): records per run (1..HOP_RUN_MAX), and how long the
+ * first record of a run may wait for the rest. */
+const volatile __u64 hop_run_records = HOP_RUN_MAX;
+const volatile __u64 hop_run_flush_ns = 10 * 1000 * 1000;
+
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -56,5 +61,21 @@ struct {
 	__type(key, __u16);
 	__type(value, __u8);
 } hop_ports SEC(".maps");
+
+/* Each CPU's run of records not yet written (emit.bpf.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hop_run);
+} hop_runs SEC(".maps");
+
+/* One per possible CPU (max_entries set by the agent), indexed by CPU id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hop_flusher);
+} hop_flushers SEC(".maps");
 
 #endif

@@ -22,6 +22,7 @@
 #include "parse.bpf.h"
 #include "filter.bpf.h"
 #include "shared_maps.bpf.h"
+#include "emit.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -126,7 +127,7 @@ int BPF_PROG(hop_tcp_send_reset, const struct sock *sk, const struct sk_buff *sk
 	} else {
 		e->flags |= HOP_F_EGRESS;
 	}
-	hop_emit(&hop_events, &hop_counters, e, hop_wakeup_bytes);
+	hop_emit(e);
 	return 0;
 }
 
@@ -140,7 +141,7 @@ int BPF_PROG(hop_tcp_receive_reset, struct sock *sk)
 	e->sk_state = sk->__sk_common.skc_state;
 	e->flags |= HOP_F_INGRESS;
 	fill_tcp_state(e, sk);
-	hop_emit(&hop_events, &hop_counters, e, hop_wakeup_bytes);
+	hop_emit(e);
 	return 0;
 }
 
@@ -168,7 +169,7 @@ int BPF_PROG(hop_tcp_retransmit_skb, const struct sock *sk, const struct sk_buff
 		__u32 len = end - seq - ((flags & 0x02) ? 1 : 0) - ((flags & 0x01) ? 1 : 0);
 		e->payload_len = len > 0xffff ? 0xffff : len;
 	}
-	hop_emit(&hop_events, &hop_counters, e, hop_wakeup_bytes);
+	hop_emit(e);
 	return 0;
 }
 
@@ -184,6 +185,6 @@ int BPF_PROG(hop_inet_sock_set_state, const struct sock *sk, const int oldstate,
 		return 0;
 	e->reason = oldstate;
 	e->sk_state = newstate;
-	hop_emit(&hop_events, &hop_counters, e, hop_wakeup_bytes);
+	hop_emit(e);
 	return 0;
 }

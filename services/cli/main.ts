@@ -50,12 +50,14 @@ program
   .option('--protocols <list>', 'live: tcp, udp, icmp... to keep; "all"')
   .option('--sample <n>', 'live: keep packets of 1 flow in N', intArg(1, 1 << 20))
   .option('--device-hooks <how>', 'live: auto | tc | tracepoint (tc: tcx links on the owned namespaces\' devices; auto: tc when --netns names them)')
+  .option('--run-records <n>', 'live: records each CPU gathers in the kernel before writing them to the ring together (1-31; 1 = one by one)', intArg(1, 31))
+  .option('--run-flush-ms <ms>', 'live: longest a run\'s first record waits in the kernel for the rest', intArg(1, 10_000))
   .option('--clock-skew-ms <ms>', "pretend this node's wall clock is off by this much (lab knob)", Number, 0)
-  .action(async (o: { live?: boolean; recording?: string; rate: number; retime?: boolean; node?: string; netns?: string; interfaces?: string; addrs?: string; ports?: string; protocols?: string; sample?: number; deviceHooks?: string; clockSkewMs: number }) => {
+  .action(async (o: { live?: boolean; recording?: string; rate: number; retime?: boolean; node?: string; netns?: string; interfaces?: string; addrs?: string; ports?: string; protocols?: string; sample?: number; deviceHooks?: string; runRecords?: number; runFlushMs?: number; clockSkewMs: number }) => {
     if (!o.live === !o.recording) throw new HopError('HOP_CONFIG_INVALID', 'give exactly one of --live or --recording FILE');
     if (!Number.isFinite(o.clockSkewMs)) throw new HopError('HOP_CONFIG_INVALID', '--clock-skew-ms must be a number');
     if (o.recording) return runRecordingAgent(config(), o.recording, o.rate, o.retime === true);
-    return runLiveAgent(config(), { node: o.node, netns: o.netns, interfaces: o.interfaces, addrs: o.addrs, ports: o.ports, protocols: o.protocols, sampleN: o.sample, deviceHooks: o.deviceHooks }, o.clockSkewMs);
+    return runLiveAgent(config(), { node: o.node, netns: o.netns, interfaces: o.interfaces, addrs: o.addrs, ports: o.ports, protocols: o.protocols, sampleN: o.sample, deviceHooks: o.deviceHooks, runRecords: o.runRecords, runFlushMs: o.runFlushMs }, o.clockSkewMs);
   });
 
 program

@@ -34,6 +34,8 @@ export interface AgentPlan {
   sampleN?: number;
   /** agent --device-hooks; the agent's default (auto: tc, the lab names its namespaces) when absent. */
   deviceHooks?: DeviceHooks;
+  /** agent --run-records; the agent's default when absent. */
+  runRecords?: number;
 }
 
 /** Agents' /metrics ports: node-a, node-lb, node-c in order from here. */
@@ -80,7 +82,7 @@ export async function startAgents(plans: readonly AgentPlan[], env: NodeJS.Proce
     }
     writeFileSync(log, '');
     const fd = openSync(log, 'a');
-    const child = spawn(process.execPath, ['--enable-source-maps', ...AGENT_NODE_FLAGS, cli, 'agent', '--live', '--node', p.node, '--netns', p.netns.join(','), '--clock-skew-ms', String(p.clockSkewMs), ...(p.sampleN ? ['--sample', String(p.sampleN)] : []), ...(p.deviceHooks ? ['--device-hooks', p.deviceHooks] : [])], {
+    const child = spawn(process.execPath, ['--enable-source-maps', ...AGENT_NODE_FLAGS, cli, 'agent', '--live', '--node', p.node, '--netns', p.netns.join(','), '--clock-skew-ms', String(p.clockSkewMs), ...(p.sampleN ? ['--sample', String(p.sampleN)] : []), ...(p.deviceHooks ? ['--device-hooks', p.deviceHooks] : []), ...(p.runRecords ? ['--run-records', String(p.runRecords)] : [])], {
       detached: true,
       stdio: ['ignore', fd, fd],
       env: { ...env, HOPTRACE_AGENT_NAME: p.node, HOPTRACE_METRICS_PORT: String(p.metricsPort) },

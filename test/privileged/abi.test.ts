@@ -18,6 +18,7 @@ import {
   NETNS_PROBES,
   NETNS_SLOTS,
   OBJECTS,
+  RUN_MAX,
   SHARED_MAP_NAMES,
   SharedMap,
 } from '../../services/agent/live/kernel-abi.js';
@@ -64,7 +65,7 @@ describe('kernel/agent ABI of the live capture', () => {
       MAX_PORTS,
       MAX_IFNAMES,
     ]);
-    expect([define('HOP_NETNS_SLOTS'), define('HOP_NETNS_PROBES')]).toEqual([NETNS_SLOTS, NETNS_PROBES]);
+    expect([define('HOP_NETNS_SLOTS'), define('HOP_NETNS_PROBES'), define('HOP_RUN_MAX')]).toEqual([NETNS_SLOTS, NETNS_PROBES, RUN_MAX]);
   });
 
   it('shared maps are listed in the header and defined once: in shared_maps.bpf.h, which every object includes, or in one object', () => {

@@ -3,7 +3,7 @@
  * test can generate traffic and then wait for the records it expects.
  */
 import { sleep } from '../../services/shared/retry.js';
-import { decodeRecord, Hook, RECORD_SIZE, type HopRecord } from '../../services/shared/record.js';
+import { decodeRecord, Flag, Hook, RECORD_SIZE, type HopRecord } from '../../services/shared/record.js';
 import { createLiveSource, parseLiveOptions, type LiveOptionsInput, type LiveSource } from '../../services/agent/live/index.js';
 
 export interface Capture {
@@ -19,6 +19,13 @@ export interface Capture {
 /** A packet leaving / entering a device, at either kind of device hook (tracepoint or tc). */
 export const atEgress = (r: HopRecord): boolean => r.hook === Hook.NET_DEV_QUEUE || r.hook === Hook.TC_EGRESS;
 export const atIngress = (r: HopRecord): boolean => r.hook === Hook.NETIF_RECEIVE || r.hook === Hook.TC_INGRESS;
+
+/** A packet record's fields but its hook and time: what two captures of the same packet agree on. */
+export function packetFields(r: HopRecord): string {
+  const dir = r.flags & Flag.INGRESS ? 'in' : 'out';
+  const { saddr, daddr, sport, dport } = r.tuple;
+  return [r.netnsIno, r.ifindex, r.ifname, dir, `${saddr}:${sport}>${daddr}:${dport}`, r.tcpFlags, r.seq, r.ack, r.payloadLen, r.ipId, r.flags, r.ctId, r.ctStatus, r.ctInfo, r.window, r.mark, r.aux.join('/'), String(r.skbId)].join(' ');
+}
 
 export function startCapture(input: LiveOptionsInput): Capture {
   const source = createLiveSource(parseLiveOptions({ drainIntervalMs: 5, ...input }));

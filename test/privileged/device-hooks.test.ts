@@ -10,7 +10,7 @@ import { Flag, Hook, Kind, type HopRecord } from '../../services/shared/record.j
 import { describeLiveStatus } from '../../services/agent/live/index.js';
 import { describePrivileged } from './preflight.js';
 import { Lab, sh, TCP_CLIENT, TCP_ECHO_SERVER, waitLine, type Link, type Ns } from './netns.js';
-import { startCapture, type Capture } from './capture.js';
+import { packetFields as fields, startCapture, type Capture } from './capture.js';
 
 /** tcx links of hoptrace's programs on this machine (bpftool link show; bpftool 7.1 predates tcx and prints its type as 11, BPF_LINK_TYPE_TCX). */
 function hopTcxLinks(): number {
@@ -18,13 +18,6 @@ function hopTcxLinks(): number {
   const progs = JSON.parse(sh('bpftool', ['-j', 'prog', 'show'])) as { id: number; name?: string }[];
   const ours = new Set(progs.filter((p) => p.name?.startsWith('hop_tc_')).map((p) => p.id));
   return links.filter((l) => (l.type === 'tcx' || l.type === 11) && l.prog_id !== undefined && ours.has(l.prog_id)).length;
-}
-
-/** What both kinds of hook must agree on: everything but the hook and the time. */
-function fields(r: HopRecord): string {
-  const dir = r.flags & Flag.INGRESS ? 'in' : 'out';
-  const { saddr, daddr, sport, dport } = r.tuple;
-  return [r.netnsIno, r.ifindex, r.ifname, dir, `${saddr}:${sport}>${daddr}:${dport}`, r.tcpFlags, r.seq, r.ack, r.payloadLen, r.ipId, r.flags, r.ctId, r.ctStatus, r.ctInfo, r.window, r.mark, r.aux.join('/'), String(r.skbId)].join(' ');
 }
 
 describePrivileged('device hooks: tcx links and tracepoints see the same packets', () => {

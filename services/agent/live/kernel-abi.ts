@@ -17,6 +17,8 @@ export const SharedMap = {
   ADDRS: 'hop_addrs',
   PORTS: 'hop_ports',
   IFNAMES: 'hop_ifnames',
+  RUNS: 'hop_runs',
+  FLUSHERS: 'hop_flushers',
 } as const;
 export const SHARED_MAP_NAMES: readonly string[] = Object.values(SharedMap);
 
@@ -59,8 +61,13 @@ export const NETNS_PROBES = 8;
 export const MAX_ADDRS = 256;
 export const MAX_PORTS = 256;
 export const MAX_IFNAMES = 64;
+/** Records per run at most (HOP_RUN_MAX): a CPU's records reach the ring buffer together, as one ring record. */
+export const RUN_MAX = 31;
 
 /** Runtime knobs in every object's .rodata, set before load. */
 export const RODATA_WAKEUP_BYTES = 'hop_wakeup_bytes';
+/** Records per run (1 = every record on its own), and how long a run's first record may wait (emit.bpf.h). */
+export const RODATA_RUN_RECORDS = 'hop_run_records';
+export const RODATA_RUN_FLUSH_NS = 'hop_run_flush_ns';
 /** The kernel BTF id of struct nf_conn (0: conntrack is a module; entries are copied out instead of read in place). */
 export const RODATA_BTF_NF_CONN = 'hop_btf_nf_conn';

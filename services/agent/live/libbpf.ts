@@ -50,6 +50,8 @@ export interface Libbpf {
   libbpf_num_possible_cpus(): number;
   /** BPF_LINK_CREATE; here for tcx links, target = ifindex in the calling thread's namespace. */
   bpf_link_create(progFd: number, target: number, attachType: number, opts: null): number;
+  /** BPF_PROG_TEST_RUN; `opts` is a struct bpf_test_run_opts (testRunOnCpu builds one). */
+  bpf_prog_test_run_opts(progFd: number, opts: Uint8Array): number;
 }
 
 export interface Libc {
@@ -75,6 +77,24 @@ export const CLOCK_MONOTONIC = 1;
 export const BPF_MAP_TYPE_ARRAY = 2;
 /** enum bpf_attach_type (include/uapi/linux/bpf.h, kernel >= 6.6). */
 export const BPF_TCX_INGRESS = 46;
+
+/** struct bpf_test_run_opts (libbpf 1.1): sz at 0, retval at 56, flags at 68, cpu at 72; 80 bytes. */
+const TEST_RUN_OPTS_SIZE = 80;
+const BPF_F_TEST_RUN_ON_CPU = 1;
+
+/**
+ * Runs a raw_tp program once on `cpu`, without context (the kernel runs it there by
+ * IPI, or in place on the calling CPU). Returns its return value, or -errno.
+ */
+export function testRunOnCpu(progFd: number, cpu: number): number {
+  const { bpf } = bindings();
+  const opts = Buffer.alloc(TEST_RUN_OPTS_SIZE);
+  opts.writeBigUInt64LE(BigInt(TEST_RUN_OPTS_SIZE), 0);
+  opts.writeUInt32LE(BPF_F_TEST_RUN_ON_CPU, 68);
+  opts.writeUInt32LE(cpu, 72);
+  const err = bpf.bpf_prog_test_run_opts(progFd, opts);
+  return err < 0 ? err : opts.readUInt32LE(56);
+}
 export const BPF_TCX_EGRESS = 47;
 export const CLONE_NEWNET = 0x40000000;
 export const BPF_ANY = 0n;
@@ -150,6 +170,7 @@ export function bindings(): Bindings {
     btf__name_by_offset: lib.func('const char *btf__name_by_offset(btf *btf, uint32_t off)'),
     libbpf_num_possible_cpus: lib.func('int libbpf_num_possible_cpus(void)'),
     bpf_link_create: lib.func('int bpf_link_create(int prog_fd, int target_fd, int attach_type, void *opts)'),
+    bpf_prog_test_run_opts: lib.func('int bpf_prog_test_run_opts(int prog_fd, void *opts)'),
   };
 
   const libc: Libc = {

@@ -96,6 +96,16 @@ export function registerLiveMetrics(registry: Registry, source: LiveSource): voi
   });
   const setKernel = totals(kernel);
 
+  const ringRuns = new Counter({
+    name: 'hoptrace_live_ring_runs_total',
+    help: 'Ring buffer records read: each a run of records one CPU wrote together (--run-records); hoptrace_agent_records_read_total over this is the mean run.',
+    registers: [registry],
+    collect() {
+      setRingRuns({}, source.stats().runs ?? 0);
+    },
+  });
+  const setRingRuns = totals(ringRuns);
+
   const agentDropped = new Counter({
     name: 'hoptrace_live_agent_dropped_total',
     help: 'Records drained but not delivered: queue_full (consumer not pulling), corrupt_*, bad_size.',

@@ -15,7 +15,7 @@ import { datasecVarOffset, type KernelBtf } from './btf.js';
 import { LiveError, type ProgramProblem } from './errors.js';
 import type { DeviceHooks } from './options.js';
 import type { TcxPrograms } from './tcx.js';
-import { OBJECTS, RODATA_BTF_NF_CONN, RODATA_WAKEUP_BYTES, SharedMap, SHARED_MAP_NAMES, type ObjectName } from './kernel-abi.js';
+import { OBJECTS, RODATA_BTF_NF_CONN, RODATA_RUN_FLUSH_NS, RODATA_RUN_RECORDS, RODATA_WAKEUP_BYTES, SharedMap, SHARED_MAP_NAMES, type ObjectName } from './kernel-abi.js';
 
 /** What each program's absence costs. */
 const LOST: Record<string, string> = {
@@ -50,6 +50,8 @@ export interface KernelObjects {
   readonly problems: readonly ProgramProblem[];
   /** With device hooks 'tc': the loaded tc programs' fds, for tcx links (tcx.ts); else null. */
   readonly tcx: TcxPrograms | null;
+  /** fd of hop_flush_run (bpf/emit.bpf.h), run on a CPU to write its open run of records now; -1 if none loaded. */
+  readonly flushFd: number;
   /**
    * Attaches every loaded program. Separate from loading so that the filters
    * (netns above all) are in the maps before the first event can fire.
@@ -67,6 +69,9 @@ export interface LoadOptions {
   btf: KernelBtf;
   ringBytes: number;
   wakeupBytes: number;
+  /** Records per run, 1..RUN_MAX (1: each record its own ring record), and the longest a run's first record waits (emit.bpf.h). */
+  runRecords: number;
+  runFlushNs: number;
   /** Read conntrack entries in place where the kernel BTF allows (options.ts conntrackInPlace). */
   conntrackInPlace?: boolean;
   /** Objects to load (default all). */
@@ -109,6 +114,7 @@ export function loadObjects(o: LoadOptions): KernelObjects {
   const attached: AttachedProgram[] = [];
   const problems: ProgramProblem[] = [];
   const loaded: { name: ObjectName; progs: ProgInfo[] }[] = [];
+  let flushProg: Ptr | undefined;
   let closed = false;
 
   const detach = (): void => {
@@ -145,7 +151,14 @@ export function loadObjects(o: LoadOptions): KernelObjects {
       const progs = programsOf(obj);
       const tc = o.deviceHooks === 'tc';
       let loadable = 0;
+      // every object has hop_flush_run; one loaded is enough
+      const flushers = progs.filter((p) => p.flush);
+      for (const p of flushers) {
+        p.wanted = false;
+        if (flushProg || p !== flushers[0]) bpf.bpf_program__set_autoload(p.prog, false);
+      }
       for (const p of progs) {
+        if (p.flush) continue;
         if (p.tc !== tc && (p.tc || TC_REPLACES.has(p.tracepoint))) {
           // the other kind of device hook: not wanted, not a problem
           bpf.bpf_program__set_autoload(p.prog, false);
@@ -167,6 +180,8 @@ export function loadObjects(o: LoadOptions): KernelObjects {
       if (!loadable) continue;
 
       setRodataU64(obj, RODATA_WAKEUP_BYTES, BigInt(o.wakeupBytes));
+      setRodataU64(obj, RODATA_RUN_RECORDS, BigInt(o.runRecords));
+      setRodataU64(obj, RODATA_RUN_FLUSH_NS, BigInt(o.runFlushNs));
       setRodataU64(obj, RODATA_BTF_NF_CONN, BigInt(o.conntrackInPlace === false ? 0 : o.btf.structId('nf_conn')));
       prepareSharedMaps(obj, shared, shapes, o.ringBytes);
 
@@ -188,6 +203,7 @@ export function loadObjects(o: LoadOptions): KernelObjects {
         if (map) shared.set(m, bpf.bpf_map__fd(map));
       }
       loaded.push({ name, progs: progs.filter((p) => p.wanted && (p.tc || o.btf.hasTracepoint(p.tracepoint))) });
+      flushProg ??= flushers[0]?.prog;
     }
   } catch (err) {
     close();
@@ -244,6 +260,7 @@ export function loadObjects(o: LoadOptions): KernelObjects {
     get tcx() {
       return tcx;
     },
+    flushFd: flushProg ? bpf.bpf_program__fd(flushProg) : -1,
     attach,
     detach,
     close,
@@ -256,6 +273,8 @@ interface ProgInfo {
   tracepoint: string;
   /** A TC program (section "tc"), attached per device by tcx.ts. */
   tc: boolean;
+  /** hop_flush_run (section "raw_tp"): never attached, run by the agent on each CPU. */
+  flush: boolean;
   wanted: boolean;
 }
 
@@ -267,7 +286,7 @@ function programsOf(obj: Ptr): ProgInfo[] {
     const name = bpf.bpf_program__name(p);
     const tc = sec === 'tc';
     const tracepoint = tc ? `tcx/${name.endsWith('egress') ? 'egress' : 'ingress'}` : sec.startsWith('tp_btf/') ? sec.slice('tp_btf/'.length) : sec;
-    out.push({ prog: p, name, tracepoint, tc, wanted: true });
+    out.push({ prog: p, name, tracepoint, tc, flush: sec === 'raw_tp', wanted: true });
   }
   return out;
 }
@@ -294,13 +313,14 @@ function setRodataU64(obj: Ptr, variable: string, value: bigint): void {
   throw new LiveError('HOP_LIVE_LOAD_FAILED', `object has no .rodata section (wants ${variable}): rebuild bpf/`);
 }
 
-/** Sizes the ring buffer, or points the object's shared maps at the fds created by an earlier object. */
+/** Sizes the ring buffer and the per-CPU flush timers, or points the object's shared maps at the fds created by an earlier object. */
 function prepareSharedMaps(obj: Ptr, shared: Map<string, number>, shapes: Map<string, MapShape>, ringBytes: number): void {
   const { bpf } = bindings();
   for (const name of SHARED_MAP_NAMES) {
     const map = bpf.bpf_object__find_map_by_name(obj, name);
     if (!map) continue;
     if (name === SharedMap.EVENTS) bpf.bpf_map__set_max_entries(map, ringBytes);
+    if (name === SharedMap.FLUSHERS) bpf.bpf_map__set_max_entries(map, bpf.libbpf_num_possible_cpus());
     const shape: MapShape = {
       type: bpf.bpf_map__type(map),
       key: bpf.bpf_map__key_size(map),

@@ -13,7 +13,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isIP } from 'node:net';
 import { LiveError } from './errors.js';
-import { IFNAMSIZ, MAX_ADDRS, MAX_IFNAMES, MAX_NETNS, MAX_PORTS, OBJECTS, type ObjectName } from './kernel-abi.js';
+import { IFNAMSIZ, MAX_ADDRS, MAX_IFNAMES, MAX_NETNS, MAX_PORTS, OBJECTS, RUN_MAX, type ObjectName } from './kernel-abi.js';
 
 type Parser<T> = (v: unknown, field: string) => T;
 interface Entry<T> {
@@ -181,8 +181,16 @@ export const LIVE_SPEC = {
     parse: (v: unknown, f: string) => (v === undefined ? 50 : int(v, f, 1, 10_000)),
   },
   chunkRecords: {
-    doc: 'Most records per yielded chunk. Default 8192 (1 MiB).',
-    parse: (v: unknown, f: string) => (v === undefined ? 8192 : int(v, f, 1, 1 << 16)),
+    doc: `Most records per yielded chunk, at least a whole run (${RUN_MAX}). Default 8192 (1 MiB).`,
+    parse: (v: unknown, f: string) => (v === undefined ? 8192 : int(v, f, RUN_MAX, 1 << 16)),
+  },
+  runRecords: {
+    doc: `Records each CPU gathers in the kernel before writing them to the ring buffer together, as one ring record (1 to ${RUN_MAX}; 1 writes each on its own): one ring write per run instead of per record, and the agent copies a run out at once. Default ${RUN_MAX}.`,
+    parse: (v: unknown, f: string) => (v === undefined ? RUN_MAX : int(v, f, 1, RUN_MAX)),
+  },
+  runFlushMs: {
+    doc: 'Longest a run\'s first record waits in the kernel for the rest (a per-CPU timer then writes the run as it is), in ms. It adds to the latency of records on a quiet CPU; drainIdleMs adds after it. Default 10.',
+    parse: (v: unknown, f: string) => (v === undefined ? 10 : int(v, f, 1, 10_000)),
   },
   maxQueuedChunks: {
     doc: 'Full chunks\' worth of records held while the consumer is not pulling (maxQueuedChunks x chunkRecords records, however small the chunks); beyond, records are dropped and counted (queue_full). Bounds memory to maxQueuedChunks x chunkRecords x 128 bytes. The agent\'s own buffer (bufferBytes) holds what Kafka has not taken; this queue only rides out pauses of its event loop. Default 8.',

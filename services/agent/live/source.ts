@@ -17,7 +17,8 @@ import { readFileSync } from 'node:fs';
 import koffi from 'koffi';
 import { checkRecord, RECORD_SIZE, type CorruptReason } from '../../shared/record.js';
 import { rejectedStats, type RecordChunk, type RecordSource } from '../source.js';
-import { bindings, BPF_TCX_INGRESS, clockOffsetNs, stableClockOffset } from './libbpf.js';
+import { bindings, BPF_TCX_INGRESS, clockOffsetNs, stableClockOffset, testRunOnCpu } from './libbpf.js';
+import { sleep } from '../../shared/retry.js';
 import { openKernelBtf } from './btf.js';
 import { loadObjects, type AttachedProgram, type KernelObjects } from './objects.js';
 import { createFilterWriter, u32Key } from './filters.js';
@@ -105,6 +106,8 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
       btf,
       ringBytes: opts.ringBytes,
       wakeupBytes,
+      runRecords: opts.runRecords,
+      runFlushNs: opts.runFlushMs * 1e6,
       conntrackInPlace: opts.conntrackInPlace,
       objects: opts.objects,
       deviceHooks,
@@ -117,6 +120,7 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
   const filterWriter = createFilterWriter(kernel.maps);
   const local = {
     records: 0,
+    runs: 0,
     chunks: 0,
     queue_full: 0,
     bad_size: 0,
@@ -164,6 +168,7 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
   let waiter: (() => void) | null = null;
   let seq = 0;
   let stopped = false;
+  let stopping: Promise<void> | undefined;
   let netnsNames = namedNetns();
   let namesAt = Date.now();
 
@@ -202,8 +207,9 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
     if (Date.now() - namesAt > NETNS_NAMES_REFRESH_MS) refreshNetns();
     // Bounded: one call never holds the event loop for more than a few chunks.
     for (let round = 0; round < 16; round++) {
-      const { count, badSize } = ring.drain(staging);
+      const { count, runs, badSize } = ring.drain(staging);
       local.bad_size += badSize;
+      local.runs += runs;
       total += count;
       if (!count) break;
       let kept = 0;
@@ -253,6 +259,19 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
   };
   let timer = setTimeout(onTimer, period);
 
+  /**
+   * Has each CPU write its open run of records now (hop_flush_run), rather than at
+   * its timer. A CPU whose run an interrupted append holds is asked again; one that
+   * cannot be reached (offline) has no run, or its timer will not fire either.
+   */
+  const flushRuns = async (): Promise<void> => {
+    if (opts.runRecords <= 1 || kernel.flushFd < 0) return;
+    const ncpu = bpf.libbpf_num_possible_cpus();
+    for (let cpu = 0; cpu < ncpu; cpu++) {
+      for (let attempt = 0; attempt < 10 && testRunOnCpu(kernel.flushFd, cpu) === 1; attempt++) await sleep(1);
+    }
+  };
+
   const kernelCounters = (): Record<KernelCounter, number> => {
     const ncpu = bpf.libbpf_num_possible_cpus();
     const fd = kernel.maps.get(SharedMap.COUNTERS);
@@ -287,18 +306,21 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
       }
     },
 
-    async stop(): Promise<void> {
-      if (stopped) return;
-      clearTimeout(timer);
-      poll.close();
-      devices?.close();
-      kernel.detach(); // no new events...
-      drain(); // ...then take what is already in the ring
-      finalKernel = kernelCounters();
-      stopped = true;
-      ring.close();
-      kernel.close();
-      wake();
+    stop(): Promise<void> {
+      stopping ??= (async () => {
+        clearTimeout(timer);
+        poll.close();
+        devices?.close();
+        kernel.detach(); // no new events...
+        await flushRuns(); // ...each CPU's open run into the ring...
+        drain(); // ...then take what is already in the ring
+        finalKernel = kernelCounters();
+        stopped = true;
+        ring.close();
+        kernel.close();
+        wake();
+      })();
+      return stopping;
     },
 
     stats(): Record<string, number> {
