@@ -116,7 +116,7 @@ export function createAgent(d: AgentDeps): Agent {
         clockOffsetNs: b.clockOffsetNs,
         netnsNames,
         codec: cfg.recordCompression as RecordCodecName,
-        ...(source.names ? kernelNames(source.names, b.records, b.count) : {}),
+        ...(source.names && b.namesNeeded ? kernelNames(source.names, b.records, b.count) : {}),
       };
       const value = encodeBatch(meta, b.records, b.seqs, b.count, b.conn); // copies the records
       batcher.recycle(b);

@@ -26,6 +26,8 @@ export interface ReadyBatch {
   conn: Buffer;
   count: number;
   clockOffsetNs: bigint;
+  /** Whether a record may need names (AnnotatedChunk.namesNeeded of any chunk in it; unknown counts as yes). */
+  namesNeeded: boolean;
 }
 
 interface Space {
@@ -36,6 +38,7 @@ interface Space {
 
 interface Open extends Space {
   count: number;
+  namesNeeded: boolean;
   since: number;
   clockOffsetNs: bigint;
 }
@@ -64,7 +67,7 @@ export function createBatcher(partitions: number, maxRecords: number, lingerMs: 
   function seal(): ReadyBatch {
     const o = open!;
     open = undefined;
-    const batch = { partition: next, records: o.buf.subarray(0, o.count * RECORD_SIZE), conn: o.conn.subarray(0, o.count * 8), seqs: o.seqs.subarray(0, o.count), count: o.count, clockOffsetNs: o.clockOffsetNs };
+    const batch = { partition: next, records: o.buf.subarray(0, o.count * RECORD_SIZE), conn: o.conn.subarray(0, o.count * 8), seqs: o.seqs.subarray(0, o.count), count: o.count, clockOffsetNs: o.clockOffsetNs, namesNeeded: o.namesNeeded };
     next = (next + 1) % partitions;
     lent.set(batch, o);
     return batch;
@@ -80,8 +83,9 @@ export function createBatcher(partitions: number, maxRecords: number, lingerMs: 
       // A batch carries one clock reference: a new one starts a new batch.
       if (open && open.clockOffsetNs !== chunk.clockOffsetNs) out.push(seal());
       for (let i = 0; i < chunk.count; ) {
-        open ??= { ...space(), count: 0, since: now, clockOffsetNs: chunk.clockOffsetNs };
+        open ??= { ...space(), count: 0, since: now, clockOffsetNs: chunk.clockOffsetNs, namesNeeded: false };
         const o = open;
+        o.namesNeeded ||= chunk.namesNeeded ?? true;
         const n = Math.min(chunk.count - i, maxRecords - o.count);
         chunk.buf.copy(o.buf, o.count * RECORD_SIZE, i * RECORD_SIZE, (i + n) * RECORD_SIZE);
         chunk.conn.copy(o.conn, o.count * 8, i * 8, (i + n) * 8);

@@ -32,6 +32,8 @@ export interface AnnotatedChunk {
   seqs: Float64Array;
   conn: Buffer;
   clockOffsetNs: bigint;
+  /** False when no record is a DROP or RST_SENT (nothing for the agent to name: kernelNames); absent = unknown. */
+  namesNeeded?: boolean;
 }
 
 interface Entry {
@@ -69,6 +71,9 @@ export interface ConnTrackerOptions {
   maxHeld?: number;
 }
 
+/** Kinds whose reasons and kernel addresses the agent names in each batch. */
+const needsNames = (kind: number) => kind === Kind.DROP || kind === Kind.RST_SENT;
+
 const SYN = 0x02;
 const ACK = 0x10;
 
@@ -98,7 +103,8 @@ class Out {
       conn.writeUInt32LE(this.conns[2 * i]! >>> 0, 8 * i);
       conn.writeUInt32LE(this.conns[2 * i + 1]! >>> 0, 8 * i + 4);
     }
-    return { buf: Buffer.concat(this.recs, n * RECORD_SIZE), count: n, seqs: Float64Array.from(this.seqs), conn, clockOffsetNs: this.clockOffsetNs };
+    const namesNeeded = this.recs.some((r) => needsNames(r[KIND]!));
+    return { buf: Buffer.concat(this.recs, n * RECORD_SIZE), count: n, seqs: Float64Array.from(this.seqs), conn, clockOffsetNs: this.clockOffsetNs, namesNeeded };
   }
 }
 
@@ -167,11 +173,14 @@ export function createConnTracker(o: ConnTrackerOptions = {}): ConnTracker {
       const { count } = chunk;
       const { buf, w } = words(chunk.buf);
       // Pass 1: learn handshakes, so records earlier in the chunk (a CT record before its SYN) are stamped too.
+      let namesNeeded = false;
       for (let i = 0; i < count; i++) {
         const off = i * RECORD_SIZE;
         const ts = tsOf(w, i);
         if (ts > watermarkNs) watermarkNs = ts;
-        if (buf[off + KIND] !== Kind.PACKET || buf[off + L4PROTO] !== 6) continue;
+        const kind = buf[off + KIND]!;
+        if (kind !== Kind.PACKET) namesNeeded ||= needsNames(kind);
+        if (kind !== Kind.PACKET || buf[off + L4PROTO] !== 6) continue;
         const flags = buf[off + 29]!;
         if (!(flags & SYN)) continue;
         const key = flowId(buf, off);
@@ -239,7 +248,7 @@ export function createConnTracker(o: ConnTrackerOptions = {}): ConnTracker {
         seqs[kept] = seq;
         kept++;
       }
-      if (kept) outs.push({ buf: buf.subarray(0, kept * RECORD_SIZE), count: kept, seqs: seqs.subarray(0, kept), conn: conn.subarray(0, 8 * kept), clockOffsetNs: chunk.clockOffsetNs });
+      if (kept) outs.push({ buf: buf.subarray(0, kept * RECORD_SIZE), count: kept, seqs: seqs.subarray(0, kept), conn: conn.subarray(0, 8 * kept), clockOffsetNs: chunk.clockOffsetNs, namesNeeded });
       while (held > maxHeld && holding.size > 0) {
         const oldest = holding.values().next().value!;
         releasedEarly += oldest.held!.recs.length;

@@ -124,6 +124,26 @@ describe('agent pipeline', () => {
 });
 
 describe('kernel names', () => {
+  it('names the drop in the batch that carries it, and looks for names only in batches with a drop or reset', async () => {
+    const sent: OutMessage[] = [];
+    const looked: number[] = [];
+    const names = { dropReason: (n: number) => (looked.push(n), n === 6 ? 'NETFILTER_DROP' : undefined), resetReason: () => undefined, symbol: () => undefined };
+    const plain = Array.from({ length: 4 }, (_, i) => pkt('10.0.0.1', 1000 + i, '10.0.0.2', 80));
+    const drop = pkt('10.0.0.1', 1, '10.0.0.2', 2, { kind: Kind.DROP, reason: 6 });
+    const chunks: RecordChunk[] = [
+      { buf: pack(plain), count: 4, firstSeq: 0, clockOffsetNs: 1n },
+      { buf: pack([drop, ...plain]), count: 5, firstSeq: 4, clockOffsetNs: 2n }, // a new clock reference: a batch of its own
+    ];
+    const cfg = loadConfig({ batchRecords: 64, lingerMs: 5 }, {});
+    const agent = createAgent({ cfg, source: { ...arraySource(chunks), names }, sink: { where: 'test', send: async (m) => void sent.push(...m) }, partitions: 1, log, metrics: createAgentMetrics() });
+    await agent.run();
+    const batches = sent.map((m) => decodeBatch(m.value)).sort((a, b) => a.firstSeq - b.firstSeq);
+    expect(batches.map((b) => b.count)).toEqual([4, 5]);
+    expect(batches[0]!.dropReasonNames?.size ?? 0).toBe(0);
+    expect(batches[1]!.dropReasonNames).toEqual(new Map([[6, 'NETFILTER_DROP']]));
+    expect(looked).toEqual([6]);
+  });
+
   it('names only the reasons and locations present in the batch', () => {
     const drop = pkt('10.0.0.1', 1, '10.0.0.2', 2, { kind: Kind.DROP, reason: 6, aux: [0x81234567, 0xffffffff, 2] });
     const rst = pkt('10.0.0.2', 2, '10.0.0.1', 1, { kind: Kind.RST_SENT, reason: 1 });

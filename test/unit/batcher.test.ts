@@ -34,6 +34,19 @@ describe('batcher', () => {
     expect(out.flatMap((x) => [...x.seqs])).toEqual(Array.from({ length: 50 }, (_, i) => 100 + i));
   });
 
+  it('marks a batch that may need kernel names: any of its chunks that does, or does not say', () => {
+    const b = createBatcher(1, 8, 50);
+    const sealed = (...parts: [number, boolean | undefined][]) => {
+      const out = parts.flatMap(([n, namesNeeded]) => b.add({ ...chunk(n), namesNeeded }, 0));
+      return [...out, ...b.due(0, true)].map((x) => x.namesNeeded);
+    };
+    expect(sealed([3, false], [3, false])).toEqual([false]);
+    expect(sealed([3, false], [3, true])).toEqual([true]);
+    expect(sealed([3, false], [3, undefined])).toEqual([true]);
+    // a chunk split across two batches marks both
+    expect(sealed([6, false], [4, true])).toEqual([true, true]);
+  });
+
   it('fills a batch from several chunks', () => {
     const b = createBatcher(1, 8, 50);
     expect(b.add(chunk(5, 0), 0)).toEqual([]);

@@ -91,6 +91,17 @@ describe('connection tracker', () => {
     expect(ids(t.process(chunk([synack], 1), 1)).sort()).toEqual([[0, 1000, 5000], [1, 1000, 5000]]);
   });
 
+  it('says whether a chunk holds a drop or a reset sent (records the agent names), held ones included', () => {
+    const t = createConnTracker();
+    const needs = (out: AnnotatedChunk[]) => out.map((c) => c.namesNeeded);
+    expect(needs(t.process(chunk([pkt('10.0.0.9', 1, '10.0.0.8', 2), pkt(...C, ...VIP, { kind: Kind.RST_RECV })]), 0))).toEqual([false]);
+    expect(needs(t.process(chunk([pkt('10.0.0.9', 1, '10.0.0.8', 2), pkt(...C, ...VIP, { kind: Kind.RST_SENT })]), 0))).toEqual([true]);
+    // a SYN and its drop wait for the SYN-ACK; released, they come out as a chunk of their own
+    expect(needs(t.process(chunk([pkt(...C, ...VIP, { tcpFlags: SYN, seq: 5 }), pkt(...C, ...VIP, { kind: Kind.DROP, tcpFlags: SYN, seq: 5 })]), 0))).toEqual([]);
+    expect(t.held).toBe(2);
+    expect(needs(t.process(chunk([pkt(...VIP, ...C, { tcpFlags: SYN | ACK, seq: 9, ack: 6 })]), 0)).sort()).toEqual([false, true]);
+  });
+
   it('bounds what it holds', () => {
     const t = createConnTracker({ maxHeld: 5 });
     const syns = Array.from({ length: 10 }, (_, i) => pkt('10.0.0.1', 1000 + i, ...VIP, { tcpFlags: SYN, seq: i + 1 }));
