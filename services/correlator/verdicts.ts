@@ -223,16 +223,16 @@ export function judgeFlow(rowsIn: readonly TimelineRow[]): Verdict[] {
   const path = needsPath ? buildPath(rows) : null;
 
   const sent = rows.filter((r) => r.kind === Kind.RST_SENT);
-  // The packet that triggered a reset is usually also freed with a reason: part of that verdict, not a drop of its own.
+  // The packet that triggered a reset is usually also freed with a reason: part of that verdict, not a drop of its own;
+  // and where the reset is ordinary teardown (no verdict), so is the drop of the segment that triggered it.
   const triggerDrops = new Set<TimelineRow>();
   for (const r of sent) {
     const v = resetVerdict(r, rows, path!);
+    // tcp_send_reset carries the triggering segment's seq and length (resetVerdict's trigger)
+    const freed = rows.find((d) => d.kind === Kind.DROP && d.node === r.node && d.tcp_seq === r.tcp_seq && d.payload_len === r.payload_len);
+    if (freed) triggerDrops.add(freed);
     if (!v) continue;
-    const freed = rows.find((d) => d.kind === Kind.DROP && d.node === r.node && v.trigger && d.tcp_seq === v.trigger.seq && d.payload_len === v.trigger.len);
-    if (freed) {
-      triggerDrops.add(freed);
-      v.evidence.push(`the kernel then freed the segment (kfree_skb, reason ${freed.reason_name || freed.reason}${freed.location ? `, in ${freed.location}` : ''})`);
-    }
+    if (freed) v.evidence.push(`the kernel then freed the segment (kfree_skb, reason ${freed.reason_name || freed.reason}${freed.location ? `, in ${freed.location}` : ''})`);
     out.push(v);
   }
 

@@ -106,6 +106,11 @@ describe('verdicts', () => {
     const last = rows.filter((r) => r.kind === Kind.PACKET).at(-1)!;
     const late = { ...last, seq: 4242, node: 'node-c', kind: Kind.RST_SENT, hook: Hook.TCP_SEND_RESET, saddr: POD.addr, sport: POD.port, daddr: C.addr, dport: C.port, sk_state: 0, reason_name: 'NO_SOCKET', wall_ts_ns: (BigInt(last.wall_ts_ns) + 1000n).toString() };
     expect(judgeFlow([...rows, late])).toEqual([]);
+    // nor is the drop of that segment (kfree_skb NO_SOCKET): seen once in lab-e2e as a spurious drop verdict
+    const freed = { ...late, seq: 4243, kind: Kind.DROP, hook: Hook.KFREE_SKB, saddr: C.addr, sport: C.port, daddr: POD.addr, dport: POD.port, sk_state: 0, reason: 2 };
+    expect(judgeFlow([...rows, late, freed])).toEqual([]);
+    // a drop that triggered no reset is still one
+    expect(judgeFlow([...rows, { ...freed, tcp_seq: (late.tcp_seq + 1) >>> 0 }]).map((v) => v.kind)).toEqual(['drop']);
   });
 
   it('a reset received that no watched node sent', () => {
