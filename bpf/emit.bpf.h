@@ -2,12 +2,12 @@
 /*
  * Emission: records reach the ring buffer in runs, not one by one.
  *
- * Each CPU appends its records to a run of its own (hop_runs, shared_maps.bpf.h: a
- * per-CPU array of HOP_RUN_MAX records) and writes the whole run to the ring as one ring record
- * (len = n x 128) once it holds hop_run_records, or when the run's timer fires,
- * hop_run_flush_ns after the run opened. One bpf_ringbuf_output per run instead of
- * one per record, and the agent copies a run out of the mapping at once (memcpy)
- * instead of record by record.
+ * Each CPU appends its records to a run of its own (hop_runs, shared_maps.bpf.h:
+ * a per-CPU array of HOP_RUN_MAX records) and writes the whole run to the ring as
+ * one ring record (len = n x 128) once it holds hop_run_records, or when its CPU's
+ * timer fires, at most hop_run_flush_ns after the run opened. One
+ * bpf_ringbuf_output per run instead of one per record, and the agent copies a run
+ * out of the mapping at once (memcpy) instead of record by record.
  *
  * The timer (hop_flushers, one bpf_timer per CPU, pinned to it) bounds how long a
  * record waits on a quiet CPU. A program can be interrupted (softirq over task
@@ -61,24 +61,35 @@ static __always_inline void hop_run_flush(struct hop_run *r)
 	r->count = 0;
 }
 
-static int hop_flush_timer(void *map, __u32 *key, struct hop_flusher *f)
+/* Writes this CPU's open run now; false when an interrupted append holds it (try again later). */
+static __always_inline bool hop_flush_this_cpu(void)
 {
 	__u32 zero = 0;
 	struct hop_run *r = bpf_map_lookup_elem(&hop_runs, &zero);
 	if (!r)
-		return 0;
-	if (__sync_lock_test_and_set(&r->busy, 1)) {
-		/* an append on this CPU was interrupted: it is not finished with the run */
-		bpf_timer_start(&f->timer, HOP_RUN_RETRY_NS, BPF_F_TIMER_CPU_PIN);
-		return 0;
-	}
+		return true;
+	if (__sync_lock_test_and_set(&r->busy, 1))
+		return false;
 	hop_run_flush(r);
 	hop_barrier();
 	r->busy = 0;
+	return true;
+}
+
+static int hop_flush_timer(void *map, __u32 *key, struct hop_flusher *f)
+{
+	f->armed = 0;
+	if (!hop_flush_this_cpu())
+		f->armed = !bpf_timer_start(&f->timer, HOP_RUN_RETRY_NS, BPF_F_TIMER_CPU_PIN);
 	return 0;
 }
 
-/* Starts (or restarts) this CPU's flush timer; nonzero when it cannot. */
+/*
+ * Makes sure this CPU's flush timer is pending; nonzero when it cannot. A timer still
+ * pending from an earlier run (one that filled up) is kept: it fires sooner than a new
+ * one would, and at a high rate a start per run (an hrtimer reprogrammed every 31
+ * records) would cost more than the rare partial run it flushes early.
+ */
 static __always_inline long hop_arm_flush(void)
 {
 	__u32 cpu = bpf_get_smp_processor_id();
@@ -94,7 +105,11 @@ static __always_inline long hop_arm_flush(void)
 			return err;
 		f->ready = 1;
 	}
-	return bpf_timer_start(&f->timer, hop_run_flush_ns, BPF_F_TIMER_CPU_PIN);
+	if (f->armed)
+		return 0;
+	long err = bpf_timer_start(&f->timer, hop_run_flush_ns, BPF_F_TIMER_CPU_PIN);
+	f->armed = !err;
+	return err;
 }
 
 /* Run by the agent on one CPU (never attached): writes that CPU's open run now.
@@ -102,16 +117,7 @@ static __always_inline long hop_arm_flush(void)
 SEC("raw_tp")
 int hop_flush_run(void *ctx)
 {
-	__u32 zero = 0;
-	struct hop_run *r = bpf_map_lookup_elem(&hop_runs, &zero);
-	if (!r)
-		return 0;
-	if (__sync_lock_test_and_set(&r->busy, 1))
-		return 1;
-	hop_run_flush(r);
-	hop_barrier();
-	r->busy = 0;
-	return 0;
+	return hop_flush_this_cpu() ? 0 : 1;
 }
 
 static __always_inline void hop_emit(struct hop_event *e)

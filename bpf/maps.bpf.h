@@ -93,9 +93,9 @@ struct hop_run {
 };
 
 struct hop_flusher {
-	struct bpf_timer timer; /* fires hop_run_flush_ns after a run opened, on its CPU */
+	struct bpf_timer timer; /* fires within hop_run_flush_ns of a run's opening, on its CPU */
 	__u32 ready;            /* timer initialised and its callback set */
-	__u32 _pad;
+	__u32 armed;            /* timer pending: a run opened meanwhile is flushed by it */
 };
 
 /* A slot of packet.bpf.c's direct-mapped table that deduplicates CT records. */
