@@ -45,8 +45,9 @@ export async function countEvents(cfg: Config): Promise<{ rows: number; distinct
 }
 
 /** One agent per recording file (one per node), producing to the config's topic. */
-export async function replayFiles(cfg: Config, files: readonly string[], log = quietLog) {
+/** One agent per recording; `rate` paces each (events/s; 0 = as fast as it goes). */
+export async function replayFiles(cfg: Config, files: readonly string[], log = quietLog, rate = 0) {
   const agents = [];
-  for (const file of files) agents.push(await startAgent(cfg, await openRecording({ file }), log, { metrics: false }));
+  for (const file of files) agents.push(await startAgent(cfg, await openRecording({ file, rate }), log, { metrics: false }));
   return agents;
 }

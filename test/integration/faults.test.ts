@@ -120,7 +120,9 @@ describe('faults', () => {
     expect(sawError, child.output()).toBe(true);
     await proxy.restore();
     const gen = await generateRecording({ outDir: mkdtempSync(join(tmpdir(), 'hopch-')), events: 60_000, seed: 5 });
-    const agents = await replayFiles(base, gen.files);
+    // Paced (3 x 4,000 events/s, ~5 s in all): unpaced, all 60,000 were stored once before the
+    // cut below, which then found no insert to fail.
+    const agents = await replayFiles(base, gen.files, undefined, 4_000);
     await waitFor(async () => (await countEvents(base)).distinct > 5_000 || undefined, 60_000);
     proxy.cut();
     const sawInsertError = await waitFor(async () => /insert into ClickHouse at .* failed/.test(child.output()), 30_000);
