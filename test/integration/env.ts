@@ -44,8 +44,7 @@ export async function countEvents(cfg: Config): Promise<{ rows: number; distinct
   return { rows: Number(r?.rows ?? 0), distinct: Number(r?.distinct ?? 0) };
 }
 
-/** One agent per recording file (one per node), producing to the config's topic. */
-/** One agent per recording; `rate` paces each (events/s; 0 = as fast as it goes). */
+/** One agent per recording file (one per node), producing to the config's topic; `rate` paces each (events/s; 0 = as fast as it goes). */
 export async function replayFiles(cfg: Config, files: readonly string[], log = quietLog, rate = 0) {
   const agents = [];
   for (const file of files) agents.push(await startAgent(cfg, await openRecording({ file, rate }), log, { metrics: false }));

@@ -77,6 +77,16 @@ export const CLOCK_MONOTONIC = 1;
 export const BPF_MAP_TYPE_ARRAY = 2;
 /** enum bpf_attach_type (include/uapi/linux/bpf.h, kernel >= 6.6). */
 export const BPF_TCX_INGRESS = 46;
+export const BPF_TCX_EGRESS = 47;
+export const CLONE_NEWNET = 0x40000000;
+export const BPF_ANY = 0n;
+
+/** BTF kinds used here (include/uapi/linux/btf.h). */
+export const BTF_KIND_STRUCT = 4;
+export const BTF_KIND_ENUM = 6;
+export const BTF_KIND_TYPEDEF = 8;
+export const BTF_KIND_DATASEC = 15;
+export const BTF_KIND_ENUM64 = 19;
 
 /** struct bpf_test_run_opts (libbpf 1.1): sz at 0, retval at 56, flags at 68, cpu at 72; 80 bytes. */
 const TEST_RUN_OPTS_SIZE = 80;
@@ -95,16 +105,6 @@ export function testRunOnCpu(progFd: number, cpu: number): number {
   const err = bpf.bpf_prog_test_run_opts(progFd, opts);
   return err < 0 ? err : opts.readUInt32LE(56);
 }
-export const BPF_TCX_EGRESS = 47;
-export const CLONE_NEWNET = 0x40000000;
-export const BPF_ANY = 0n;
-
-/** BTF kinds used here (include/uapi/linux/btf.h). */
-export const BTF_KIND_STRUCT = 4;
-export const BTF_KIND_ENUM = 6;
-export const BTF_KIND_TYPEDEF = 8;
-export const BTF_KIND_DATASEC = 15;
-export const BTF_KIND_ENUM64 = 19;
 
 const LOG_LINES = 400;
 
