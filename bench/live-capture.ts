@@ -52,7 +52,9 @@
  *              and pod namespaces (a node's view: one program set per hook) with every
  *              flow sampled out, full capture and 1-in-N sampling; the lab's three
  *              agents (three program sets per hook on this one kernel), full and 1-in-N.
- *              Beside events/s, the agents' major GCs per second (hoptrace_agent_gcs_total).
+ *              Beside events/s, the records lost in each repeat (kernel ring full plus
+ *              the agent's queue_full: a ratio bought with losses is not full capture)
+ *              and the agents' major GCs per second (hoptrace_agent_gcs_total).
  *              Each run is preceded by --warmup seconds (default 3) of the same traffic
  *              with the same agents, not measured: a fresh agent's JIT compilation is
  *              a one-off that a long-running agent does not pay (0: measure it too).
@@ -527,26 +529,31 @@ async function main(): Promise<void> {
       // to show a link's delay), so each packet passes 8 owned devices instead of 12.
       const three = agentPlans(state);
       const one = [{ node: 'bench-lab', netns: Object.keys(state.namespaces), clockSkewMs: 0, metricsPort: three[0]!.metricsPort + 10 }];
-      type Mode = 'off' | 'one-none' | 'one-full' | 'one-full-single' | 'one-sampled' | 'three-full' | 'three-sampled';
-      const runs: Record<Mode, (TpRow['runs'][number] & { events: number; majorGcs: number })[]> = { off: [], 'one-none': [], 'one-full': [], 'one-full-single': [], 'one-sampled': [], 'three-full': [], 'three-sampled': [] };
-      const sampleOf: Record<Mode, number | undefined> = { off: undefined, 'one-none': 1 << 20, 'one-full': undefined, 'one-full-single': undefined, 'one-sampled': args.sample, 'three-full': undefined, 'three-sampled': args.sample };
+      type Mode = 'off' | 'one-none' | 'one-full' | 'one-full-single' | 'one-full-eager' | 'one-sampled' | 'one-sampled-eager' | 'three-full' | 'three-sampled';
+      const runs: Record<Mode, (TpRow['runs'][number] & { events: number; majorGcs: number; lost: number })[]> = { off: [], 'one-none': [], 'one-full': [], 'one-full-single': [], 'one-full-eager': [], 'one-sampled': [], 'one-sampled-eager': [], 'three-full': [], 'three-sampled': [] };
+      const sampleOf: Record<Mode, number | undefined> = { off: undefined, 'one-none': 1 << 20, 'one-full': undefined, 'one-full-single': undefined, 'one-full-eager': undefined, 'one-sampled': args.sample, 'one-sampled-eager': args.sample, 'three-full': undefined, 'three-sampled': args.sample };
+      // the send policy before requests were shared: each batch its own request, sent at once, 50 ms linger
+      const EAGER = { HOPTRACE_SEND_BATCHES: '1', HOPTRACE_LINGER_MS: '50' };
       const once = async (mode: Mode) => {
         const plans = mode === 'off' ? [] : mode.startsWith('one') ? one : three;
         // runs of 1: each record its own ring write and JS copy, as before the kernel wrote runs
         const runRecords = mode === 'one-full-single' ? 1 : undefined;
-        const agents = await startAgents(plans.map((p) => ({ ...p, sampleN: sampleOf[mode], runRecords })), env);
+        const agents = await startAgents(plans.map((p) => ({ ...p, sampleN: sampleOf[mode], runRecords })), mode.endsWith('-eager') ? { ...env, ...EAGER } : env);
         try {
           const cpuOf = () => agents.reduce((s, a) => s + procCpuS(a.pid), 0);
-          // events read, and major GCs (each a pause plus marking threads that take CPU from the traffic)
+          // events read, major GCs (each a pause plus marking threads that take CPU from the traffic),
+          // and records lost: a capture that keeps up only by losing records is not full capture
           const countsOf = async () => {
             let events = 0;
             let gcs = 0;
+            let lost = 0;
             for (const p of plans) {
-              const [e, g] = await scrape(p.metricsPort, ['hoptrace_agent_records_read_total', MAJOR_GCS]);
+              const [e, g, ring, queue] = await scrape(p.metricsPort, ['hoptrace_agent_records_read_total', MAJOR_GCS, 'hoptrace_live_ringbuf_lost_total', 'hoptrace_live_agent_dropped_total{reason="queue_full"}']);
               events += e!;
               gcs += Number.isNaN(g) ? 0 : g!; // no series until the first major GC
+              lost += ring! + (Number.isNaN(queue) ? 0 : queue!); // no queue_full series until the source reports it
             }
-            return { events, gcs };
+            return { events, gcs, lost };
           };
           // The same traffic first, unmeasured: V8 compiles the agent's hot paths in its first
           // seconds (~1.7 CPU-s at full capture), a one-off that a node's long-running agent
@@ -557,7 +564,7 @@ async function main(): Promise<void> {
           const t = await tcpBetween(python, client.netns, server.netns, server.ip, tcp(args.tpStreams, BULK, args.tpConns), () => (cpu0 = cpuOf()));
           const captureCpuS = cpuOf() - cpu0;
           const after = await countsOf();
-          runs[mode].push({ tcp: t, captureCpuS, captureS: t.seconds, events: after.events - before.events, majorGcs: after.gcs - before.gcs });
+          runs[mode].push({ tcp: t, captureCpuS, captureS: t.seconds, events: after.events - before.events, majorGcs: after.gcs - before.gcs, lost: after.lost - before.lost });
         } finally {
           await stopAgents(plans.map((p) => p.node));
         }
@@ -575,16 +582,21 @@ async function main(): Promise<void> {
       const labRow = (label: string, m: Mode): TpRow => ({
         label,
         runs: runs[m],
-        extra: m === 'off' ? ['', ''] : [fmt(median(runs[m].map((r) => r.events / r.tcp.seconds))), fmt(median(runs[m].map((r) => r.majorGcs / r.tcp.seconds)), 2)],
+        extra:
+          m === 'off'
+            ? ['', '', '']
+            : [fmt(median(runs[m].map((r) => r.events / r.tcp.seconds))), runs[m].map((r) => fmt(r.lost)).join(', '), fmt(median(runs[m].map((r) => r.majorGcs / r.tcp.seconds)), 2)],
       });
       throughputTable(
-        ['events/s read by the agents', 'agents\' major GCs/s'],
+        ['events/s read by the agents', 'records lost per repeat (ring full + agent queue full)', 'agents\' major GCs/s'],
         [
           labRow('off', 'off'),
           labRow('one agent, every flow sampled out (the kernel side and an idle agent)', 'one-none'),
           labRow('full, one agent owning every node and pod namespace (one program set per hook, as on a node)', 'one-full'),
           labRow('full, one agent, each record written to the ring on its own (--run-records 1)', 'one-full-single'),
+          labRow('full, one agent, each batch its own Kafka request at once, 50 ms linger (HOPTRACE_SEND_BATCHES=1, HOPTRACE_LINGER_MS=50)', 'one-full-eager'),
           labRow(`1 flow in ${args.sample} sampled, one agent`, 'one-sampled'),
+          labRow(`1 flow in ${args.sample} sampled, one agent, each batch its own request, 50 ms linger`, 'one-sampled-eager'),
           labRow("full, the lab's three agents (three program sets at every hook of this one kernel)", 'three-full'),
           labRow(`1 flow in ${args.sample} sampled, three agents`, 'three-sampled'),
         ],

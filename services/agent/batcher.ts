@@ -28,6 +28,8 @@ export interface ReadyBatch {
   clockOffsetNs: bigint;
   /** Whether a record may need names (AnnotatedChunk.namesNeeded of any chunk in it; unknown counts as yes). */
   namesNeeded: boolean;
+  /** When its first record came in (the caller's clock): the linger runs from here. */
+  since: number;
 }
 
 interface Space {
@@ -67,7 +69,7 @@ export function createBatcher(partitions: number, maxRecords: number, lingerMs: 
   function seal(): ReadyBatch {
     const o = open!;
     open = undefined;
-    const batch = { partition: next, records: o.buf.subarray(0, o.count * RECORD_SIZE), conn: o.conn.subarray(0, o.count * 8), seqs: o.seqs.subarray(0, o.count), count: o.count, clockOffsetNs: o.clockOffsetNs, namesNeeded: o.namesNeeded };
+    const batch = { partition: next, records: o.buf.subarray(0, o.count * RECORD_SIZE), conn: o.conn.subarray(0, o.count * 8), seqs: o.seqs.subarray(0, o.count), count: o.count, clockOffsetNs: o.clockOffsetNs, namesNeeded: o.namesNeeded, since: o.since };
     next = (next + 1) % partitions;
     lent.set(batch, o);
     return batch;

@@ -49,6 +49,52 @@ describe('agent pipeline', () => {
     expect(agent.stats()).toMatchObject({ read: 1000, sent: 1000, dropped: 0 });
   });
 
+  /** A source that yields `chunks`, then stays open until the returned release() is called. */
+  function heldOpen(chunks: RecordChunk[]): { source: RecordSource; release: () => void } {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    return {
+      source: {
+        ...arraySource([]),
+        async *chunks() {
+          yield* chunks;
+          await gate;
+        },
+      },
+      release,
+    };
+  }
+  const until = async (cond: () => boolean) => {
+    for (let i = 0; i < 500 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
+  };
+
+  it('gathers sendBatches full batches into one request while none has lingered', async () => {
+    const requests: OutMessage[][] = [];
+    const { source, release } = heldOpen(chunksOf(8, 10));
+    const cfg = loadConfig({ batchRecords: 10, sendBatches: 4, lingerMs: 60_000 }, {});
+    const agent = createAgent({ cfg, source, sink: { where: 'test', send: async (m) => void requests.push(m) }, partitions: 3, log, metrics: createAgentMetrics() });
+    const run = agent.run();
+    await until(() => requests.length >= 2);
+    expect(requests.map((r) => r.length)).toEqual([4, 4]);
+    release();
+    await run;
+    expect(agent.stats()).toMatchObject({ read: 80, sent: 80, dropped: 0 });
+  });
+
+  it('sends a full batch on its own once its first record has waited lingerMs', async () => {
+    const requests: OutMessage[][] = [];
+    const { source, release } = heldOpen(chunksOf(1, 10));
+    const cfg = loadConfig({ batchRecords: 10, sendBatches: 4, lingerMs: 20 }, {});
+    const agent = createAgent({ cfg, source, sink: { where: 'test', send: async (m) => void requests.push(m) }, partitions: 1, log, metrics: createAgentMetrics() });
+    const run = agent.run();
+    await until(() => requests.length >= 1);
+    // sent while the source is still open: the linger, not the final flush, sent it
+    expect(requests.map((r) => r.map((m) => m.records))).toEqual([[10]]);
+    release();
+    await run;
+    expect(requests).toHaveLength(1);
+  });
+
   it('retries while the sink fails and loses nothing', async () => {
     const sent: OutMessage[] = [];
     let failures = 0;
