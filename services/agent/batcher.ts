@@ -26,8 +26,8 @@ export interface ReadyBatch {
   conn: Buffer;
   count: number;
   clockOffsetNs: bigint;
-  /** Whether a record may need names (AnnotatedChunk.namesNeeded of any chunk in it; unknown counts as yes). */
-  namesNeeded: boolean;
+  /** Indexes of the records to name (AnnotatedChunk.named, shifted to the batch); null when a chunk did not say. */
+  named: number[] | null;
   /** When its first record came in (the caller's clock): the linger runs from here. */
   since: number;
 }
@@ -40,7 +40,7 @@ interface Space {
 
 interface Open extends Space {
   count: number;
-  namesNeeded: boolean;
+  named: number[] | null;
   since: number;
   clockOffsetNs: bigint;
 }
@@ -69,7 +69,7 @@ export function createBatcher(partitions: number, maxRecords: number, lingerMs: 
   function seal(): ReadyBatch {
     const o = open!;
     open = undefined;
-    const batch = { partition: next, records: o.buf.subarray(0, o.count * RECORD_SIZE), conn: o.conn.subarray(0, o.count * 8), seqs: o.seqs.subarray(0, o.count), count: o.count, clockOffsetNs: o.clockOffsetNs, namesNeeded: o.namesNeeded, since: o.since };
+    const batch = { partition: next, records: o.buf.subarray(0, o.count * RECORD_SIZE), conn: o.conn.subarray(0, o.count * 8), seqs: o.seqs.subarray(0, o.count), count: o.count, clockOffsetNs: o.clockOffsetNs, named: o.named, since: o.since };
     next = (next + 1) % partitions;
     lent.set(batch, o);
     return batch;
@@ -85,10 +85,11 @@ export function createBatcher(partitions: number, maxRecords: number, lingerMs: 
       // A batch carries one clock reference: a new one starts a new batch.
       if (open && open.clockOffsetNs !== chunk.clockOffsetNs) out.push(seal());
       for (let i = 0; i < chunk.count; ) {
-        open ??= { ...space(), count: 0, since: now, clockOffsetNs: chunk.clockOffsetNs, namesNeeded: false };
+        open ??= { ...space(), count: 0, since: now, clockOffsetNs: chunk.clockOffsetNs, named: [] };
         const o = open;
-        o.namesNeeded ||= chunk.namesNeeded ?? true;
         const n = Math.min(chunk.count - i, maxRecords - o.count);
+        if (!chunk.named) o.named = null;
+        else if (o.named) for (const j of chunk.named) if (j >= i && j < i + n) o.named.push(o.count + j - i);
         chunk.buf.copy(o.buf, o.count * RECORD_SIZE, i * RECORD_SIZE, (i + n) * RECORD_SIZE);
         chunk.conn.copy(o.conn, o.count * 8, i * 8, (i + n) * 8);
         o.seqs.set(chunk.seqs.subarray(i, i + n), o.count);

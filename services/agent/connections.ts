@@ -32,8 +32,8 @@ export interface AnnotatedChunk {
   seqs: Float64Array;
   conn: Buffer;
   clockOffsetNs: bigint;
-  /** False when no record is a DROP or RST_SENT (nothing for the agent to name: kernelNames); absent = unknown. */
-  namesNeeded?: boolean;
+  /** Indexes of the DROP and RST_SENT records, ascending (what the agent names: kernelNames); absent = not known. */
+  named?: readonly number[];
 }
 
 interface Entry {
@@ -103,8 +103,9 @@ class Out {
       conn.writeUInt32LE(this.conns[2 * i]! >>> 0, 8 * i);
       conn.writeUInt32LE(this.conns[2 * i + 1]! >>> 0, 8 * i + 4);
     }
-    const namesNeeded = this.recs.some((r) => needsNames(r[KIND]!));
-    return { buf: Buffer.concat(this.recs, n * RECORD_SIZE), count: n, seqs: Float64Array.from(this.seqs), conn, clockOffsetNs: this.clockOffsetNs, namesNeeded };
+    const named: number[] = [];
+    this.recs.forEach((r, i) => needsNames(r[KIND]!) && named.push(i));
+    return { buf: Buffer.concat(this.recs, n * RECORD_SIZE), count: n, seqs: Float64Array.from(this.seqs), conn, clockOffsetNs: this.clockOffsetNs, named };
   }
 }
 
@@ -210,7 +211,9 @@ export function createConnTracker(o: ConnTrackerOptions = {}): ConnTracker {
       // Pass 2: stamp, or hold what precedes the SYN-ACK. Records not held are
       // compacted in place (the chunk's buffer is ours once yielded); ids and seqs go
       // into scratch arrays reused from chunk to chunk, so nothing is allocated per record.
+      // Where pass 1 saw a record to name, their new indexes are noted on the way.
       const { conn, conn32, seqs } = scratch(count);
+      const named: number[] = [];
       let kept = 0;
       for (let i = 0; i < count; i++) {
         const off = i * RECORD_SIZE;
@@ -242,13 +245,14 @@ export function createConnTracker(o: ConnTrackerOptions = {}): ConnTracker {
             }
           }
         }
+        if (namesNeeded && needsNames(buf[off + KIND]!)) named.push(kept);
         if (kept !== i) buf.copyWithin(kept * RECORD_SIZE, off, off + RECORD_SIZE);
         conn32[2 * kept] = isnC;
         conn32[2 * kept + 1] = isnS;
         seqs[kept] = seq;
         kept++;
       }
-      if (kept) outs.push({ buf: buf.subarray(0, kept * RECORD_SIZE), count: kept, seqs: seqs.subarray(0, kept), conn: conn.subarray(0, 8 * kept), clockOffsetNs: chunk.clockOffsetNs, namesNeeded });
+      if (kept) outs.push({ buf: buf.subarray(0, kept * RECORD_SIZE), count: kept, seqs: seqs.subarray(0, kept), conn: conn.subarray(0, 8 * kept), clockOffsetNs: chunk.clockOffsetNs, named });
       while (held > maxHeld && holding.size > 0) {
         const oldest = holding.values().next().value!;
         releasedEarly += oldest.held!.recs.length;

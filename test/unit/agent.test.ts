@@ -199,5 +199,11 @@ describe('kernel names', () => {
       resetReasonNames: new Map([[1, 'NO_SOCKET']]),
       symbols: new Map([[0xffffffff81234567n, 'nf_hook_slow']]),
     });
+    // where the batch knows its records to name, only those are read
+    expect(kernelNames(names, pack([drop, rst, pkt('10.0.0.1', 1, '10.0.0.2', 2)]), 3, [1])).toEqual({
+      dropReasonNames: new Map(),
+      resetReasonNames: new Map([[1, 'NO_SOCKET']]),
+      symbols: new Map(),
+    });
   });
 });

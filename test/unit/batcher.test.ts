@@ -34,17 +34,17 @@ describe('batcher', () => {
     expect(out.flatMap((x) => [...x.seqs])).toEqual(Array.from({ length: 50 }, (_, i) => 100 + i));
   });
 
-  it('marks a batch that may need kernel names: any of its chunks that does, or does not say', () => {
+  it('carries where the records to name are, shifted into each batch, or that a chunk did not say', () => {
     const b = createBatcher(1, 8, 50);
-    const sealed = (...parts: [number, boolean | undefined][]) => {
-      const out = parts.flatMap(([n, namesNeeded]) => b.add({ ...chunk(n), namesNeeded }, 0));
-      return [...out, ...b.due(0, true)].map((x) => x.namesNeeded);
+    const sealed = (...parts: [number, number[] | undefined][]) => {
+      const out = parts.flatMap(([n, named]) => b.add({ ...chunk(n), named }, 0));
+      return [...out, ...b.due(0, true)].map((x) => x.named);
     };
-    expect(sealed([3, false], [3, false])).toEqual([false]);
-    expect(sealed([3, false], [3, true])).toEqual([true]);
-    expect(sealed([3, false], [3, undefined])).toEqual([true]);
-    // a chunk split across two batches marks both
-    expect(sealed([6, false], [4, true])).toEqual([true, true]);
+    expect(sealed([3, []], [3, []])).toEqual([[]]);
+    expect(sealed([3, [0]], [3, [2]])).toEqual([[0, 5]]);
+    expect(sealed([3, [1]], [3, undefined])).toEqual([null]);
+    // a chunk split across two batches: each gets its own part, at its own offsets
+    expect(sealed([6, []], [4, [0, 1, 3]])).toEqual([[6, 7], [1]]);
   });
 
   it('fills a batch from several chunks', () => {

@@ -91,15 +91,20 @@ describe('connection tracker', () => {
     expect(ids(t.process(chunk([synack], 1), 1)).sort()).toEqual([[0, 1000, 5000], [1, 1000, 5000]]);
   });
 
-  it('says whether a chunk holds a drop or a reset sent (records the agent names), held ones included', () => {
+  it('notes where a chunk holds a drop or a reset sent (records the agent names), held ones included', () => {
     const t = createConnTracker();
-    const needs = (out: AnnotatedChunk[]) => out.map((c) => c.namesNeeded);
-    expect(needs(t.process(chunk([pkt('10.0.0.9', 1, '10.0.0.8', 2), pkt(...C, ...VIP, { kind: Kind.RST_RECV })]), 0))).toEqual([false]);
-    expect(needs(t.process(chunk([pkt('10.0.0.9', 1, '10.0.0.8', 2), pkt(...C, ...VIP, { kind: Kind.RST_SENT })]), 0))).toEqual([true]);
+    const named = (out: AnnotatedChunk[]) => out.map((c) => c.named);
+    expect(named(t.process(chunk([pkt('10.0.0.9', 1, '10.0.0.8', 2), pkt(...C, ...VIP, { kind: Kind.RST_RECV })]), 0))).toEqual([[]]);
+    expect(named(t.process(chunk([pkt('10.0.0.9', 1, '10.0.0.8', 2), pkt(...C, ...VIP, { kind: Kind.RST_SENT })]), 0))).toEqual([[1]]);
     // a SYN and its drop wait for the SYN-ACK; released, they come out as a chunk of their own
-    expect(needs(t.process(chunk([pkt(...C, ...VIP, { tcpFlags: SYN, seq: 5 }), pkt(...C, ...VIP, { kind: Kind.DROP, tcpFlags: SYN, seq: 5 })]), 0))).toEqual([]);
+    expect(named(t.process(chunk([pkt(...C, ...VIP, { tcpFlags: SYN, seq: 5 }), pkt(...C, ...VIP, { kind: Kind.DROP, tcpFlags: SYN, seq: 5 })]), 0))).toEqual([]);
     expect(t.held).toBe(2);
-    expect(needs(t.process(chunk([pkt(...VIP, ...C, { tcpFlags: SYN | ACK, seq: 9, ack: 6 })]), 0)).sort()).toEqual([false, true]);
+    // the drop after a held record: its index is where compaction put it
+    const later = [pkt('10.0.0.7', 5555, ...VIP, { tcpFlags: SYN, seq: 7 }), pkt('10.0.0.9', 3, '10.0.0.8', 4), pkt('10.0.0.9', 3, '10.0.0.8', 4, { kind: Kind.DROP })];
+    expect(named(t.process(chunk(later), 0))).toEqual([[1]]);
+    const out = t.process(chunk([pkt(...VIP, ...C, { tcpFlags: SYN | ACK, seq: 9, ack: 6 })]), 0);
+    expect(named(out)).toContainEqual([1]); // the released SYN and drop
+    expect(named(out)).toContainEqual([]); // the SYN-ACK's own chunk
   });
 
   it('bounds what it holds', () => {
