@@ -143,7 +143,7 @@ export function createAgent(d: AgentDeps): Agent {
   function pump() {
     while (queue.length > 0 && inFlight < cfg.maxInFlight) {
       if (queue.length < cfg.sendBatches && !flushing && Date.now() - queue[0]!.since < cfg.lingerMs) return;
-      const msgs = queue.splice(0, MESSAGES_PER_SEND).map(({ since: _, ...m }) => m);
+      const msgs: OutMessage[] = queue.splice(0, MESSAGES_PER_SEND);
       const bytes = msgs.reduce((s, m) => s + m.records * RECORD_SIZE, 0);
       queuedBytes -= bytes;
       inFlight++;

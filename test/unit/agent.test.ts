@@ -49,49 +49,43 @@ describe('agent pipeline', () => {
     expect(agent.stats()).toMatchObject({ read: 1000, sent: 1000, dropped: 0 });
   });
 
-  /** A source that yields `chunks`, then stays open until the returned release() is called. */
-  function heldOpen(chunks: RecordChunk[]): { source: RecordSource; release: () => void } {
+  /**
+   * An agent running on a source that yields `chunks`, then stays open until release():
+   * what it sends meanwhile was sent by its own policy, not by the flush at the end.
+   */
+  function runHeldOpen(chunks: RecordChunk[], cfg: ReturnType<typeof loadConfig>, partitions: number) {
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
-    return {
-      source: {
-        ...arraySource([]),
-        async *chunks() {
-          yield* chunks;
-          await gate;
-        },
+    const source: RecordSource = {
+      ...arraySource([]),
+      async *chunks() {
+        yield* chunks;
+        await gate;
       },
-      release,
     };
+    const requests: OutMessage[][] = [];
+    const agent = createAgent({ cfg, source, sink: { where: 'test', send: async (m) => void requests.push(m) }, partitions, log, metrics: createAgentMetrics() });
+    const run = agent.run();
+    const until = async (cond: () => boolean) => {
+      for (let i = 0; i < 500 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
+    };
+    return { agent, requests, until, finish: () => (release(), run) };
   }
-  const until = async (cond: () => boolean) => {
-    for (let i = 0; i < 500 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
-  };
 
   it('gathers sendBatches full batches into one request while none has lingered', async () => {
-    const requests: OutMessage[][] = [];
-    const { source, release } = heldOpen(chunksOf(8, 10));
-    const cfg = loadConfig({ batchRecords: 10, sendBatches: 4, lingerMs: 60_000 }, {});
-    const agent = createAgent({ cfg, source, sink: { where: 'test', send: async (m) => void requests.push(m) }, partitions: 3, log, metrics: createAgentMetrics() });
-    const run = agent.run();
+    const { agent, requests, until, finish } = runHeldOpen(chunksOf(8, 10), loadConfig({ batchRecords: 10, sendBatches: 4, lingerMs: 60_000 }, {}), 3);
     await until(() => requests.length >= 2);
     expect(requests.map((r) => r.length)).toEqual([4, 4]);
-    release();
-    await run;
+    await finish();
     expect(agent.stats()).toMatchObject({ read: 80, sent: 80, dropped: 0 });
   });
 
   it('sends a full batch on its own once its first record has waited lingerMs', async () => {
-    const requests: OutMessage[][] = [];
-    const { source, release } = heldOpen(chunksOf(1, 10));
-    const cfg = loadConfig({ batchRecords: 10, sendBatches: 4, lingerMs: 20 }, {});
-    const agent = createAgent({ cfg, source, sink: { where: 'test', send: async (m) => void requests.push(m) }, partitions: 1, log, metrics: createAgentMetrics() });
-    const run = agent.run();
+    const { requests, until, finish } = runHeldOpen(chunksOf(1, 10), loadConfig({ batchRecords: 10, sendBatches: 4, lingerMs: 20 }, {}), 1);
     await until(() => requests.length >= 1);
     // sent while the source is still open: the linger, not the final flush, sent it
     expect(requests.map((r) => r.map((m) => m.records))).toEqual([[10]]);
-    release();
-    await run;
+    await finish();
     expect(requests).toHaveLength(1);
   });
 
