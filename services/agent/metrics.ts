@@ -43,9 +43,11 @@ export type AgentMetrics = ReturnType<typeof createAgentMetrics>;
 
 /** Serves GET /metrics on host:port. */
 export function serveMetrics(registry: Registry, host: string, port: number): Promise<Server> {
-  // Event-loop delay sampled every 100 ms, not prom-client's 10: a timer of its own that
-  // woke an idle agent 100 times a second.
-  collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 100 });
+  // Event-loop delay sampled once a second, not every 10 ms (prom-client's default): the
+  // sampler is a timer of its own, and each firing wakes the agent. At 100 ms it was
+  // ~9 of a quiet agent's ~21 context switches a second (perf stat -e context-switches,
+  // lab with every flow sampled out); a stall shorter than a second may now go unseen.
+  collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 1000 });
   countGcs(registry);
   const server = createServer((req, res) => {
     if (req.url !== '/metrics') {

@@ -12,8 +12,17 @@
  * once, one pushed while throttled or over the in-flight limit is pending and
  * schedules its own check, and every response checks the queue. So the check is
  * scheduled only when a request is pending or a throttle is in force, as the
- * proposed upstream fix does. Importing this module patches the class kafkajs
- * loads (the same module instance: CommonJS caches it by path).
+ * proposed upstream fix does.
+ *
+ * Each connection also checks its requests in flight for a timeout every 100 ms
+ * (scheduleRequestTimeoutCheck), in flight or not: ten JavaScript wake-ups a second
+ * per connection. Here it checks every REQUEST_TIMEOUT_CHECK_MS instead, so a request
+ * times out at most that much after its requestTimeout (30 s by default). A quiet
+ * agent over the lab (every flow sampled out) went from ~22 to ~14 context switches
+ * and from ~14 to ~11.5 ms of CPU a second (perf stat on the agent, two 10 s runs each).
+ *
+ * Importing this module patches the class kafkajs loads (the same module instance:
+ * CommonJS caches it by path).
  */
 import { createRequire } from 'node:module';
 
@@ -21,9 +30,19 @@ const require = createRequire(import.meta.url);
 
 interface RequestQueueLike {
   pending: unknown[];
+  inflight: Map<number, { sentAt: number; requestTimeout: number; timeoutRequest(): void }>;
   throttledUntil: number;
+  enforceRequestTimeout: boolean;
+  requestTimeout: number;
+  requestTimeoutIntervalId?: NodeJS.Timeout;
+  isConnected(): boolean;
+  destroy(): void;
   scheduleCheckPendingRequests(): void;
+  scheduleRequestTimeoutCheck(): void;
 }
+
+/** How often a connection looks for requests past their timeout, ms (kafkajs: 100). */
+export const REQUEST_TIMEOUT_CHECK_MS = 1000;
 
 export const RequestQueue = require('kafkajs/src/network/requestQueue/index.js') as { prototype: RequestQueueLike };
 
@@ -38,4 +57,21 @@ if (!(original as { hoptraceIdleFix?: boolean }).hoptraceIdleFix) {
   };
   (patched as { hoptraceIdleFix?: boolean }).hoptraceIdleFix = true;
   proto.scheduleCheckPendingRequests = patched;
+}
+
+if (typeof proto.scheduleRequestTimeoutCheck !== 'function') throw new Error('kafkajs: RequestQueue.scheduleRequestTimeoutCheck not found; kafka-idle.ts needs review for this kafkajs version');
+if (!(proto.scheduleRequestTimeoutCheck as { hoptraceIdleFix?: boolean }).hoptraceIdleFix) {
+  // What kafkajs 2.2.4's does, at REQUEST_TIMEOUT_CHECK_MS.
+  const patched = function (this: RequestQueueLike): void {
+    if (!this.enforceRequestTimeout) return;
+    this.destroy();
+    this.requestTimeoutIntervalId = setInterval(() => {
+      this.inflight.forEach((request) => {
+        if (Date.now() - request.sentAt > request.requestTimeout) request.timeoutRequest();
+      });
+      if (!this.isConnected()) this.destroy();
+    }, Math.min(this.requestTimeout, REQUEST_TIMEOUT_CHECK_MS));
+  };
+  (patched as { hoptraceIdleFix?: boolean }).hoptraceIdleFix = true;
+  proto.scheduleRequestTimeoutCheck = patched;
 }
