@@ -50,7 +50,7 @@
  *              the three nodes, --tp-streams x --tp-conns flows of 128 KiB writes,
  *              everything sharing every CPU: capture off; one agent owning the node
  *              and pod namespaces (a node's view: one program set per hook) with every
- *              flow sampled out, full capture and 1-in-N sampling; the lab's three
+ *              flow sampled out, full capture, 1-in-N and 1-in-4N sampling; the lab's three
  *              agents (three program sets per hook on this one kernel), full and 1-in-N.
  *              Beside events/s, the records lost in each repeat (kernel ring full plus
  *              the agent's queue_full: a ratio bought with losses is not full capture)
@@ -529,9 +529,11 @@ async function main(): Promise<void> {
       // to show a link's delay), so each packet passes 8 owned devices instead of 12.
       const three = agentPlans(state);
       const one = [{ node: 'bench-lab', netns: Object.keys(state.namespaces), clockSkewMs: 0, metricsPort: three[0]!.metricsPort + 10 }];
-      type Mode = 'off' | 'one-none' | 'one-full' | 'one-full-single' | 'one-full-eager' | 'one-sampled' | 'one-sampled-eager' | 'three-full' | 'three-sampled';
-      const runs: Record<Mode, (TpRow['runs'][number] & { events: number; majorGcs: number; lost: number })[]> = { off: [], 'one-none': [], 'one-full': [], 'one-full-single': [], 'one-full-eager': [], 'one-sampled': [], 'one-sampled-eager': [], 'three-full': [], 'three-sampled': [] };
-      const sampleOf: Record<Mode, number | undefined> = { off: undefined, 'one-none': 1 << 20, 'one-full': undefined, 'one-full-single': undefined, 'one-full-eager': undefined, 'one-sampled': args.sample, 'one-sampled-eager': args.sample, 'three-full': undefined, 'three-sampled': args.sample };
+      type Mode = 'off' | 'one-none' | 'one-full' | 'one-full-single' | 'one-full-eager' | 'one-sampled' | 'one-sampled-sparse' | 'one-sampled-eager' | 'three-full' | 'three-sampled';
+      const runs: Record<Mode, (TpRow['runs'][number] & { events: number; majorGcs: number; lost: number })[]> = { off: [], 'one-none': [], 'one-full': [], 'one-full-single': [], 'one-full-eager': [], 'one-sampled': [], 'one-sampled-sparse': [], 'one-sampled-eager': [], 'three-full': [], 'three-sampled': [] };
+      // sparse: 4x fewer flows (of the 64 connections, ~2 at the default 1 in 32)
+      const sparse = args.sample * 4;
+      const sampleOf: Record<Mode, number | undefined> = { off: undefined, 'one-none': 1 << 20, 'one-full': undefined, 'one-full-single': undefined, 'one-full-eager': undefined, 'one-sampled': args.sample, 'one-sampled-sparse': sparse, 'one-sampled-eager': args.sample, 'three-full': undefined, 'three-sampled': args.sample };
       // the send policy before requests were shared: each batch its own request, sent at once, 50 ms linger
       const EAGER = { HOPTRACE_SEND_BATCHES: '1', HOPTRACE_LINGER_MS: '50' };
       const once = async (mode: Mode) => {
@@ -596,6 +598,7 @@ async function main(): Promise<void> {
           labRow('full, one agent, each record written to the ring on its own (--run-records 1)', 'one-full-single'),
           labRow('full, one agent, each batch its own Kafka request at once, 50 ms linger (HOPTRACE_SEND_BATCHES=1, HOPTRACE_LINGER_MS=50)', 'one-full-eager'),
           labRow(`1 flow in ${args.sample} sampled, one agent`, 'one-sampled'),
+          labRow(`1 flow in ${sparse} sampled, one agent`, 'one-sampled-sparse'),
           labRow(`1 flow in ${args.sample} sampled, one agent, each batch its own request, 50 ms linger`, 'one-sampled-eager'),
           labRow("full, the lab's three agents (three program sets at every hook of this one kernel)", 'three-full'),
           labRow(`1 flow in ${args.sample} sampled, three agents`, 'three-sampled'),

@@ -28,7 +28,7 @@ export interface ReadyBatch {
   clockOffsetNs: bigint;
   /** Indexes of the records to name (AnnotatedChunk.named, shifted to the batch); null when a chunk did not say. */
   named: number[] | null;
-  /** When its first record came in (the caller's clock): the linger runs from here. */
+  /** When its first record came in (its chunk's `since`, else the caller's clock): the linger runs from here. */
   since: number;
 }
 
@@ -50,6 +50,8 @@ export interface Batcher {
   add(chunk: AnnotatedChunk, now: number): ReadyBatch[];
   /** The open batch once it has lingered (any open batch when `all`). */
   due(now: number, all?: boolean): ReadyBatch[];
+  /** When the open batch will have lingered; Infinity when none is open. */
+  dueAt(): number;
   /** Gives a sealed batch's buffers back for reuse; the batch must not be read afterwards. */
   recycle(batch: ReadyBatch): void;
   /** Records held in the open batch. */
@@ -85,7 +87,7 @@ export function createBatcher(partitions: number, maxRecords: number, lingerMs: 
       // A batch carries one clock reference: a new one starts a new batch.
       if (open && open.clockOffsetNs !== chunk.clockOffsetNs) out.push(seal());
       for (let i = 0; i < chunk.count; ) {
-        open ??= { ...space(), count: 0, since: now, clockOffsetNs: chunk.clockOffsetNs, named: [] };
+        open ??= { ...space(), count: 0, since: Math.min(now, chunk.since ?? now), clockOffsetNs: chunk.clockOffsetNs, named: [] };
         const o = open;
         const n = Math.min(chunk.count - i, maxRecords - o.count);
         if (!chunk.named) o.named = null;
@@ -101,6 +103,9 @@ export function createBatcher(partitions: number, maxRecords: number, lingerMs: 
     },
     due(now, all = false) {
       return open && (all || now - open.since >= lingerMs) ? [seal()] : [];
+    },
+    dueAt() {
+      return open ? open.since + lingerMs : Infinity;
     },
     recycle(batch) {
       const s = lent.get(batch);

@@ -34,6 +34,8 @@ export interface AnnotatedChunk {
   clockOffsetNs: bigint;
   /** Indexes of the DROP and RST_SENT records, ascending (what the agent names: kernelNames); absent = not known. */
   named?: readonly number[];
+  /** RecordChunk.since of the chunk the records came in; absent for released holds. */
+  since?: number;
 }
 
 interface Entry {
@@ -252,7 +254,7 @@ export function createConnTracker(o: ConnTrackerOptions = {}): ConnTracker {
         seqs[kept] = seq;
         kept++;
       }
-      if (kept) outs.push({ buf: buf.subarray(0, kept * RECORD_SIZE), count: kept, seqs: seqs.subarray(0, kept), conn: conn.subarray(0, 8 * kept), clockOffsetNs: chunk.clockOffsetNs, named });
+      if (kept) outs.push({ buf: buf.subarray(0, kept * RECORD_SIZE), count: kept, seqs: seqs.subarray(0, kept), conn: conn.subarray(0, 8 * kept), clockOffsetNs: chunk.clockOffsetNs, named, since: chunk.since });
       while (held > maxHeld && holding.size > 0) {
         const oldest = holding.values().next().value!;
         releasedEarly += oldest.held!.recs.length;

@@ -21,6 +21,12 @@ export interface RecordChunk {
   clockOffsetNs: bigint;
   /** netns inode -> name, for namespaces the source knows by name. */
   netnsNames?: ReadonlyMap<number, string>;
+  /**
+   * Wall-clock ms after which its records reached the source (a live source: its
+   * previous drain of the ring). A batch's linger runs from here, so the time records
+   * wait in the ring counts against it. Absent: when the consumer got the chunk.
+   */
+  since?: number;
 }
 
 /** Names the capturing kernel gives to numbers in records; absent for recordings. */

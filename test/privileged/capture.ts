@@ -28,7 +28,8 @@ export function packetFields(r: HopRecord): string {
 }
 
 export function startCapture(input: LiveOptionsInput): Capture {
-  const source = createLiveSource(parseLiveOptions({ drainIntervalMs: 5, ...input }));
+  // Drained every 5-20 ms (not up to 250 as an agent's quiet ring is): a test's settle() waits 100.
+  const source = createLiveSource(parseLiveOptions({ drainIntervalMs: 5, drainIdleMs: 20, ...input }));
   const records: HopRecord[] = [];
   const loop = (async () => {
     for await (const c of source.chunks()) {

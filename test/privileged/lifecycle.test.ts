@@ -255,7 +255,7 @@ describePrivileged('live capture: lifecycle, filters and counters', () => {
 
   it('reads every record intact across many wraps of a small ring (records straddling its end)', async () => {
     // 64 KiB holds ~480 records of 136 bytes; 136 does not divide 65536, so each wrap splits a record.
-    const source = createLiveSource(parseLiveOptions({ netns: [cli.name, srv.name], ringBytes: 1 << 16, drainIntervalMs: 2 }));
+    const source = createLiveSource(parseLiveOptions({ netns: [cli.name, srv.name], ringBytes: 1 << 16, drainIntervalMs: 2, drainIdleMs: 2 }));
     let drained = 0;
     const consumer = (async () => {
       for await (const c of source.chunks()) drained += c.count;
@@ -285,7 +285,7 @@ describePrivileged('live capture: lifecycle, filters and counters', () => {
 
   it('holds up to maxQueuedChunks full chunks of records while not pulled, however small the chunks', async () => {
     // 2 x 1024 records at most; drains every 2 ms make chunks of a few records each.
-    const source = createLiveSource(parseLiveOptions({ netns: [cli.name, srv.name], maxQueuedChunks: 2, chunkRecords: 1024, drainIntervalMs: 2 }));
+    const source = createLiveSource(parseLiveOptions({ netns: [cli.name, srv.name], maxQueuedChunks: 2, chunkRecords: 1024, drainIntervalMs: 2, drainIdleMs: 2 }));
     const send = async (port: number, writes: number) => {
       const server = srv.spawn('node', ['-e', TCP_ECHO_SERVER, link.addrB, String(port)]);
       await waitLine(server, /listening/);

@@ -89,6 +89,25 @@ describe('agent pipeline', () => {
     expect(requests).toHaveLength(1);
   });
 
+  it('sends a partial batch once its first record has waited lingerMs, while the source is still open', async () => {
+    const { requests, until, finish } = runHeldOpen(chunksOf(1, 3), loadConfig({ batchRecords: 10, sendBatches: 4, lingerMs: 20 }, {}), 1);
+    await until(() => requests.length >= 1);
+    expect(requests.map((r) => r.map((m) => m.records))).toEqual([[3]]);
+    await finish();
+    expect(requests).toHaveLength(1);
+  });
+
+  it('counts the linger from when the records reached the source (chunk.since), so a quiet agent sends as it drains', async () => {
+    // Drained a minute after the drain before: with the linger counted from the drain
+    // itself, these would wait another minute (or the final flush).
+    const chunks = chunksOf(1, 3).map((c) => ({ ...c, since: Date.now() - 60_000 }));
+    const { requests, until, finish } = runHeldOpen(chunks, loadConfig({ batchRecords: 10, sendBatches: 4, lingerMs: 60_000 }, {}), 1);
+    await until(() => requests.length >= 1);
+    expect(requests.map((r) => r.map((m) => m.records))).toEqual([[3]]);
+    await finish();
+    expect(requests).toHaveLength(1);
+  });
+
   it('retries while the sink fails and loses nothing', async () => {
     const sent: OutMessage[] = [];
     let failures = 0;

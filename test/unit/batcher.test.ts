@@ -85,4 +85,15 @@ describe('batcher', () => {
     expect(b.due(50).map((x) => x.count)).toEqual([33]);
     expect(b.pending).toBe(0);
   });
+
+  it('runs the linger from the chunk\'s since, never from later than it was added, and says when it is due', () => {
+    const b = createBatcher(1, 1024, 50);
+    expect(b.dueAt()).toBe(Infinity);
+    b.add({ ...chunk(3), since: 900 }, 1000); // drained at 1000; reached the ring after 900
+    expect(b.dueAt()).toBe(950);
+    expect(b.due(949)).toEqual([]);
+    expect(b.due(950).map((x) => [x.count, x.since])).toEqual([[3, 900]]);
+    b.add({ ...chunk(2), since: 2000 }, 1500); // a since ahead of the caller's clock is not trusted
+    expect(b.dueAt()).toBe(1550);
+  });
 });

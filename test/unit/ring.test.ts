@@ -7,7 +7,7 @@
  */
 import { closeSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { RingReader } from '../../services/agent/live/ring.js';
+import { DRAIN_TARGET_RECORDS, nextDrainPeriod, RingReader } from '../../services/agent/live/ring.js';
 import { bindings } from '../../services/agent/live/libbpf.js';
 import { RECORD_SIZE } from '../../services/shared/record.js';
 
@@ -124,5 +124,22 @@ describe('RingReader', () => {
     expect(reader.pending()).toBeGreaterThan(0);
     expect(reader.drain(out)).toEqual({ count: 20, runs: 1, badSize: 0 });
     expect(out.subarray(0, 20 * RECORD_SIZE).equals(records(21, 20))).toBe(true);
+  });
+});
+
+describe('drain timer period', () => {
+  const T = DRAIN_TARGET_RECORDS;
+  it('scales so that the next drain finds about DRAIN_TARGET_RECORDS at the rate this one found', () => {
+    expect(nextDrainPeriod(10, T / 4, 10, 250)).toBe(40); // 1-in-8 sampling: wake less often
+    expect(nextDrainPeriod(40, T, 10, 250)).toBe(40); // on target: stays
+    expect(nextDrainPeriod(100, 2 * T, 10, 250)).toBe(50); // the rate doubled
+  });
+  it('stays within [min, max]: a busy ring drains every min ms, a quiet one every max', () => {
+    expect(nextDrainPeriod(10, 20 * T, 10, 250)).toBe(10);
+    expect(nextDrainPeriod(250, 3, 10, 250)).toBe(250);
+  });
+  it('doubles while drains find nothing', () => {
+    expect(nextDrainPeriod(10, 0, 10, 250)).toBe(20);
+    expect(nextDrainPeriod(160, 0, 10, 250)).toBe(250);
   });
 });

@@ -173,12 +173,12 @@ export const LIVE_SPEC = {
     },
   },
   drainIntervalMs: {
-    doc: 'Shortest timer drain period in ms, while drains find records. Default 10.',
+    doc: 'Shortest timer drain period in ms. The period scales so that each drain finds ~4096 records, between this and drainIdleMs. Default 10.',
     parse: (v: unknown, f: string) => (v === undefined ? 10 : int(v, f, 1, 1000)),
   },
   drainIdleMs: {
-    doc: 'Longest timer drain period in ms (upper bound on added latency at low rates): the period doubles from drainIntervalMs while drains find fewer than 256 records. Default 50; drainIntervalMs when smaller.',
-    parse: (v: unknown, f: string) => (v === undefined ? 50 : int(v, f, 1, 10_000)),
+    doc: 'Longest timer drain period in ms (see drainIntervalMs). A batch\'s linger (HOPTRACE_LINGER_MS) counts from the drain before the one that found its first record, so at low rates the agent adds at most the larger of the two to a record\'s latency. Default 250, the linger\'s default: a quiet agent wakes ~4 times a second, and each wake-up costs ~0.5 ms of CPU. drainIntervalMs when smaller.',
+    parse: (v: unknown, f: string) => (v === undefined ? 250 : int(v, f, 1, 10_000)),
   },
   chunkRecords: {
     doc: `Most records per yielded chunk, at least a whole run (${RUN_MAX}). Default 8192 (1 MiB).`,

@@ -28,7 +28,7 @@ import { createDeviceLinks, type DeviceLinks } from './tcx.js';
 import { deviceHooksOf, filtersOf, netnsEnterable, parseLiveFilters, type DeviceHooks, type LiveFilters, type LiveFiltersInput, type LiveOptions } from './options.js';
 import { checkCapabilities, probeBpfSyscall } from './privileges.js';
 import { RecordArena } from './arena.js';
-import { RingReader } from './ring.js';
+import { nextDrainPeriod, RingReader } from './ring.js';
 import { Tally } from './tally.js';
 import { LiveError, type ProgramProblem } from './errors.js';
 
@@ -77,8 +77,6 @@ export function readProgramStats(fd: number): { runs: number; runNs: number } {
   return { runs: field('run_cnt'), runNs: field('run_time_ns') };
 }
 
-/** A timer drain that finds at least this many records keeps the timer at its shortest period. */
-const DRAIN_BUSY_RECORDS = 256;
 
 /** How often namespace names are re-read (chunk names, owned-by-name re-resolution). */
 const NETNS_NAMES_REFRESH_MS = 2000;
@@ -171,6 +169,7 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
   let stopping: Promise<void> | undefined;
   let netnsNames = namedNetns();
   let namesAt = Date.now();
+  let drainedAt = Date.now();
 
   /**
    * Namespaces owned by name or path are re-resolved periodically: a pod's
@@ -204,6 +203,8 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
     if (stopped) return 0;
     let total = 0;
     local.drains++;
+    const since = drainedAt; // what this drain finds reached the ring after the last one
+    drainedAt = Date.now();
     if (Date.now() - namesAt > NETNS_NAMES_REFRESH_MS) refreshNetns();
     // Bounded: one call never holds the event loop for more than a few chunks.
     for (let round = 0; round < 16; round++) {
@@ -234,7 +235,7 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
         continue;
       }
       staging.copy(buf, 0, 0, kept * RECORD_SIZE);
-      queue.push({ buf, count: kept, firstSeq, clockOffsetNs: clockReference(Date.now()), netnsNames });
+      queue.push({ buf, count: kept, firstSeq, clockOffsetNs: clockReference(Date.now()), netnsNames, since });
       queuedRecords += kept;
       local.chunks++;
       if (count < opts.chunkRecords) break;
@@ -248,13 +249,17 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
   // Under load the fd stays readable (level-triggered) and draining follows the
   // event loop; batches grow with the load. A timer-only or alarm-only scheme
   // measured worse: bursts overflowed the ring between ticks.
-  // The timer's period doubles, up to drainIdleMs, while drains find little, and is
-  // drainIntervalMs again once one finds more: a quiet agent wakes a few times a
-  // second instead of a hundred, and a busy one is driven by the fd anyway.
+  // The timer's period scales, between drainIntervalMs and drainIdleMs, so that a
+  // drain finds about DRAIN_TARGET_RECORDS (ring.ts; it doubles while drains find none): a
+  // quiet agent wakes 4 times a second instead of a hundred, a busy one every 10 ms,
+  // and a rate that jumps is caught by the fd. Each chunk says when the drain before
+  // it was, and the agent's linger runs from there, so a quiet agent's one wake-up
+  // drains, seals and sends together.
   const poll = koffi.node.poll(kernel.maps.get(SharedMap.EVENTS)!, { readable: true }, () => void drain());
   let period = opts.drainIntervalMs;
   const onTimer = (): void => {
-    period = drain() >= DRAIN_BUSY_RECORDS ? opts.drainIntervalMs : Math.max(opts.drainIntervalMs, Math.min(opts.drainIdleMs, period * 2));
+    const found = drain();
+    period = nextDrainPeriod(period, found, opts.drainIntervalMs, opts.drainIdleMs);
     timer = setTimeout(onTimer, period);
   };
   let timer = setTimeout(onTimer, period);
