@@ -325,7 +325,10 @@ interface AgentRun {
   hwmMiB: number;
   /** The agent's own totals at exit (sent, dropped, kernel_*, queue_full...). */
   stats: Record<string, number>;
+  /** Longest time the ring went undrained while the senders ran, ms. */
+  undrainedMs: number;
 }
+const UNDRAINED = 'hoptrace_live_ring_undrained_max_seconds';
 
 /** Traffic `o` while a live agent process owning the lab's namespaces ships everything to Kafka. */
 async function liveAgentRun(lab: BenchLab, o: TcpRun, sampleN: number, agentCpus?: string): Promise<AgentRun> {
@@ -345,17 +348,19 @@ async function liveAgentRun(lab: BenchLab, o: TcpRun, sampleN: number, agentCpus
       tcp = await lab.tcp(o, () => {
         cpu0 = procCpuS(agent.pid);
         t0 = process.hrtime.bigint();
+        void scrape(port, [UNDRAINED]); // starts the gauge's window over
       });
     } finally {
       clearInterval(sampler);
     }
+    const [undrained] = await scrape(port, [UNDRAINED]);
     await settled(port);
     const cpuS = procCpuS(agent.pid) - cpu0;
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
     const hwmMiB = procMemMiB(agent.pid)?.hwm ?? NaN;
     const stats = await agent.stop();
     const records = await producedRecords(agent.topic);
-    return { tcp, produced: records, cpuS, seconds, rssMiB: median(rss.slice(rss.length >> 1)), hwmMiB, stats };
+    return { tcp, produced: records, cpuS, seconds, rssMiB: median(rss.slice(rss.length >> 1)), hwmMiB, stats, undrainedMs: undrained! * 1000 };
   } finally {
     agent.kill();
   }
@@ -638,7 +643,7 @@ async function main(): Promise<void> {
       }
       const where = pin ? `; traffic on CPU ${pin.traffic}, agent on CPU ${pin.agent}` : '';
       console.log(`\n### agent process, full path: ring buffer -> decode -> batches -> Kafka (${SMALL}-byte NODELAY writes, pfifo on the veth ends${where})\n`);
-      header(['TCP streams', 'events/s captured (kernel: emitted + ring full)', 'events/s produced (in Kafka)', 'agent CPU', 'events/s per agent core', 'RSS steady MiB', 'RSS peak MiB', 'lost: ring / agent queue / unsent', 'agent sent = in Kafka']);
+      header(['TCP streams', 'events/s captured (kernel: emitted + ring full)', 'events/s produced (in Kafka)', 'agent CPU', 'events/s per agent core', 'RSS steady MiB', 'RSS peak MiB', 'lost: ring / agent queue / unsent', 'longest undrained, ms', 'agent sent = in Kafka']);
       for (const [s, runs] of rows) {
         row([
           s,
@@ -649,6 +654,7 @@ async function main(): Promise<void> {
           fmt(median(runs.map((r) => r.rssMiB))),
           fmt(median(runs.map((r) => r.hwmMiB))),
           runs.map((r) => `${fmt(r.stats.kernel_ringbuf_full ?? NaN)}/${fmt(r.stats.queue_full ?? NaN)}/${fmt(r.stats.dropped ?? NaN)}`).join(', '),
+          runs.map((r) => fmt(r.undrainedMs)).join(', '),
           runs.every((r) => r.stats.sent === r.produced) ? 'yes' : runs.map((r) => `${r.stats.sent} vs ${r.produced}`).join(', '),
         ]);
       }

@@ -253,6 +253,39 @@ describePrivileged('live capture: lifecycle, filters and counters', () => {
     }
   });
 
+  it('reads a backlog of many chunks in one drain, and reports how long the ring went undrained', async () => {
+    // Drained once a second, no early wake-up: the burst waits in the ring as a backlog. A chunk
+    // ends before the first run that does not fit whole, so it is rarely exactly full; one drain
+    // must still go on to the next chunk (it once stopped there, one chunk per drain).
+    const source = createLiveSource(parseLiveOptions({ netns: [cli.name, srv.name], drainIntervalMs: 1000, drainIdleMs: 1000, wakeupFraction: 1, chunkRecords: 64, maxQueuedChunks: 64 }));
+    const registry = new Registry();
+    registerLiveMetrics(registry, source);
+    const consumer = (async () => {
+      for await (const c of source.chunks()) void c;
+    })();
+    try {
+      const server = srv.spawn('node', ['-e', TCP_ECHO_SERVER, link.addrB, '16025']);
+      await waitLine(server, /listening/);
+      cli.run('node', ['-e', `
+        const s = require('net').connect(16025, '${link.addrB}', () => {
+          s.setNoDelay(true);
+          let i = 0; const t = setInterval(() => { for (let k = 0; k < 10; k++) s.write('x'); if (++i === 20) { clearInterval(t); s.end(); } }, 1);
+        });
+        s.on('data', () => {}); s.on('close', () => process.exit(0));`]);
+      server.kill();
+      await sleep(2200);
+      const st = source.stats();
+      expect(st.records).toBeGreaterThan(4 * 64);
+      expect(st.queue_full).toBe(0);
+      expect(st.chunks).toBeGreaterThan(st.drains);
+      const text = await registry.metrics();
+      expect(Number(text.match(/^hoptrace_live_ring_undrained_max_seconds (\S+)$/m)?.[1])).toBeGreaterThanOrEqual(0.9);
+    } finally {
+      await source.stop();
+      await consumer;
+    }
+  });
+
   it('reads every record intact across many wraps of a small ring (records straddling its end)', async () => {
     // 64 KiB holds ~480 records of 136 bytes; 136 does not divide 65536, so each wrap splits a record.
     const source = createLiveSource(parseLiveOptions({ netns: [cli.name, srv.name], ringBytes: 1 << 16, drainIntervalMs: 2, drainIdleMs: 2 }));

@@ -70,7 +70,7 @@ describe('RingReader', () => {
     publish();
     const out = Buffer.alloc(64 * RECORD_SIZE);
     const r = reader.drain(out);
-    expect(r).toEqual({ count: 35, runs: 3, badSize: 0 });
+    expect(r).toEqual({ count: 35, runs: 3, badSize: 0, full: false });
     expect(out.subarray(0, 35 * RECORD_SIZE).equals(records(1, 35))).toBe(true);
     expect(consumerPos()).toBe(prod);
     expect(reader.pending()).toBe(0);
@@ -86,7 +86,7 @@ describe('RingReader', () => {
     const start = append(records(100, 8));
     expect((start % SIZE) + 8 + 8 * RECORD_SIZE).toBeGreaterThan(SIZE); // it does wrap
     publish();
-    expect(reader.drain(out)).toEqual({ count: 8, runs: 1, badSize: 0 });
+    expect(reader.drain(out)).toEqual({ count: 8, runs: 1, badSize: 0, full: false });
     expect(out.subarray(0, 8 * RECORD_SIZE).equals(records(100, 8))).toBe(true);
   });
 
@@ -95,12 +95,12 @@ describe('RingReader', () => {
     const busyAt = append(records(3, 2), BUSY);
     publish();
     const out = Buffer.alloc(64 * RECORD_SIZE);
-    expect(reader.drain(out)).toEqual({ count: 2, runs: 1, badSize: 0 });
+    expect(reader.drain(out)).toEqual({ count: 2, runs: 1, badSize: 0, full: false });
     expect(reader.drain(out).count).toBe(0);
     const hdr = Buffer.alloc(4);
     hdr.writeUInt32LE(2 * RECORD_SIZE);
     put(busyAt, hdr);
-    expect(reader.drain(out)).toEqual({ count: 2, runs: 1, badSize: 0 });
+    expect(reader.drain(out)).toEqual({ count: 2, runs: 1, badSize: 0, full: false });
     expect(out.subarray(0, 2 * RECORD_SIZE).equals(records(3, 2))).toBe(true);
   });
 
@@ -110,7 +110,7 @@ describe('RingReader', () => {
     append(records(2, 1));
     publish();
     const out = Buffer.alloc(64 * RECORD_SIZE);
-    expect(reader.drain(out)).toEqual({ count: 1, runs: 1, badSize: 1 });
+    expect(reader.drain(out)).toEqual({ count: 1, runs: 1, badSize: 1, full: false });
     expect(out.subarray(0, RECORD_SIZE).equals(records(2, 1))).toBe(true);
     expect(reader.pending()).toBe(0);
   });
@@ -120,9 +120,9 @@ describe('RingReader', () => {
     append(records(21, 20));
     publish();
     const out = Buffer.alloc(31 * RECORD_SIZE);
-    expect(reader.drain(out)).toEqual({ count: 20, runs: 1, badSize: 0 });
+    expect(reader.drain(out)).toEqual({ count: 20, runs: 1, badSize: 0, full: true }); // says more is waiting
     expect(reader.pending()).toBeGreaterThan(0);
-    expect(reader.drain(out)).toEqual({ count: 20, runs: 1, badSize: 0 });
+    expect(reader.drain(out)).toEqual({ count: 20, runs: 1, badSize: 0, full: false });
     expect(out.subarray(0, 20 * RECORD_SIZE).equals(records(21, 20))).toBe(true);
   });
 });

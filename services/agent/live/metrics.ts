@@ -142,6 +142,15 @@ export function registerLiveMetrics(registry: Registry, source: LiveSource): voi
   const setRunTime = totals(runTime);
 
   new Gauge({
+    name: 'hoptrace_live_ring_undrained_max_seconds',
+    help: 'Longest time the ring buffer went without a drain since the previous scrape. The ring must hold what arrives meanwhile: when it approaches ring bytes / (hoptrace_live_events_total rate x 136), expect hoptrace_live_ringbuf_lost_total to grow. At low rates it is the drain timer\'s period (up to drainIdleMs); above, an event loop that was busy elsewhere.',
+    registers: [registry],
+    collect() {
+      this.set(source.undrainedMax() / 1000);
+    },
+  });
+
+  new Gauge({
     name: 'hoptrace_live_programs',
     help: 'BPF programs attached (state=attached) and not capturing (state=failed).',
     labelNames: ['state'],

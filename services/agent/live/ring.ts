@@ -34,6 +34,8 @@ export interface RingDrain {
   runs: number;
   /** Records of an unexpected size, skipped. */
   badSize: number;
+  /** Stopped at a run that would not fit in `out`: more is waiting. */
+  full: boolean;
 }
 
 export class RingReader {
@@ -79,7 +81,7 @@ export class RingReader {
    * written (BUSY), and before a run that would not fit whole.
    */
   drain(out: Buffer): RingDrain {
-    if (!this.prodPtr) return { count: 0, runs: 0, badSize: 0 };
+    if (!this.prodPtr) return { count: 0, runs: 0, badSize: 0, full: false };
     const d32 = this.data32;
     const d8 = this.data8;
     const size = this.size;
@@ -89,6 +91,7 @@ export class RingReader {
     let count = 0;
     let runs = 0;
     let badSize = 0;
+    let full = false;
     while (cons < prod) {
       const off = cons % size; // positions exceed 2^32: no bit masking on them
       const len = Atomics.load(d32, off >>> 2);
@@ -97,7 +100,10 @@ export class RingReader {
       if (!(len & DISCARD)) {
         if (bytes && bytes % RECORD_SIZE === 0) {
           const n = bytes / RECORD_SIZE;
-          if (count + n > max) break;
+          if (count + n > max) {
+            full = true;
+            break;
+          }
           const s = (off + HDR) % size;
           const t = count * RECORD_SIZE;
           const head = Math.min(bytes, size - s); // the kernel maps the data twice; this reader once, so a run may wrap
@@ -115,7 +121,7 @@ export class RingReader {
       this.cons = cons;
       Atomics.store(this.cons64, 0, BigInt(cons));
     }
-    return { count, runs, badSize };
+    return { count, runs, badSize, full };
   }
 
   close(): void {

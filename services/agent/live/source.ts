@@ -56,6 +56,8 @@ export interface LiveSource extends RecordSource {
    * keeps them only while kernel.bpf_stats_enabled is 1 (else both stay 0).
    */
   programStats(): ProgramStats[];
+  /** Longest time between two drains since the last call, ms (then starts over): for a scrape window. */
+  undrainedMax(): number;
 }
 
 export interface ProgramStats {
@@ -123,6 +125,8 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
     queue_full: 0,
     bad_size: 0,
     drains: 0,
+    /** Longest time between the starts of two drains, ms: the ring must hold what arrives meanwhile. */
+    undrained_max_ms: 0,
     netns_changes: 0,
     netns_refresh_failed: 0,
     tcx_links_failed: 0,
@@ -170,6 +174,8 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
   let netnsNames = namedNetns();
   let namesAt = Date.now();
   let drainedAt = Date.now();
+  /** undrained_max_ms since the last undrainedMax() call. */
+  let undrainedWindowMs = 0;
 
   /**
    * Namespaces owned by name or path are re-resolved periodically: a pod's
@@ -205,10 +211,13 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
     local.drains++;
     const since = drainedAt; // what this drain finds reached the ring after the last one
     drainedAt = Date.now();
+    const gap = drainedAt - since;
+    if (gap > local.undrained_max_ms) local.undrained_max_ms = gap;
+    if (gap > undrainedWindowMs) undrainedWindowMs = gap;
     if (Date.now() - namesAt > NETNS_NAMES_REFRESH_MS) refreshNetns();
     // Bounded: one call never holds the event loop for more than a few chunks.
     for (let round = 0; round < 16; round++) {
-      const { count, runs, badSize } = ring.drain(staging);
+      const { count, runs, badSize, full } = ring.drain(staging);
       local.bad_size += badSize;
       local.runs += runs;
       total += count;
@@ -238,7 +247,10 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
       queue.push({ buf, count: kept, firstSeq, clockOffsetNs: clockReference(Date.now()), netnsNames, since });
       queuedRecords += kept;
       local.chunks++;
-      if (count < opts.chunkRecords) break;
+      // Not `count < chunkRecords`: a chunk ends before the first run that does not fit
+      // whole, so it is rarely exactly full, and that test read one chunk per drain
+      // while a backlog overflowed the ring (a fresh agent's first seconds on a busy node).
+      if (!full) break;
     }
     if (queue.length) wake();
     return total;
@@ -364,6 +376,12 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
     tally: () => tally,
     kernelCounters: () => finalKernel ?? kernelCounters(),
     programStats: () => (stopped ? [] : kernel.attached.map((a) => ({ program: a.program, tracepoint: a.tracepoint, ...readProgramStats(a.fd) }))),
+    undrainedMax: () => {
+      // a drain that is overdue now counts too
+      const m = Math.max(undrainedWindowMs, stopped ? 0 : Date.now() - drainedAt);
+      undrainedWindowMs = 0;
+      return m;
+    },
   };
   return source;
 }
