@@ -6,7 +6,7 @@ import { createLogger, type Logger } from '../shared/log.js';
 import { createAgent, type Agent } from './agent.js';
 import { createKafkaSink } from './kafka-sink.js';
 import { createAgentMetrics, serveMetrics, type AgentMetrics } from './metrics.js';
-import { createLiveSource, describeLiveStatus, dropReasonName, kernelSymbol, parseLiveOptions, registerLiveMetrics, resetReasonName, type LiveOptionsInput } from './live/index.js';
+import { createLiveSource, describeLiveStatus, dropReasonName, kernelSymbol, loadKernelSymbols, parseLiveOptions, registerLiveMetrics, resetReasonName, type LiveOptionsInput } from './live/index.js';
 import { openRecording } from './recording-source.js';
 import type { RecordChunk, RecordSource } from './source.js';
 
@@ -80,7 +80,9 @@ export function withClockSkew(source: RecordSource, skewMs: number): RecordSourc
 /** `hoptrace agent --live`: capture from the running kernel until SIGINT/SIGTERM. */
 export async function runLiveAgent(cfg: Config, live: LiveOptionsInput, skewMs: number): Promise<void> {
   const log = createLogger('agent', cfg.logLevel);
-  const liveSource = createLiveSource(parseLiveOptions(live));
+  const options = parseLiveOptions(live);
+  loadKernelSymbols(); // before any record: not in the first drop's batch (ksyms.ts)
+  const liveSource = createLiveSource(options);
   log.info(describeLiveStatus(liveSource.status()));
   const source = withClockSkew(
     {

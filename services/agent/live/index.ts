@@ -16,4 +16,4 @@ export {
 export { dropReasonName, resetReasonName, tcpStateName } from './reasons.js';
 export { registerLiveMetrics } from './metrics.js';
 export { LiveError, type LiveErrorCode, type ProgramProblem } from './errors.js';
-export { kernelSymbol, dropLocation } from './ksyms.js';
+export { kernelSymbol, dropLocation, loadKernelSymbols } from './ksyms.js';

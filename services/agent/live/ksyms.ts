@@ -1,14 +1,21 @@
 /**
  * Kernel text address -> symbol, from /proc/kallsyms (DROP records carry the
- * address of the code that freed the skb). Loaded once on first use; when
- * kptr_restrict hides addresses (all zero), every lookup returns null.
+ * address of the code that freed the skb). Loaded once, by loadKernelSymbols() as
+ * the agent starts, else on first use; when kptr_restrict hides addresses (all
+ * zero), every lookup returns null.
+ *
+ * Loading parses ~120k lines: ~150 ms on an idle machine here. Left to the first
+ * DROP record, it ran in a just-started agent's first batch on a busy node: over
+ * the lab at full capture it held the event loop ~1.7 s while the ring buffer
+ * overflowed, and the agent lost most records of its first seconds.
  */
 import { readFileSync } from 'node:fs';
 
 let addrs: BigUint64Array | null = null;
 let names: string[] = [];
 
-function load(): void {
+/** Reads /proc/kallsyms now, if not yet done. */
+export function loadKernelSymbols(): void {
   if (addrs) return;
   const rows: [bigint, string][] = [];
   let text = '';
@@ -30,7 +37,7 @@ function load(): void {
 
 /** The function containing `addr` ("nf_hook_slow+0x3c" style is left to callers), or null. */
 export function kernelSymbol(addr: bigint): string | null {
-  load();
+  loadKernelSymbols();
   const a = addrs!;
   if (!a.length || addr < a[0]!) return null;
   let lo = 0;
