@@ -108,6 +108,43 @@ describe('agent pipeline', () => {
     expect(requests).toHaveLength(1);
   });
 
+  it.each([1, 4])('while a request is out, keeps pulling, and lingered batches share the next request, as Nagle does (maxInFlight %i)', async (maxInFlight) => {
+    const cfg = loadConfig({ batchRecords: 10, sendBatches: 8, lingerMs: 0, maxInFlight }, {});
+    let answer!: () => void;
+    const answered = new Promise<void>((r) => (answer = r));
+    const requests: number[] = [];
+    const sink = {
+      where: 'slow',
+      send: async (m: OutMessage[]) => {
+        requests.push(m.length);
+        if (requests.length === 1) await answered; // Kafka slow to answer the first request
+      },
+    };
+    let end!: () => void;
+    const ended = new Promise<void>((r) => (end = r));
+    const source: RecordSource = {
+      ...arraySource([]),
+      async *chunks() {
+        yield* chunksOf(5, 10);
+        await ended;
+      },
+    };
+    const agent = createAgent({ cfg, source, sink, partitions: 1, log, metrics: createAgentMetrics() });
+    const run = agent.run();
+    const until = async (cond: () => boolean) => {
+      for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 5));
+    };
+    await until(() => agent.stats().read === 50);
+    expect(agent.stats().read).toBe(50); // pulled everything while the first request was out
+    expect(requests).toEqual([1]); // a slot free for each, but they wait for the one out
+    answer();
+    await until(() => requests.length === 2);
+    expect(requests).toEqual([1, 4]); // one request, while the source is still open
+    end();
+    await run;
+    expect(agent.stats()).toMatchObject({ read: 50, sent: 50, batches: 5, dropped: 0 });
+  });
+
   it('retries while the sink fails and loses nothing', async () => {
     const sent: OutMessage[] = [];
     let failures = 0;
