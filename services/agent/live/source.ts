@@ -79,7 +79,6 @@ export function readProgramStats(fd: number): { runs: number; runNs: number } {
   return { runs: field('run_cnt'), runNs: field('run_time_ns') };
 }
 
-
 /** How often namespace names are re-read (chunk names, owned-by-name re-resolution). */
 const NETNS_NAMES_REFRESH_MS = 2000;
 
