@@ -56,7 +56,7 @@ export interface LiveSource extends RecordSource {
    * keeps them only while kernel.bpf_stats_enabled is 1 (else both stay 0).
    */
   programStats(): ProgramStats[];
-  /** Longest time between two drains since the last call, ms (then starts over): for a scrape window. */
+  /** Longest time without a drain since the last call, ms (then starts over): for a scrape window. */
   undrainedMax(): number;
 }
 
@@ -173,8 +173,9 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
   let netnsNames = namedNetns();
   let namesAt = Date.now();
   let drainedAt = Date.now();
-  /** undrained_max_ms since the last undrainedMax() call. */
+  /** undrained_max_ms within the window that the last undrainedMax() call started at windowFrom. */
   let undrainedWindowMs = 0;
+  let windowFrom = 0;
 
   /**
    * Namespaces owned by name or path are re-resolved periodically: a pod's
@@ -212,7 +213,7 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
     drainedAt = Date.now();
     const gap = drainedAt - since;
     if (gap > local.undrained_max_ms) local.undrained_max_ms = gap;
-    if (gap > undrainedWindowMs) undrainedWindowMs = gap;
+    undrainedWindowMs = Math.max(undrainedWindowMs, drainedAt - Math.max(since, windowFrom));
     if (Date.now() - namesAt > NETNS_NAMES_REFRESH_MS) refreshNetns();
     // Bounded: one call never holds the event loop for more than a few chunks.
     for (let round = 0; round < 16; round++) {
@@ -377,8 +378,10 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
     programStats: () => (stopped ? [] : kernel.attached.map((a) => ({ program: a.program, tracepoint: a.tracepoint, ...readProgramStats(a.fd) }))),
     undrainedMax: () => {
       // a drain that is overdue now counts too
-      const m = Math.max(undrainedWindowMs, stopped ? 0 : Date.now() - drainedAt);
+      const now = Date.now();
+      const m = Math.max(undrainedWindowMs, stopped ? 0 : now - Math.max(drainedAt, windowFrom));
       undrainedWindowMs = 0;
+      windowFrom = now;
       return m;
     },
   };
