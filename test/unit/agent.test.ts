@@ -52,8 +52,9 @@ describe('agent pipeline', () => {
   /**
    * An agent running on a source that yields `chunks`, then stays open until release():
    * what it sends meanwhile was sent by its own policy, not by the flush at the end.
+   * With `firstAnswer`, the sink answers its first request only once that resolves.
    */
-  function runHeldOpen(chunks: RecordChunk[], cfg: ReturnType<typeof loadConfig>, partitions: number) {
+  function runHeldOpen(chunks: RecordChunk[], cfg: ReturnType<typeof loadConfig>, partitions: number, firstAnswer?: Promise<void>) {
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
     const source: RecordSource = {
@@ -64,7 +65,11 @@ describe('agent pipeline', () => {
       },
     };
     const requests: OutMessage[][] = [];
-    const agent = createAgent({ cfg, source, sink: { where: 'test', send: async (m) => void requests.push(m) }, partitions, log, metrics: createAgentMetrics() });
+    const send = async (m: OutMessage[]) => {
+      requests.push(m);
+      if (requests.length === 1) await firstAnswer;
+    };
+    const agent = createAgent({ cfg, source, sink: { where: 'test', send }, partitions, log, metrics: createAgentMetrics() });
     const run = agent.run();
     const until = async (cond: () => boolean) => {
       for (let i = 0; i < 500 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
@@ -80,68 +85,33 @@ describe('agent pipeline', () => {
     expect(agent.stats()).toMatchObject({ read: 80, sent: 80, dropped: 0 });
   });
 
-  it('sends a full batch on its own once its first record has waited lingerMs', async () => {
-    const { requests, until, finish } = runHeldOpen(chunksOf(1, 10), loadConfig({ batchRecords: 10, sendBatches: 4, lingerMs: 20 }, {}), 1);
-    await until(() => requests.length >= 1);
-    // sent while the source is still open: the linger, not the final flush, sent it
-    expect(requests.map((r) => r.map((m) => m.records))).toEqual([[10]]);
-    await finish();
-    expect(requests).toHaveLength(1);
-  });
-
-  it('sends a partial batch once its first record has waited lingerMs, while the source is still open', async () => {
-    const { requests, until, finish } = runHeldOpen(chunksOf(1, 3), loadConfig({ batchRecords: 10, sendBatches: 4, lingerMs: 20 }, {}), 1);
-    await until(() => requests.length >= 1);
-    expect(requests.map((r) => r.map((m) => m.records))).toEqual([[3]]);
-    await finish();
-    expect(requests).toHaveLength(1);
-  });
-
-  it('counts the linger from when the records reached the source (chunk.since), so a quiet agent sends as it drains', async () => {
+  // Each sent alone while the source is still open: the linger, not the final flush, sent it.
+  it.each([
+    ['a full batch once its first record has waited lingerMs', chunksOf(1, 10), 20],
+    ['a partial batch once its first record has waited lingerMs', chunksOf(1, 3), 20],
     // Drained a minute after the drain before: with the linger counted from the drain
     // itself, these would wait another minute (or the final flush).
-    const chunks = chunksOf(1, 3).map((c) => ({ ...c, since: Date.now() - 60_000 }));
-    const { requests, until, finish } = runHeldOpen(chunks, loadConfig({ batchRecords: 10, sendBatches: 4, lingerMs: 60_000 }, {}), 1);
+    ['a partial batch at once when its records reached the source (chunk.since) a linger ago, as a quiet agent drains', chunksOf(1, 3).map((c) => ({ ...c, since: Date.now() - 60_000 })), 60_000],
+  ])('sends %s', async (_what, chunks, lingerMs) => {
+    const { requests, until, finish } = runHeldOpen(chunks, loadConfig({ batchRecords: 10, sendBatches: 4, lingerMs }, {}), 1);
     await until(() => requests.length >= 1);
-    expect(requests.map((r) => r.map((m) => m.records))).toEqual([[3]]);
+    expect(requests.map((r) => r.map((m) => m.records))).toEqual([[chunks[0]!.count]]);
     await finish();
     expect(requests).toHaveLength(1);
   });
 
   it.each([1, 4])('while a request is out, keeps pulling, and lingered batches share the next request, as Nagle does (maxInFlight %i)', async (maxInFlight) => {
-    const cfg = loadConfig({ batchRecords: 10, sendBatches: 8, lingerMs: 0, maxInFlight }, {});
     let answer!: () => void;
-    const answered = new Promise<void>((r) => (answer = r));
-    const requests: number[] = [];
-    const sink = {
-      where: 'slow',
-      send: async (m: OutMessage[]) => {
-        requests.push(m.length);
-        if (requests.length === 1) await answered; // Kafka slow to answer the first request
-      },
-    };
-    let end!: () => void;
-    const ended = new Promise<void>((r) => (end = r));
-    const source: RecordSource = {
-      ...arraySource([]),
-      async *chunks() {
-        yield* chunksOf(5, 10);
-        await ended;
-      },
-    };
-    const agent = createAgent({ cfg, source, sink, partitions: 1, log, metrics: createAgentMetrics() });
-    const run = agent.run();
-    const until = async (cond: () => boolean) => {
-      for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 5));
-    };
+    const answered = new Promise<void>((r) => (answer = r)); // Kafka slow to answer the first request
+    const cfg = loadConfig({ batchRecords: 10, sendBatches: 8, lingerMs: 0, maxInFlight }, {});
+    const { agent, requests, until, finish } = runHeldOpen(chunksOf(5, 10), cfg, 1, answered);
     await until(() => agent.stats().read === 50);
     expect(agent.stats().read).toBe(50); // pulled everything while the first request was out
-    expect(requests).toEqual([1]); // a slot free for each, but they wait for the one out
+    expect(requests.map((r) => r.length)).toEqual([1]); // a slot free for each, but they wait for the one out
     answer();
     await until(() => requests.length === 2);
-    expect(requests).toEqual([1, 4]); // one request, while the source is still open
-    end();
-    await run;
+    expect(requests.map((r) => r.length)).toEqual([1, 4]); // one request, while the source is still open
+    await finish();
     expect(agent.stats()).toMatchObject({ read: 50, sent: 50, batches: 5, dropped: 0 });
   });
 
