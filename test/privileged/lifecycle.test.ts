@@ -9,7 +9,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Registry } from 'prom-client';
 import { Kind } from '../../services/shared/record.js';
-import { createLiveSource, describeLiveStatus, parseLiveFilters, parseLiveOptions, registerLiveMetrics, LiveError } from '../../services/agent/live/index.js';
+import { createLiveSource, describeLiveStatus, parseLiveFilters, parseLiveOptions, registerLiveMetrics, LiveError, type LiveOptionsInput, type LiveSource } from '../../services/agent/live/index.js';
 import { loadObjects } from '../../services/agent/live/objects.js';
 import { openKernelBtf } from '../../services/agent/live/btf.js';
 import { netnsHome } from '../../services/agent/live/filters.js';
@@ -219,71 +219,62 @@ describePrivileged('live capture: lifecycle, filters and counters', () => {
     }
   });
 
-  it('counts ring buffer overflow in the kernel and exposes it as a metric', async () => {
-    // A 64 KiB ring drained once a second cannot hold a burst of a few thousand packets.
-    const source = createLiveSource(parseLiveOptions({ netns: [cli.name, srv.name], ringBytes: 1 << 16, drainIntervalMs: 1000, wakeupFraction: 1 }));
+  /**
+   * A live source over the link, consumed and exposing metrics, while a client makes a
+   * burst of many small writes, no Nagle (one packet each way per write): `perTick`
+   * writes every 1 ms, `ticks` times. `check` runs `waitMs` after the burst, before the
+   * source stops.
+   */
+  async function afterBurst(input: LiveOptionsInput, port: number, burst: { perTick: number; ticks: number; waitMs: number }, check: (source: LiveSource, metrics: string) => void) {
+    const source = createLiveSource(parseLiveOptions({ netns: [cli.name, srv.name], ...input }));
     const registry = new Registry();
     registerLiveMetrics(registry, source);
     const consumer = (async () => {
       for await (const c of source.chunks()) void c;
     })();
     try {
-      const server = srv.spawn('node', ['-e', TCP_ECHO_SERVER, link.addrB, '16020']);
+      const server = srv.spawn('node', ['-e', TCP_ECHO_SERVER, link.addrB, String(port)]);
       await waitLine(server, /listening/);
-      // Many small writes, no Nagle: one packet each way per write.
       cli.run('node', ['-e', `
-        const s = require('net').connect(16020, '${link.addrB}', () => {
+        const s = require('net').connect(${port}, '${link.addrB}', () => {
           s.setNoDelay(true);
-          let i = 0; const t = setInterval(() => { for (let k = 0; k < 50; k++) s.write('x'); if (++i === 40) { clearInterval(t); s.end(); } }, 1);
+          let i = 0; const t = setInterval(() => { for (let k = 0; k < ${burst.perTick}; k++) s.write('x'); if (++i === ${burst.ticks}) { clearInterval(t); s.end(); } }, 1);
         });
         s.on('data', () => {}); s.on('close', () => process.exit(0));`]);
       server.kill();
-      await sleep(1200);
+      await sleep(burst.waitMs);
+      check(source, await registry.metrics());
+    } finally {
+      await source.stop();
+      await consumer;
+    }
+  }
+
+  it('counts ring buffer overflow in the kernel and exposes it as a metric', async () => {
+    // A 64 KiB ring drained once a second cannot hold a burst of a few thousand packets.
+    await afterBurst({ ringBytes: 1 << 16, drainIntervalMs: 1000, wakeupFraction: 1 }, 16020, { perTick: 50, ticks: 40, waitMs: 1200 }, (source, text) => {
       const lost = source.kernelCounters().ringbuf_full;
       expect(lost).toBeGreaterThan(0);
-      const text = await registry.metrics();
       const metric = (name: string) => Number(text.match(new RegExp(`^${name} (\\d+)$`, 'm'))?.[1]);
       expect(metric('hoptrace_live_ringbuf_lost_total')).toBe(lost);
       expect(text).toMatch(/hoptrace_live_events_total\{kind="packet"\} \d+/);
       expect(text).toMatch(/hoptrace_live_kernel_events_total\{outcome="ringbuf_full"\} \d+/);
       expect(text).toMatch(/hoptrace_live_programs\{state="attached"\} 8/);
-    } finally {
-      await source.stop();
-      await consumer;
-    }
+    });
   });
 
   it('reads a backlog of many chunks in one drain, and reports how long the ring went undrained', async () => {
     // Drained once a second, no early wake-up: the burst waits in the ring as a backlog. A chunk
     // ends before the first run that does not fit whole, so it is rarely exactly full; one drain
     // must still go on to the next chunk (it once stopped there, one chunk per drain).
-    const source = createLiveSource(parseLiveOptions({ netns: [cli.name, srv.name], drainIntervalMs: 1000, drainIdleMs: 1000, wakeupFraction: 1, chunkRecords: 64, maxQueuedChunks: 64 }));
-    const registry = new Registry();
-    registerLiveMetrics(registry, source);
-    const consumer = (async () => {
-      for await (const c of source.chunks()) void c;
-    })();
-    try {
-      const server = srv.spawn('node', ['-e', TCP_ECHO_SERVER, link.addrB, '16025']);
-      await waitLine(server, /listening/);
-      cli.run('node', ['-e', `
-        const s = require('net').connect(16025, '${link.addrB}', () => {
-          s.setNoDelay(true);
-          let i = 0; const t = setInterval(() => { for (let k = 0; k < 10; k++) s.write('x'); if (++i === 20) { clearInterval(t); s.end(); } }, 1);
-        });
-        s.on('data', () => {}); s.on('close', () => process.exit(0));`]);
-      server.kill();
-      await sleep(2200);
+    const input = { drainIntervalMs: 1000, drainIdleMs: 1000, wakeupFraction: 1, chunkRecords: 64, maxQueuedChunks: 64 };
+    await afterBurst(input, 16025, { perTick: 10, ticks: 20, waitMs: 2200 }, (source, text) => {
       const st = source.stats();
       expect(st.records).toBeGreaterThan(4 * 64);
       expect(st.queue_full).toBe(0);
       expect(st.chunks).toBeGreaterThan(st.drains);
-      const text = await registry.metrics();
       expect(Number(text.match(/^hoptrace_live_ring_undrained_max_seconds (\S+)$/m)?.[1])).toBeGreaterThanOrEqual(0.9);
-    } finally {
-      await source.stop();
-      await consumer;
-    }
+    });
   });
 
   it('reads every record intact across many wraps of a small ring (records straddling its end)', async () => {
