@@ -46,23 +46,29 @@ export const REQUEST_TIMEOUT_CHECK_MS = 1000;
 
 export const RequestQueue = require('kafkajs/src/network/requestQueue/index.js') as { prototype: RequestQueueLike };
 
-const proto = RequestQueue.prototype;
-const original = proto.scheduleCheckPendingRequests;
-if (typeof original !== 'function') throw new Error('kafkajs: RequestQueue.scheduleCheckPendingRequests not found; kafka-idle.ts needs review for this kafkajs version');
+type Method = (this: RequestQueueLike) => void;
 
-if (!(original as { hoptraceIdleFix?: boolean }).hoptraceIdleFix) {
-  const patched = function (this: RequestQueueLike): void {
-    if (this.pending.length === 0 && this.throttledUntil <= Date.now()) return;
-    original.call(this);
-  };
-  (patched as { hoptraceIdleFix?: boolean }).hoptraceIdleFix = true;
-  proto.scheduleCheckPendingRequests = patched;
+/** Replaces RequestQueue.prototype[name] with make(kafkajs's own), once; throws if kafkajs no longer has it. */
+function patch(name: 'scheduleCheckPendingRequests' | 'scheduleRequestTimeoutCheck', make: (original: Method) => Method): void {
+  const proto = RequestQueue.prototype;
+  const original = proto[name] as Method & { hoptraceIdleFix?: boolean };
+  if (typeof original !== 'function') throw new Error(`kafkajs: RequestQueue.${name} not found; kafka-idle.ts needs review for this kafkajs version`);
+  if (original.hoptraceIdleFix) return;
+  const patched = make(original) as Method & { hoptraceIdleFix?: boolean };
+  patched.hoptraceIdleFix = true;
+  proto[name] = patched;
 }
 
-if (typeof proto.scheduleRequestTimeoutCheck !== 'function') throw new Error('kafkajs: RequestQueue.scheduleRequestTimeoutCheck not found; kafka-idle.ts needs review for this kafkajs version');
-if (!(proto.scheduleRequestTimeoutCheck as { hoptraceIdleFix?: boolean }).hoptraceIdleFix) {
-  // What kafkajs 2.2.4's does, at REQUEST_TIMEOUT_CHECK_MS.
-  const patched = function (this: RequestQueueLike): void {
+patch('scheduleCheckPendingRequests', (original) =>
+  function (this: RequestQueueLike): void {
+    if (this.pending.length === 0 && this.throttledUntil <= Date.now()) return;
+    original.call(this);
+  },
+);
+
+// What kafkajs 2.2.4's does, at REQUEST_TIMEOUT_CHECK_MS.
+patch('scheduleRequestTimeoutCheck', () =>
+  function (this: RequestQueueLike): void {
     if (!this.enforceRequestTimeout) return;
     this.destroy();
     this.requestTimeoutIntervalId = setInterval(() => {
@@ -71,7 +77,5 @@ if (!(proto.scheduleRequestTimeoutCheck as { hoptraceIdleFix?: boolean }).hoptra
       });
       if (!this.isConnected()) this.destroy();
     }, Math.min(this.requestTimeout, REQUEST_TIMEOUT_CHECK_MS));
-  };
-  (patched as { hoptraceIdleFix?: boolean }).hoptraceIdleFix = true;
-  proto.scheduleRequestTimeoutCheck = patched;
-}
+  },
+);
