@@ -214,7 +214,7 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
     const gap = drainedAt - since;
     if (gap > local.undrained_max_ms) local.undrained_max_ms = gap;
     undrainedWindowMs = Math.max(undrainedWindowMs, drainedAt - Math.max(since, windowFrom));
-    if (Date.now() - namesAt > NETNS_NAMES_REFRESH_MS) refreshNetns();
+    if (drainedAt - namesAt > NETNS_NAMES_REFRESH_MS) refreshNetns();
     // Bounded: one call never holds the event loop for more than a few chunks.
     for (let round = 0; round < 16; round++) {
       const { count, runs, badSize, full } = ring.drain(staging);
