@@ -206,9 +206,10 @@ export function createAgent(d: AgentDeps): Agent {
    * share the next request. (Waiting for a slot kept one batch per request exactly
    * when Kafka was slow: a fresh agent on a busy node sent 8 single-batch requests at a
    * time and dropped most of its first seconds' records from a full source queue.)
+   * `whileRunning`: gives up once stop() is called.
    */
-  async function drainTo(limitBytes: number) {
-    while (held() > limitBytes) await waitChange();
+  async function drainTo(limitBytes: number, whileRunning = false) {
+    while (held() > limitBytes && !(whileRunning && stopping)) await waitChange();
   }
 
   /** What the source rejected as malformed, counted as dropped once. Runs per chunk, so it reads
@@ -259,8 +260,11 @@ export function createAgent(d: AgentDeps): Agent {
           add(tracker.process(chunk, Date.now()));
           arm();
           syncSourceCounters();
-          await drainTo(cfg.bufferBytes);
-          if (stopping) break;
+          // Once stopping, the source ends as soon as it has handed over what it still
+          // holds (its final drain too); that is pulled without waiting for room in the
+          // buffer, since the flush below is bounded by its deadline. (It used to stop
+          // pulling here, and lost, uncounted, every chunk the source held but one.)
+          await drainTo(cfg.bufferBytes, true);
         }
       } finally {
         running = false;

@@ -187,6 +187,35 @@ describe('agent pipeline', () => {
     await run;
     expect(agent.stats().sent).toBe(20_000);
   });
+
+  it('on stop, takes every chunk the source still holds before it flushes', async () => {
+    // As the live source does: stop() ends the chunks once its queue is empty, not before.
+    const queued = chunksOf(5, 100);
+    let stopped = false;
+    let wake: (() => void) | null = null;
+    const source: RecordSource = {
+      ...arraySource([]),
+      async *chunks() {
+        for (;;) {
+          const c = stopped ? queued.shift() : undefined;
+          if (c) yield c;
+          else if (stopped) return;
+          else await new Promise<void>((r) => (wake = r));
+        }
+      },
+      stop: async () => {
+        stopped = true;
+        wake?.();
+      },
+    };
+    const sent: OutMessage[] = [];
+    const cfg = loadConfig({ batchRecords: 64, lingerMs: 5 }, {});
+    const agent = createAgent({ cfg, source, sink: { where: 'test', send: async (m) => void sent.push(...m) }, partitions: 1, log, metrics: createAgentMetrics() });
+    const run = agent.run();
+    await agent.stop();
+    await run;
+    expect(agent.stats()).toMatchObject({ read: 500, sent: 500, dropped: 0 });
+  });
 });
 
 describe('kernel names', () => {
