@@ -307,7 +307,7 @@ describePrivileged('live capture: lifecycle, filters and counters', () => {
     expect(Object.entries(st).filter(([k, v]) => (k.startsWith('corrupt_') || k === 'bad_size') && v > 0)).toEqual([]);
   });
 
-  it('holds up to maxQueuedChunks full chunks of records while not pulled, however small the chunks', async () => {
+  it('holds up to maxQueuedChunks full chunks of records while not pulled, however small the chunks, then leaves the rest in the ring', async () => {
     // 2 x 1024 records at most; drains every 2 ms make chunks of a few records each.
     const source = createLiveSource(parseLiveOptions({ netns: [cli.name, srv.name], maxQueuedChunks: 2, chunkRecords: 1024, drainIntervalMs: 2, drainIdleMs: 2 }));
     const send = async (port: number, writes: number) => {
@@ -338,9 +338,24 @@ describePrivileged('live capture: lifecycle, filters and counters', () => {
       expect(st.queue_full).toBe(0);
       await pull();
       expect(drained).toBe(st.records);
-      // Past 2,048 records unpulled, the rest is dropped and counted.
+      // Past 1,024 queued (no room for another chunk), the source stops draining: the rest
+      // waits in the ring, nothing is dropped, and a pull resumes the drains.
       await send(16024, 1200);
-      expect(source.stats().queue_full).toBeGreaterThan(0);
+      const paused = source.stats();
+      expect(paused.pauses).toBeGreaterThan(0);
+      expect(paused.records).toBeLessThanOrEqual(drained + 2048);
+      expect(paused.queue_full).toBe(0);
+      const all = (async () => {
+        for await (const c of source.chunks()) drained += c.count;
+      })();
+      await sleep(200);
+      await source.stop();
+      await all;
+      const end = source.stats();
+      expect(end.kernel_ringbuf_full).toBe(0);
+      expect(end.queue_full).toBe(0);
+      expect(drained).toBe(end.kernel_emitted);
+      expect(end.records).toBeGreaterThan(paused.records + 1000);
     } finally {
       await source.stop();
     }

@@ -49,4 +49,16 @@ describe('record arena', () => {
       }
     }
   });
+
+  it('trims the newest region to what was kept, and gives it back when nothing was', () => {
+    const a = new RecordArena(10);
+    const r0 = a.alloc(6)!;
+    const base = Buffer.from(r0.buffer, r0.byteOffset, 10 * RECORD_SIZE);
+    const kept = a.trimLast(2);
+    expect([at(kept, base), kept.length]).toEqual([0, 2 * RECORD_SIZE]);
+    expect(at(a.alloc(8)!, base)).toBe(2); // the 4 trimmed records are free again
+    a.trimLast(0);
+    expect(a.used).toBe(2);
+    expect(at(a.alloc(8)!, base)).toBe(2); // the region given back leaves no trace
+  });
 });

@@ -47,6 +47,17 @@ export class RecordArena {
     return this.buf.subarray(start * RECORD_SIZE, (start + n) * RECORD_SIZE);
   }
 
+  /**
+   * Shortens the newest region to its first `n` records (n no more than it has; 0 gives
+   * it back) and returns them: a region taken whole for a drain keeps only what was kept.
+   */
+  trimLast(n: number): Buffer {
+    const last = this.regions[this.regions.length - 1]!;
+    last.end = last.start + Math.min(n, last.end - last.start);
+    if (n === 0) this.regions.pop();
+    return this.buf.subarray(last.start * RECORD_SIZE, last.end * RECORD_SIZE);
+  }
+
   /** Gives back the oldest region handed out. */
   release(): void {
     this.regions.shift();

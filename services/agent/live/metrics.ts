@@ -106,9 +106,19 @@ export function registerLiveMetrics(registry: Registry, source: LiveSource): voi
   });
   const setRingRuns = totals(ringRuns);
 
+  const pauses = new Counter({
+    name: 'hoptrace_live_drain_pauses_total',
+    help: 'Times the live source stopped draining the ring because the agent had not pulled its queued chunks (backpressure): records wait in the ring meanwhile, and only a full ring loses them (hoptrace_live_ringbuf_lost_total).',
+    registers: [registry],
+    collect() {
+      setPauses({}, source.stats().pauses ?? 0);
+    },
+  });
+  const setPauses = totals(pauses);
+
   const agentDropped = new Counter({
     name: 'hoptrace_live_agent_dropped_total',
-    help: 'Records drained but not delivered: queue_full (consumer not pulling), corrupt_*, bad_size.',
+    help: 'Records drained but not delivered: queue_full (read at stop with the queue full), corrupt_*, bad_size.',
     labelNames: ['reason'],
     registers: [registry],
     collect() {

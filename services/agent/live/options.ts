@@ -193,7 +193,7 @@ export const LIVE_SPEC = {
     parse: (v: unknown, f: string) => (v === undefined ? 10 : int(v, f, 1, 10_000)),
   },
   maxQueuedChunks: {
-    doc: 'Full chunks\' worth of records held while the consumer is not pulling (maxQueuedChunks x chunkRecords records, however small the chunks); beyond, records are dropped and counted (queue_full). Bounds memory to maxQueuedChunks x chunkRecords x 128 bytes. The agent\'s own buffer (bufferBytes) holds what Kafka has not taken; this queue only rides out pauses of its event loop. Default 8.',
+    doc: 'Full chunks\' worth of records held while the consumer is not pulling (maxQueuedChunks x chunkRecords records, however small the chunks); with no room for another chunk the source stops draining, and records wait in the ring buffer (ringBytes) until the consumer pulls: only a full ring loses them (counted by the kernel, ringbuf_full). Bounds memory to maxQueuedChunks x chunkRecords x 128 bytes. The agent\'s own buffer (bufferBytes) holds what Kafka has not taken; this queue only rides out pauses of its event loop. Default 8.',
     parse: (v: unknown, f: string) => (v === undefined ? 8 : int(v, f, 1, 4096)),
   },
   objects: {

@@ -124,6 +124,8 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
     queue_full: 0,
     bad_size: 0,
     drains: 0,
+    /** Times draining paused because the queue had no room for a chunk (backpressure: records wait in the ring). */
+    pauses: 0,
     /** Longest time between the starts of two drains, ms: the ring must hold what arrives meanwhile. */
     undrained_max_ms: 0,
     netns_changes: 0,
@@ -204,9 +206,14 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
     w?.();
   };
 
-  /** Drains the ring into chunks; returns the number of records read. */
-  const drain = (): number => {
-    if (stopped) return 0;
+  /**
+   * Drains the ring into chunks; returns the number of records read. While the queue
+   * has no room for a whole chunk the source pauses instead (see pause()), unless
+   * `force` (the final drain at stop): then what does not fit is read and counted as
+   * dropped (queue_full).
+   */
+  const drain = (force = false): number => {
+    if (stopped || paused) return 0;
     let total = 0;
     local.drains++;
     const since = drainedAt; // what this drain finds reached the ring after the last one
@@ -217,33 +224,44 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
     if (drainedAt - namesAt > NETNS_NAMES_REFRESH_MS) refreshNetns();
     // Bounded: one call never holds the event loop for more than a few chunks.
     for (let round = 0; round < 16; round++) {
-      const { count, runs, badSize, full } = ring.drain(staging);
+      // Straight into the arena (one copy of each record, not two: copies were ~1/5 of a
+      // full-capture agent's CPU); at stop, what finds no room goes through staging.
+      const direct = hasRoom() ? arena.alloc(opts.chunkRecords) : null;
+      if (!direct && !force) {
+        pause();
+        break;
+      }
+      const out = direct ?? staging;
+      const { count, runs, badSize, full } = ring.drain(out);
       local.bad_size += badSize;
       local.runs += runs;
       total += count;
-      if (!count) break;
       let kept = 0;
       for (let i = 0; i < count; i++) {
         const off = i * RECORD_SIZE;
-        const why = checkRecord(staging, off);
+        const why = checkRecord(out, off);
         if (why) {
           corrupt[why] = (corrupt[why] ?? 0) + 1;
           continue;
         }
-        if (kept !== i) staging.copy(staging, kept * RECORD_SIZE, off, off + RECORD_SIZE);
-        tally.add(staging, kept * RECORD_SIZE);
+        if (kept !== i) out.copyWithin(kept * RECORD_SIZE, off, off + RECORD_SIZE);
+        tally.add(out, kept * RECORD_SIZE);
         kept++;
       }
-      if (!kept) continue;
+      if (!kept) {
+        if (direct) arena.trimLast(0);
+        if (!count) break;
+        continue;
+      }
+      const buf = direct ? arena.trimLast(kept) : queuedRecords + kept <= maxQueuedRecords ? arena.alloc(kept) : null;
       local.records += kept;
       const firstSeq = seq;
       seq += kept;
-      const buf = queuedRecords + kept <= maxQueuedRecords ? arena.alloc(kept) : null;
       if (!buf) {
         local.queue_full += kept; // the seq gap marks the loss downstream
         continue;
       }
-      staging.copy(buf, 0, 0, kept * RECORD_SIZE);
+      if (!direct) staging.copy(buf, 0, 0, kept * RECORD_SIZE);
       queue.push({ buf, count: kept, firstSeq, clockOffsetNs: clockReference(Date.now()), netnsNames, since });
       queuedRecords += kept;
       local.chunks++;
@@ -267,14 +285,43 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
   // and a rate that jumps is caught by the fd. Each chunk says when the drain before
   // it was, and the agent's linger runs from there, so a quiet agent's one wake-up
   // drains, seals and sends together.
-  const poll = koffi.node.poll(kernel.maps.get(SharedMap.EVENTS)!, { readable: true }, () => void drain());
+  const onReadable = (): void => void drain();
+  const poll = koffi.node.poll(kernel.maps.get(SharedMap.EVENTS)!, { readable: true }, onReadable);
   let period = opts.drainIntervalMs;
   const onTimer = (): void => {
     const found = drain();
+    if (paused) return;
     period = nextDrainPeriod(period, found, opts.drainIntervalMs, opts.drainIdleMs);
     timer = setTimeout(onTimer, period);
   };
   let timer = setTimeout(onTimer, period);
+
+  /**
+   * Backpressure. When the consumer falls behind and the queue has no room for another
+   * chunk, the source stops draining: records wait in the ring (16 MiB by default, twice
+   * the queue), and only a full ring loses them, counted by the kernel (ringbuf_full).
+   * Draining on, only to drop what the queue cannot take, spent the agent's CPU on
+   * records it then lost, when it was already behind. The ring fd is level-triggered,
+   * so its poll is stopped too (it would wake the loop again and again); the time
+   * paused counts in undrained_max_ms. The consumer's next pull resumes it.
+   */
+  let paused = false;
+  let closing = false;
+  function hasRoom(): boolean {
+    return queuedRecords + opts.chunkRecords <= maxQueuedRecords;
+  }
+  function pause(): void {
+    paused = true;
+    local.pauses++;
+    poll.stop();
+    clearTimeout(timer);
+  }
+  function resume(): void {
+    if (!paused || closing || !hasRoom()) return;
+    paused = false;
+    poll.start({ readable: true }, onReadable);
+    timer = setTimeout(onTimer, 0);
+  }
 
   /**
    * Has each CPU write its open run of records now (hop_flush_run), rather than at
@@ -314,6 +361,7 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
         const c = queue.shift();
         if (c) {
           queuedRecords -= c.count;
+          resume();
           yield c;
           arena.release(); // the consumer is done with c once it pulls the next
           continue;
@@ -325,12 +373,14 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
 
     stop(): Promise<void> {
       stopping ??= (async () => {
+        closing = true;
+        paused = false; // the final drain below reads everything
         clearTimeout(timer);
         poll.close();
         devices?.close();
         kernel.detach(); // no new events...
         await flushRuns(); // ...each CPU's open run into the ring...
-        drain(); // ...then take what is already in the ring
+        drain(true); // ...then take what is already in the ring
         finalKernel = kernelCounters();
         stopped = true;
         ring.close();
