@@ -172,6 +172,9 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
   let seq = 0;
   let stopped = false;
   let stopping: Promise<void> | undefined;
+  /** Draining paused for lack of room in the queue (see pause()); closing: stop() has begun. */
+  let paused = false;
+  let closing = false;
   let netnsNames = namedNetns();
   let namesAt = Date.now();
   let drainedAt = Date.now();
@@ -305,8 +308,6 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
    * so its poll is stopped too (it would wake the loop again and again); the time
    * paused counts in undrained_max_ms. The consumer's next pull resumes it.
    */
-  let paused = false;
-  let closing = false;
   function hasRoom(): boolean {
     return queuedRecords + opts.chunkRecords <= maxQueuedRecords;
   }
