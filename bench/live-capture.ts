@@ -52,6 +52,9 @@
  *              and pod namespaces (a node's view: one program set per hook) with every
  *              flow sampled out, full capture, 1-in-N and 1-in-4N sampling; the lab's three
  *              agents (three program sets per hook on this one kernel), full and 1-in-N.
+ *              The broker's CPU over each run (var/run/kafka.pid; it idles at a few
+ *              percent with nothing to do, so "off" shows its floor): on these 2 CPUs the
+ *              capture's requests to it come out of the traffic too.
  *              Beside events/s, the records lost in each repeat (kernel ring full plus
  *              the agent's queue_full: a ratio bought with losses is not full capture)
  *              and the agents' major GCs per second (hoptrace_agent_gcs_total).
@@ -81,7 +84,7 @@ import type { DeviceHooks } from '../services/agent/live/options.js';
 import { loadConfig } from '../services/shared/config.js';
 import { RECORD_SIZE } from '../services/shared/record.js';
 import { HEADER_SIZE } from '../services/shared/recording.js';
-import { deleteTopics, median, procCpuS, procMemMiB, sleep, topicRecords } from './common.js';
+import { deleteTopics, kafkaCpuS, median, procCpuS, procMemMiB, sleep, topicRecords } from './common.js';
 import { agentPlans, startAgents, stopAgents } from '../services/lab/agents.js';
 import { labDown, labUp } from '../services/lab/index.js';
 import { createLab, pythonRunner, tcpBetween, type BenchLab, type TcpResult, type TcpRun } from './live/lab.js';
@@ -535,7 +538,7 @@ async function main(): Promise<void> {
       const three = agentPlans(state);
       const one = [{ node: 'bench-lab', netns: Object.keys(state.namespaces), clockSkewMs: 0, metricsPort: three[0]!.metricsPort + 10 }];
       type Mode = 'off' | 'one-none' | 'one-full' | 'one-full-single' | 'one-full-eager' | 'one-sampled' | 'one-sampled-sparse' | 'one-sampled-eager' | 'three-full' | 'three-sampled';
-      const runs: Record<Mode, (TpRow['runs'][number] & { events: number; majorGcs: number; lost: number })[]> = { off: [], 'one-none': [], 'one-full': [], 'one-full-single': [], 'one-full-eager': [], 'one-sampled': [], 'one-sampled-sparse': [], 'one-sampled-eager': [], 'three-full': [], 'three-sampled': [] };
+      const runs: Record<Mode, (TpRow['runs'][number] & { events: number; majorGcs: number; lost: number; brokerCpuS: number })[]> = { off: [], 'one-none': [], 'one-full': [], 'one-full-single': [], 'one-full-eager': [], 'one-sampled': [], 'one-sampled-sparse': [], 'one-sampled-eager': [], 'three-full': [], 'three-sampled': [] };
       // sparse: 4x fewer flows (of the 64 connections, ~2 at the default 1 in 32)
       const sparse = args.sample * 4;
       const sampleOf: Record<Mode, number | undefined> = { off: undefined, 'one-none': 1 << 20, 'one-full': undefined, 'one-full-single': undefined, 'one-full-eager': undefined, 'one-sampled': args.sample, 'one-sampled-sparse': sparse, 'one-sampled-eager': args.sample, 'three-full': undefined, 'three-sampled': args.sample };
@@ -568,10 +571,15 @@ async function main(): Promise<void> {
           if (args.warmup) await tcpBetween(python, client.netns, server.netns, server.ip, { ...tcp(args.tpStreams, BULK, args.tpConns), seconds: args.warmup });
           const before = await countsOf();
           let cpu0 = 0;
-          const t = await tcpBetween(python, client.netns, server.netns, server.ip, tcp(args.tpStreams, BULK, args.tpConns), () => (cpu0 = cpuOf()));
+          let broker0 = 0;
+          const t = await tcpBetween(python, client.netns, server.netns, server.ip, tcp(args.tpStreams, BULK, args.tpConns), () => {
+            cpu0 = cpuOf();
+            broker0 = kafkaCpuS();
+          });
           const captureCpuS = cpuOf() - cpu0;
+          const brokerCpuS = kafkaCpuS() - broker0;
           const after = await countsOf();
-          runs[mode].push({ tcp: t, captureCpuS, captureS: t.seconds, events: after.events - before.events, majorGcs: after.gcs - before.gcs, lost: after.lost - before.lost });
+          runs[mode].push({ tcp: t, captureCpuS, captureS: t.seconds, events: after.events - before.events, majorGcs: after.gcs - before.gcs, lost: after.lost - before.lost, brokerCpuS });
         } finally {
           await stopAgents(plans.map((p) => p.node));
         }
@@ -589,13 +597,15 @@ async function main(): Promise<void> {
       const labRow = (label: string, m: Mode): TpRow => ({
         label,
         runs: runs[m],
-        extra:
-          m === 'off'
+        extra: [
+          `${fmt(median(runs[m].map((r) => r.brokerCpuS / r.tcp.seconds)) * 100, 1)}%`,
+          ...(m === 'off'
             ? ['', '', '']
-            : [fmt(median(runs[m].map((r) => r.events / r.tcp.seconds))), runs[m].map((r) => fmt(r.lost)).join(', '), fmt(median(runs[m].map((r) => r.majorGcs / r.tcp.seconds)), 2)],
+            : [fmt(median(runs[m].map((r) => r.events / r.tcp.seconds))), runs[m].map((r) => fmt(r.lost)).join(', '), fmt(median(runs[m].map((r) => r.majorGcs / r.tcp.seconds)), 2)]),
+        ],
       });
       throughputTable(
-        ['events/s read by the agents', 'records lost per repeat (ring full + agent queue full)', 'agents\' major GCs/s'],
+        ['broker CPU (idle too)', 'events/s read by the agents', 'records lost per repeat (ring full + agent queue full)', 'agents\' major GCs/s'],
         [
           labRow('off', 'off'),
           labRow('one agent, every flow sampled out (the kernel side and an idle agent)', 'one-none'),
