@@ -94,7 +94,8 @@ export function createAgent(d: AgentDeps): Agent {
   const { cfg, source, sink, log, metrics } = d;
   const agentName = d.agent || cfg.agentName || source.node;
   const tracker = createConnTracker();
-  const batcher = createBatcher(d.partitions, cfg.batchRecords, cfg.lingerMs);
+  // A batch not yet full waits longer for records than a full one for company: see HOPTRACE_PARTIAL_LINGER_MS.
+  const batcher = createBatcher(d.partitions, cfg.batchRecords, cfg.partialLingerMs || 4 * cfg.lingerMs);
   /** Encoded batches waiting for a request, each with when its first record came in. */
   const queue: (OutMessage & { since: number })[] = [];
   let queuedBytes = 0;

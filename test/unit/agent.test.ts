@@ -87,17 +87,28 @@ describe('agent pipeline', () => {
 
   // Each sent alone while the source is still open: the linger, not the final flush, sent it.
   it.each([
-    ['a full batch once its first record has waited lingerMs', chunksOf(1, 10), 20],
-    ['a partial batch once its first record has waited lingerMs', chunksOf(1, 3), 20],
+    ['a full batch once its first record has waited lingerMs', chunksOf(1, 10), { lingerMs: 20, partialLingerMs: 60_000 }],
+    ['a partial batch once its first record has waited partialLingerMs', chunksOf(1, 3), { lingerMs: 10, partialLingerMs: 20 }],
     // Drained a minute after the drain before: with the linger counted from the drain
     // itself, these would wait another minute (or the final flush).
-    ['a partial batch at once when its records reached the source (chunk.since) a linger ago, as a quiet agent drains', chunksOf(1, 3).map((c) => ({ ...c, since: Date.now() - 60_000 })), 60_000],
-  ])('sends %s', async (_what, chunks, lingerMs) => {
-    const { requests, until, finish } = runHeldOpen(chunks, loadConfig({ batchRecords: 10, sendBatches: 4, lingerMs }, {}), 1);
+    ['a partial batch at once when its records reached the source (chunk.since) a linger ago, as a quiet agent drains', chunksOf(1, 3).map((c) => ({ ...c, since: Date.now() - 60_000 })), { lingerMs: 60_000, partialLingerMs: 60_000 }],
+  ])('sends %s', async (_what, chunks, linger) => {
+    const { requests, until, finish } = runHeldOpen(chunks, loadConfig({ batchRecords: 10, sendBatches: 4, ...linger }, {}), 1);
     await until(() => requests.length >= 1);
     expect(requests.map((r) => r.map((m) => m.records))).toEqual([[chunks[0]!.count]]);
     await finish();
     expect(requests).toHaveLength(1);
+  });
+
+  it('waits partialLingerMs, not lingerMs, for a batch to fill', async () => {
+    // 4 times the linger by default: a quiet agent sends ~1 request a second, not ~4.
+    expect(loadConfig({}, {})).toMatchObject({ lingerMs: 250, partialLingerMs: 0 });
+    const { requests, until, finish } = runHeldOpen(chunksOf(1, 3), loadConfig({ batchRecords: 10, sendBatches: 4, lingerMs: 10 }, {}), 1);
+    await new Promise((r) => setTimeout(r, 25)); // past lingerMs, not yet 4 x lingerMs
+    expect(requests).toHaveLength(0);
+    await until(() => requests.length >= 1);
+    expect(requests.map((r) => r.map((m) => m.records))).toEqual([[3]]);
+    await finish();
   });
 
   it.each([1, 4])('while a request is out, keeps pulling, and lingered batches share the next request, as Nagle does (maxInFlight %i)', async (maxInFlight) => {

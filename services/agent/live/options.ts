@@ -177,7 +177,7 @@ export const LIVE_SPEC = {
     parse: (v: unknown, f: string) => (v === undefined ? 10 : int(v, f, 1, 1000)),
   },
   drainIdleMs: {
-    doc: 'Longest timer drain period in ms (see drainIntervalMs). A batch\'s linger (HOPTRACE_LINGER_MS) counts from the drain before the one that found its first record, so at low rates the agent adds at most the larger of the two to a record\'s latency. Default 250, the linger\'s default: a quiet agent wakes ~4 times a second, and each wake-up costs ~0.5 ms of CPU. drainIntervalMs when smaller.',
+    doc: 'Longest timer drain period in ms (see drainIntervalMs). A batch\'s linger (HOPTRACE_LINGER_MS; HOPTRACE_PARTIAL_LINGER_MS while it is not full) counts from the drain before the one that found its first record, so at low rates the agent adds at most the larger of the two to a record\'s latency. Default 250, the linger\'s default: a quiet agent wakes ~4 times a second, and each wake-up costs ~0.5 ms of CPU. drainIntervalMs when smaller.',
     parse: (v: unknown, f: string) => (v === undefined ? 250 : int(v, f, 1, 10_000)),
   },
   chunkRecords: {
