@@ -12,5 +12,11 @@
  *   CPU taken from the traffic on a busy node). With 200 it ran 5-7 in the same run, and
  *   peak RSS did not move (~225 MiB in both). The agent's nodejs_gc_duration_seconds
  *   counts them; npm run bench:live -- --sections lab shows major GCs per second.
+ * - No memory reducer: V8 runs it once an isolate's allocation rate drops, to shrink the heap
+ *   with full GCs, so a quiet agent (every flow sampled out over the lab, a few hundred records a
+ *   second) ran a major GC every ~5 s, marking on helper threads: ~16 ms of CPU a second and ~28
+ *   context switches, against ~7 ms and ~12 without it (perf stat --per-thread, 10 s). A busy agent
+ *   allocates too fast for it to run. The heap then keeps the size a burst grew it to instead of
+ *   shrinking back; the RSS peak, which the burst sets, does not move.
  */
-export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4', '--heap-growing-percent=200'];
+export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4', '--heap-growing-percent=200', '--no-memory-reducer'];
