@@ -343,7 +343,7 @@ async function main() {
     console.log(`| ${cores('agents')} | ${cores('correlator')} | ${cores('kafka')} | ${cores('clickhouse')} | ${cores('bench')} |`);
     console.log(`\nCPU pressure during the window: ${((100 * (cpu1.stallUs - cpu0.stallUs)) / 1e6 / secs).toFixed(0)} % of the time some runnable task waited for a CPU (/proc/pressure/cpu; near 0 = the figures are the system's own, high = other work on the machine stretched them).`);
 
-    console.log(`\nSettings: ${Object.keys(EXTRA_ENV).length ? Object.entries(EXTRA_ENV).map(([k, v]) => `${k}=${v}`).join(', ') : 'defaults'}: batchRecords ${used.batchRecords}, lingerMs ${used.lingerMs}, maxInFlight ${used.maxInFlight}, topicPartitions ${used.topicPartitions}, insertRows ${used.insertRows}, insertDelayMs ${used.insertDelayMs}, insertFormat ${used.insertFormat}; correlator consumer: kafkajs fetch minBytes 1, maxWaitTimeInMs 5000 (defaults), 16 MiB per partition, all partitions at once, batches fetched within insertDelayMs share one insert (at most insertRows).`);
+    console.log(`\nSettings: ${Object.keys(EXTRA_ENV).length ? Object.entries(EXTRA_ENV).map(([k, v]) => `${k}=${v}`).join(', ') : 'defaults'}: batchRecords ${used.batchRecords}, lingerMs ${used.lingerMs}, partialLingerMs ${used.partialLingerMs || 4 * used.lingerMs}, maxInFlight ${used.maxInFlight}, topicPartitions ${used.topicPartitions}, insertRows ${used.insertRows}, insertDelayMs ${used.insertDelayMs}, insertFormat ${used.insertFormat}; correlator consumer: kafkajs fetch minBytes 1, maxWaitTimeInMs 5000 (defaults), 16 MiB per partition, all partitions at once, batches fetched within insertDelayMs share one insert (at most insertRows).`);
   } catch (err) {
     failed = true;
     throw err;
