@@ -30,6 +30,16 @@ function intArg(min: number, max: number) {
   };
 }
 
+/** A power of two in [min, max]. */
+function powerOfTwoArg(min: number, max: number) {
+  const within = intArg(min, max);
+  return (v: string) => {
+    const n = within(v);
+    if ((n & (n - 1)) !== 0) throw new InvalidArgumentError(`expected a power of two in [${min}, ${max}]`);
+    return n;
+  };
+}
+
 let cfg: Config | undefined;
 const config = () => (cfg ??= loadConfig());
 
@@ -52,12 +62,13 @@ program
   .option('--device-hooks <how>', 'live: auto | tc | tracepoint (tc: tcx links on the owned namespaces\' devices; auto: tc when --netns names them)')
   .option('--run-records <n>', 'live: records each CPU gathers in the kernel before writing them to the ring together (1-31; 1 = one by one)', intArg(1, 31))
   .option('--run-flush-ms <ms>', 'live: longest a run\'s first record waits in the kernel for the rest', intArg(1, 10_000))
+  .option('--ring-mib <n>', 'live: kernel ring buffer size in MiB, a power of two (default 16); the agent maps it, so its pages count in the agent\'s RSS', powerOfTwoArg(1, 1024))
   .option('--clock-skew-ms <ms>', "pretend this node's wall clock is off by this much (lab knob)", Number, 0)
-  .action(async (o: { live?: boolean; recording?: string; rate: number; retime?: boolean; node?: string; netns?: string; interfaces?: string; addrs?: string; ports?: string; protocols?: string; sample?: number; deviceHooks?: string; runRecords?: number; runFlushMs?: number; clockSkewMs: number }) => {
+  .action(async (o: { live?: boolean; recording?: string; rate: number; retime?: boolean; node?: string; netns?: string; interfaces?: string; addrs?: string; ports?: string; protocols?: string; sample?: number; deviceHooks?: string; runRecords?: number; runFlushMs?: number; ringMib?: number; clockSkewMs: number }) => {
     if (!o.live === !o.recording) throw new HopError('HOP_CONFIG_INVALID', 'give exactly one of --live or --recording FILE');
     if (!Number.isFinite(o.clockSkewMs)) throw new HopError('HOP_CONFIG_INVALID', '--clock-skew-ms must be a number');
     if (o.recording) return runRecordingAgent(config(), o.recording, o.rate, o.retime === true);
-    return runLiveAgent(config(), { node: o.node, netns: o.netns, interfaces: o.interfaces, addrs: o.addrs, ports: o.ports, protocols: o.protocols, sampleN: o.sample, deviceHooks: o.deviceHooks, runRecords: o.runRecords, runFlushMs: o.runFlushMs }, o.clockSkewMs);
+    return runLiveAgent(config(), { node: o.node, netns: o.netns, interfaces: o.interfaces, addrs: o.addrs, ports: o.ports, protocols: o.protocols, sampleN: o.sample, deviceHooks: o.deviceHooks, runRecords: o.runRecords, runFlushMs: o.runFlushMs, ringBytes: o.ringMib === undefined ? undefined : o.ringMib * 2 ** 20 }, o.clockSkewMs);
   });
 
 program

@@ -4,7 +4,8 @@
  * Prometheus metrics.
  */
 import { sleep } from '../../services/shared/retry.js';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { join } from 'node:path';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Registry } from 'prom-client';
@@ -21,6 +22,8 @@ import { startCapture } from './capture.js';
 interface BpfObj {
   id: number;
   name?: string;
+  type?: string;
+  max_entries?: number;
   map_ids?: number[];
   prog_id?: number;
 }
@@ -398,5 +401,27 @@ describePrivileged('live capture: lifecycle, filters and counters', () => {
     } finally {
       await cap.stop();
     }
+  });
+
+  it('hoptrace agent --live --ring-mib sizes the kernel ring buffer and says so; a size not a power of two is refused', async () => {
+    const cliJs = join(__dirname, '../../dist/services/cli/main.js');
+    const args = ['agent', '--live', '--node', 'ring-mib', '--netns', `${cli.name},${srv.name}`];
+    const bad = spawnSync(process.execPath, [cliJs, ...args, '--ring-mib', '3'], { encoding: 'utf8' });
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toMatch(/--ring-mib <n>.*expected a power of two in \[1, 1024\]/);
+    const rings = () => bpftool('map', 'show').filter((m) => m.type === 'ringbuf' && m.name === 'hop_events').map((m) => m.max_entries);
+    expect(rings()).not.toContain(2 << 20);
+    // Kafka is not needed to attach: the status line (logs go to stderr) comes before the producer connects
+    const agent = spawn(process.execPath, [cliJs, ...args, '--ring-mib', '2'], { env: { ...process.env, HOPTRACE_KAFKA_BROKERS: '127.0.0.1:1', HOPTRACE_LOG_LEVEL: 'info' }, stdio: ['ignore', 'ignore', 'pipe'] });
+    let log = '';
+    agent.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+    try {
+      expect(await eventually(() => log.includes('live capture on'), 15_000)).toBe(true);
+      expect(log).toMatch(/live capture on 2 owned namespace\(s\), ring 2 MiB:/);
+      expect(rings()).toContain(2 << 20);
+    } finally {
+      agent.kill('SIGKILL');
+    }
+    expect(await eventually(() => !rings().includes(2 << 20))).toBe(true);
   });
 });

@@ -41,6 +41,8 @@ export interface LiveStatus {
   netns: readonly number[] | null;
   /** Device hooks: tracepoints, or tcx links on this many devices. */
   devices?: { hooks: DeviceHooks; linked: number; failed: readonly string[] };
+  /** Size of the kernel ring buffer's data area. */
+  ringBytes?: number;
 }
 
 export interface LiveSource extends RecordSource {
@@ -421,6 +423,7 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
       filters,
       netns: owned ? [...owned] : null,
       devices: { hooks: deviceHooks, linked: devices?.devices() ?? 0, failed: tcxFailed },
+      ringBytes: opts.ringBytes,
     }),
 
     rejected: () => corrupt,
@@ -446,5 +449,6 @@ export function describeLiveStatus(s: LiveStatus): string {
   const scope = s.netns ? `${s.netns.length} owned namespace(s)` : 'all namespaces';
   const d = s.devices;
   const linked = d?.hooks === 'tc' ? ` (tcx on ${d.linked} device(s)${d.failed.length ? `; NOT linked: ${d.failed.join('; ')}` : ''})` : '';
-  return `live capture on ${scope}: attached ${on || 'nothing'}${linked}${off ? `; NOT capturing ${off}` : ''}`;
+  const ring = s.ringBytes ? `, ring ${s.ringBytes / 2 ** 20} MiB` : '';
+  return `live capture on ${scope}${ring}: attached ${on || 'nothing'}${linked}${off ? `; NOT capturing ${off}` : ''}`;
 }
