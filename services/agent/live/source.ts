@@ -449,6 +449,6 @@ export function describeLiveStatus(s: LiveStatus): string {
   const scope = s.netns ? `${s.netns.length} owned namespace(s)` : 'all namespaces';
   const d = s.devices;
   const linked = d?.hooks === 'tc' ? ` (tcx on ${d.linked} device(s)${d.failed.length ? `; NOT linked: ${d.failed.join('; ')}` : ''})` : '';
-  const ring = s.ringBytes ? `, ring ${s.ringBytes / 2 ** 20} MiB` : '';
+  const ring = !s.ringBytes ? '' : s.ringBytes < 2 ** 20 ? `, ring ${s.ringBytes / 1024} KiB` : `, ring ${s.ringBytes / 2 ** 20} MiB`;
   return `live capture on ${scope}${ring}: attached ${on || 'nothing'}${linked}${off ? `; NOT capturing ${off}` : ''}`;
 }
