@@ -78,7 +78,10 @@ ht lab requests 100 | head -1
 slow_to=$(date +%s%3N)
 ht lab netem lb-c --clear | tail -1
 
-say "waiting for the last hops to arrive and the flows to be judged"
+say "waiting for the correlator to catch up (hoptrace lag --wait), then for the flows to be judged"
+# A backlog on the hops topic (events from earlier runs the correlator has not read yet)
+# would otherwise leave the report below without this run's flows.
+ht lag --wait 180 || echo "demo: the report below may miss this run's latest flows" >&2
 sleep 8
 
 say "what hoptrace found (hoptrace report --since ${start}; slow hops while the delay was on)"

@@ -13,6 +13,8 @@ import { startApi } from '../api/server.js';
 import { runCorrelator } from '../correlator/main.js';
 import { loadConfig, optionsTable, type Config } from '../shared/config.js';
 import { describeError, HopError } from '../shared/errors.js';
+import { consumerLag, createKafka, waitForNoLag } from '../shared/kafka.js';
+import { createLogger } from '../shared/log.js';
 import { registerLabCommands } from '../lab/cli.js';
 import { registerForensicsCommands } from './forensics.js';
 import { registerPathCommands } from './path.js';
@@ -121,6 +123,27 @@ program
   .action((action: string) => {
     const r = spawnSync('bash', [join(root, 'deploy/local/infra.sh'), action], { stdio: 'inherit' });
     process.exitCode = r.status ?? 1;
+  });
+
+program
+  .command('lag')
+  .description("how far the correlator group is behind on the hops topic, in Kafka messages (each up to HOPTRACE_BATCH_RECORDS events)")
+  .option('--wait <s>', 'wait up to this many seconds for it to catch up (lag 0); exit 1 if it has not', intArg(0, 86_400))
+  .action(async (o: { wait?: number }) => {
+    const cfg = config();
+    const kafka = createKafka(cfg, 'cli-lag', createLogger('cli', cfg.logLevel));
+    const where = `correlator group ${cfg.groupId} on ${cfg.hopsTopic}`;
+    let said = 0;
+    const n = await waitForNoLag(() => consumerLag(cfg, kafka), (o.wait ?? 0) * 1000, (m) => {
+      if (Date.now() - said < 5000) return;
+      said = Date.now();
+      process.stderr.write(`${where}: ${m} message(s) behind, waiting\n`);
+    });
+    process.stdout.write(`${where}: ${n} message(s) behind\n`);
+    if (o.wait !== undefined && n > 0) {
+      process.stderr.write(`hoptrace: the correlator has not caught up after ${o.wait} s (is it running? its log says what it is doing)\n`);
+      process.exitCode = 1;
+    }
   });
 
 program

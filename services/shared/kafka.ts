@@ -84,3 +84,17 @@ export async function consumerLag(cfg: Config, kafka: Kafka): Promise<number> {
     await admin.disconnect().catch(() => undefined);
   }
 }
+
+/**
+ * Reads `lag` every `pollMs` until it is 0 or `timeoutMs` has passed; returns the last
+ * reading (0: caught up). `onLag` hears every nonzero reading.
+ */
+export async function waitForNoLag(lag: () => Promise<number>, timeoutMs: number, onLag: (n: number) => void = () => undefined, pollMs = 1000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const n = await lag();
+    if (n === 0 || Date.now() >= deadline) return n;
+    onLag(n);
+    await new Promise((r) => setTimeout(r, Math.min(pollMs, Math.max(0, deadline - Date.now()))));
+  }
+}
