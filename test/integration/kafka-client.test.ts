@@ -1,7 +1,10 @@
 /**
  * The kafkajs client against the real broker: a connection with nothing to do
- * leaves the process idle (services/shared/kafka-idle.ts).
+ * leaves the process idle (services/shared/kafka-idle.ts); `hoptrace lag` reads the
+ * correlator group's lag.
  */
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createKafka, ensureTopic } from '../../services/shared/kafka.js';
 import { RequestQueue } from '../../services/shared/kafka-idle.js';
@@ -37,5 +40,33 @@ describe('kafkajs client on the real broker', () => {
     }
     // kafkajs 2.2.4 as released: ~500 per connection here (a 1 ms timer loop).
     expect(checks).toBeLessThan(5);
+  });
+
+  it('hoptrace lag counts the messages the group has not read, and --wait exits 1 until it has read them', async () => {
+    await ensureTopic(cfg, kafka, quietLog);
+    await producer.connect();
+    await producer.send({ topic: cfg.hopsTopic, messages: [{ partition: 1, value: 'a' }, { partition: 1, value: 'b' }, { partition: 2, value: 'c' }] });
+    const lag = (...args: string[]) =>
+      spawnSync(process.execPath, [join(__dirname, '../../dist/services/cli/main.js'), 'lag', ...args], {
+        encoding: 'utf8',
+        env: { ...process.env, HOPTRACE_HOPS_TOPIC: cfg.hopsTopic, HOPTRACE_GROUP_ID: cfg.groupId, HOPTRACE_KAFKA_BROKERS: cfg.kafkaBrokers.join(',') },
+      });
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      const ends = await admin.fetchTopicOffsets(cfg.hopsTopic);
+      const unread = ends.reduce((n, p) => n + Number(p.high) - Number(p.low), 0); // this group has read nothing
+      expect(unread).toBeGreaterThanOrEqual(3);
+      const before = lag('--wait', '1');
+      expect(before.stdout).toContain(`correlator group ${cfg.groupId} on ${cfg.hopsTopic}: ${unread} message(s) behind`);
+      expect(before.status).toBe(1);
+      expect(before.stderr).toMatch(/has not caught up after 1 s/);
+      await admin.setOffsets({ groupId: cfg.groupId, topic: cfg.hopsTopic, partitions: ends.map((p) => ({ partition: p.partition, offset: p.high })) });
+    } finally {
+      await admin.disconnect();
+    }
+    const after = lag('--wait', '5');
+    expect(after.stdout).toContain(': 0 message(s) behind');
+    expect(after.status).toBe(0);
   });
 });
