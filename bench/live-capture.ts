@@ -61,6 +61,10 @@
  *              Each run is preceded by --warmup seconds (default 3) of the same traffic
  *              with the same agents, not measured: a fresh agent's JIT compilation is
  *              a one-off that a long-running agent does not pay (0: measure it too).
+ *              Except one row: a full-capture agent started in this process's session (the
+ *              traffic's autogroup, where every other agent gets a session of its own) and
+ *              measured from its start, whose losses show what a cold agent without a CPU
+ *              weight of its own drops.
  *
  * Every figure is the median of --repeat runs. Each agent process gets a Kafka
  * topic of its own, deleted once counted; namespaces, processes, topics and the
@@ -537,18 +541,20 @@ async function main(): Promise<void> {
       // to show a link's delay), so each packet passes 8 owned devices instead of 12.
       const three = agentPlans(state);
       const one = [{ node: 'bench-lab', netns: Object.keys(state.namespaces), clockSkewMs: 0, metricsPort: three[0]!.metricsPort + 10 }];
-      type Mode = 'off' | 'one-none' | 'one-full' | 'one-full-single' | 'one-full-eager' | 'one-sampled' | 'one-sampled-sparse' | 'one-sampled-eager' | 'three-full' | 'three-sampled';
-      const runs: Record<Mode, (TpRow['runs'][number] & { events: number; majorGcs: number; lost: number; brokerCpuS: number })[]> = { off: [], 'one-none': [], 'one-full': [], 'one-full-single': [], 'one-full-eager': [], 'one-sampled': [], 'one-sampled-sparse': [], 'one-sampled-eager': [], 'three-full': [], 'three-sampled': [] };
+      type Mode = 'off' | 'one-none' | 'one-full' | 'one-full-cold' | 'one-full-single' | 'one-full-eager' | 'one-sampled' | 'one-sampled-sparse' | 'one-sampled-eager' | 'three-full' | 'three-sampled';
+      const runs: Record<Mode, (TpRow['runs'][number] & { events: number; majorGcs: number; lost: number; brokerCpuS: number })[]> = { off: [], 'one-none': [], 'one-full': [], 'one-full-cold': [], 'one-full-single': [], 'one-full-eager': [], 'one-sampled': [], 'one-sampled-sparse': [], 'one-sampled-eager': [], 'three-full': [], 'three-sampled': [] };
       // sparse: 4x fewer flows (of the 64 connections, ~2 at the default 1 in 32)
       const sparse = args.sample * 4;
-      const sampleOf: Record<Mode, number | undefined> = { off: undefined, 'one-none': 1 << 20, 'one-full': undefined, 'one-full-single': undefined, 'one-full-eager': undefined, 'one-sampled': args.sample, 'one-sampled-sparse': sparse, 'one-sampled-eager': args.sample, 'three-full': undefined, 'three-sampled': args.sample };
+      const sampleOf: Record<Mode, number | undefined> = { off: undefined, 'one-none': 1 << 20, 'one-full': undefined, 'one-full-cold': undefined, 'one-full-single': undefined, 'one-full-eager': undefined, 'one-sampled': args.sample, 'one-sampled-sparse': sparse, 'one-sampled-eager': args.sample, 'three-full': undefined, 'three-sampled': args.sample };
       // the send policy before requests were shared: each batch its own request, sent at once, 50 ms linger
       const EAGER = { HOPTRACE_SEND_BATCHES: '1', HOPTRACE_LINGER_MS: '50' };
       const once = async (mode: Mode) => {
         const plans = mode === 'off' ? [] : mode.startsWith('one') ? one : three;
         // runs of 1: each record its own ring write and JS copy, as before the kernel wrote runs
         const runRecords = mode === 'one-full-single' ? 1 : undefined;
-        const agents = await startAgents(plans.map((p) => ({ ...p, sampleN: sampleOf[mode], runRecords })), mode.endsWith('-eager') ? { ...env, ...EAGER } : env);
+        // cold: a fresh agent in this process's session, so in the traffic's autogroup, measured from its start
+        const cold = mode === 'one-full-cold';
+        const agents = await startAgents(plans.map((p) => ({ ...p, sampleN: sampleOf[mode], runRecords, sameSession: cold })), mode.endsWith('-eager') ? { ...env, ...EAGER } : env);
         try {
           const cpuOf = () => agents.reduce((s, a) => s + procCpuS(a.pid), 0);
           // events read, major GCs (each a pause plus marking threads that take CPU from the traffic),
@@ -568,7 +574,7 @@ async function main(): Promise<void> {
           // The same traffic first, unmeasured: V8 compiles the agent's hot paths in its first
           // seconds (~1.7 CPU-s at full capture), a one-off that a node's long-running agent
           // does not pay again, and that a 3 s run would otherwise charge to the capture.
-          if (args.warmup) await tcpBetween(python, client.netns, server.netns, server.ip, { ...tcp(args.tpStreams, BULK, args.tpConns), seconds: args.warmup });
+          if (args.warmup && !cold) await tcpBetween(python, client.netns, server.netns, server.ip, { ...tcp(args.tpStreams, BULK, args.tpConns), seconds: args.warmup });
           const before = await countsOf();
           let cpu0 = 0;
           let broker0 = 0;
@@ -610,6 +616,7 @@ async function main(): Promise<void> {
           labRow('off', 'off'),
           labRow('one agent, every flow sampled out (the kernel side and an idle agent)', 'one-none'),
           labRow('full, one agent owning every node and pod namespace (one program set per hook, as on a node)', 'one-full'),
+          labRow("full, one agent just started in the traffic's own session (no warm-up; one CFS autogroup, so one CPU weight, with the traffic)", 'one-full-cold'),
           labRow('full, one agent, each record written to the ring on its own (--run-records 1)', 'one-full-single'),
           labRow('full, one agent, each batch its own Kafka request at once, 50 ms linger (HOPTRACE_SEND_BATCHES=1, HOPTRACE_LINGER_MS=50)', 'one-full-eager'),
           labRow(`1 flow in ${args.sample} sampled, one agent`, 'one-sampled'),

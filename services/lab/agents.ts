@@ -36,6 +36,12 @@ export interface AgentPlan {
   deviceHooks?: DeviceHooks;
   /** agent --run-records; the agent's default when absent. */
   runRecords?: number;
+  /**
+   * Start the agent in the caller's session instead of a new one: one CFS autogroup, so one
+   * CPU weight, with whatever else that session runs (a bench's traffic). A new session, the
+   * default, gives it a weight of its own, as a DaemonSet's cgroup would.
+   */
+  sameSession?: boolean;
 }
 
 /** Agents' /metrics ports: node-a, node-lb, node-c in order from here. */
@@ -83,7 +89,7 @@ export async function startAgents(plans: readonly AgentPlan[], env: NodeJS.Proce
     writeFileSync(log, '');
     const fd = openSync(log, 'a');
     const child = spawn(process.execPath, ['--enable-source-maps', ...AGENT_NODE_FLAGS, cli, 'agent', '--live', '--node', p.node, '--netns', p.netns.join(','), '--clock-skew-ms', String(p.clockSkewMs), ...(p.sampleN ? ['--sample', String(p.sampleN)] : []), ...(p.deviceHooks ? ['--device-hooks', p.deviceHooks] : []), ...(p.runRecords ? ['--run-records', String(p.runRecords)] : [])], {
-      detached: true,
+      detached: !p.sameSession,
       stdio: ['ignore', fd, fd],
       env: { ...env, HOPTRACE_AGENT_NAME: p.node, HOPTRACE_METRICS_PORT: String(p.metricsPort) },
     });
