@@ -7,7 +7,7 @@ import { Kafka, logLevel, type Admin, type LogEntry } from 'kafkajs';
 import type { Config } from './config.js';
 import { HopError } from './errors.js';
 import type { Logger } from './log.js';
-import { retry } from './retry.js';
+import { retry, sleep } from './retry.js';
 
 export function createKafka(cfg: Config, role: string, log: Logger): Kafka {
   return new Kafka({
@@ -95,6 +95,6 @@ export async function waitForNoLag(lag: () => Promise<number>, timeoutMs: number
     const n = await lag();
     if (n === 0 || Date.now() >= deadline) return n;
     onLag(n);
-    await new Promise((r) => setTimeout(r, Math.min(pollMs, Math.max(0, deadline - Date.now()))));
+    await sleep(Math.min(pollMs, Math.max(0, deadline - Date.now())));
   }
 }
