@@ -2,7 +2,8 @@
 # The whole test suite, from a clean clone: installs what is missing, builds, starts
 # the local Kafka and ClickHouse (and stops them again if it started them), then runs
 # the unit, integration (real Kafka + ClickHouse) and privileged (real eBPF + netns)
-# suites. Ends with one line "tests: N passed, N failed, N skipped".
+# suites. Ends with a line per failed test ("FAILED file > name: message") and one line
+# "tests: N passed, N failed, N skipped".
 #   HOPTRACE_ALLOW_SKIP_PRIVILEGED=1  lets the privileged suite skip, loudly, where the kernel lacks a feature.
 #   HOPTRACE_SUITES="unit integration" runs only those suites.
 set -uo pipefail
@@ -34,13 +35,18 @@ done
 
 node -e '
   const fs = require("fs");
-  let p = 0, f = 0, s = 0;
+  let p = 0, f = 0, s = 0; const failed = [];
   for (const file of fs.readdirSync(process.argv[1])) {
     const r = JSON.parse(fs.readFileSync(process.argv[1] + "/" + file, "utf8"));
     p += r.numPassedTests; f += r.numFailedTests + (r.numRuntimeErrorTestSuites ?? 0) ; s += r.numPendingTests + r.numTodoTests;
     // a suite that failed to load reports no tests: count it as a failure
-    for (const t of r.testResults) if (t.status === "failed" && t.assertionResults.length === 0) f++;
+    for (const t of r.testResults) {
+      if (t.status === "failed" && t.assertionResults.length === 0) { f++; failed.push(`${t.name}: ${(t.message ?? "").split("\n")[0]}`); }
+      for (const a of t.assertionResults) if (a.status === "failed") failed.push(`${t.name.replace(process.cwd() + "/", "")} > ${[...a.ancestorTitles, a.title].join(" > ")}: ${(a.failureMessages[0] ?? "").split("\n")[0].slice(0, 300)}`);
+    }
   }
+  // repeated last, so a log cut to its tail still says which tests failed and why
+  for (const line of failed) console.log(`FAILED ${line}`);
   console.log(`tests: ${p} passed, ${f} failed, ${s} skipped`);
 ' "$results"
 exit $status
