@@ -49,7 +49,8 @@ enum hop_counter {
 	HOP_CTR_TRUNCATED = 9,      /* headers unreadable; emitted with HOP_F_TRUNCATED */
 	HOP_CTR_NO_NETNS = 10,      /* no device or socket to tell the namespace */
 	HOP_CTR_CT_DEDUPED = 11,    /* CT record skipped: entry already reported unchanged */
-	HOP_CTR_MAX = 12,
+	HOP_CTR_QUEUED_EGRESS = 12, /* left an owned device through a queueing root qdisc: net_dev_start_xmit has a record to take */
+	HOP_CTR_MAX = 13,
 };
 
 /* hop_filter_cfg.flags: which filters are on. Off means "admit all". */

@@ -103,6 +103,18 @@ static __always_inline void maybe_emit_ct(const struct hop_event *pkt, const str
 	hop_emit(e);
 }
 
+#define HOP_TCQ_F_MQROOT 8 /* include/net/sch_generic.h */
+
+/* A device whose root qdisc is noqueue (veth, loopback, bridges and tunnels by
+ * default: every pod interface) hands a packet to its driver within
+ * dev_queue_xmit, so nothing waits between the two hooks. A root without enqueue
+ * is noqueue unless it is mq's container of per-queue qdiscs. */
+static __always_inline bool hop_dev_noqueue(const struct net_device *dev)
+{
+	const struct Qdisc *q = dev ? dev->qdisc : NULL;
+	return q && !q->enqueue && !(q->flags & HOP_TCQ_F_MQROOT);
+}
+
 /* `tc`: called from a TC program, where the link header is pushed back on at ingress
  * too and network_header is already set; at netif_receive_skb data is the IP header. */
 static __always_inline int on_device(struct sk_buff *skb, __u8 hook, bool ingress, bool tc)
@@ -114,6 +126,11 @@ static __always_inline int on_device(struct sk_buff *skb, __u8 hook, bool ingres
 		hop_count(&hop_counters, HOP_CTR_NETNS_FILTERED);
 		return 0;
 	}
+	/* Before any filter: whether net_dev_start_xmit has work on this node. The agent
+	 * attaches it only while this count moves (a tracepoint run for every packet of
+	 * every device, ~1% of a CPU-bound node's CPU, that records nothing on noqueue). */
+	if (!ingress && hook != HOP_HOOK_NET_DEV_XMIT && !hop_dev_noqueue(dev))
+		hop_count(&hop_counters, HOP_CTR_QUEUED_EGRESS);
 	__u16 proto = bpf_ntohs(skb->protocol);
 	if (proto != HOP_ETH_P_IP && proto != HOP_ETH_P_IPV6) {
 		hop_count(&hop_counters, HOP_CTR_NOT_IP);
@@ -187,18 +204,6 @@ SEC("tp_btf/net_dev_queue")
 int BPF_PROG(hop_net_dev_queue, struct sk_buff *skb)
 {
 	return on_device(skb, HOP_HOOK_NET_DEV_QUEUE, false, false);
-}
-
-#define HOP_TCQ_F_MQROOT 8 /* include/net/sch_generic.h */
-
-/* A device whose root qdisc is noqueue (veth, loopback, bridges and tunnels by
- * default: every pod interface) hands a packet to its driver within
- * dev_queue_xmit, so nothing waits between the two hooks. A root without enqueue
- * is noqueue unless it is mq's container of per-queue qdiscs. */
-static __always_inline bool hop_dev_noqueue(const struct net_device *dev)
-{
-	const struct Qdisc *q = dev ? dev->qdisc : NULL;
-	return q && !q->enqueue && !(q->flags & HOP_TCQ_F_MQROOT);
 }
 
 /* After the qdisc, as the driver gets the packet: the gap from net_dev_queue is time

@@ -27,6 +27,16 @@ export function packetFields(r: HopRecord): string {
   return [r.netnsIno, r.ifindex, r.ifname, dir, `${saddr}:${sport}>${daddr}:${dport}`, r.tcpFlags, r.seq, r.ack, r.payloadLen, r.ipId, r.flags, r.ctId, r.ctStatus, r.ctInfo, r.window, r.mark, r.aux.join('/'), String(r.skbId)].join(' ');
 }
 
+/** Polls a check until it holds or ms pass (kernel objects are freed after an RCU grace period; the agent acts on its timer). */
+export async function eventually(check: () => boolean, ms = 3000): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (check()) return true;
+    await sleep(50);
+  }
+  return check();
+}
+
 export function startCapture(input: LiveOptionsInput): Capture {
   // Drained every 5-20 ms (not up to 250 as an agent's quiet ring is): a test's settle() waits 100.
   const source = createLiveSource(parseLiveOptions({ drainIntervalMs: 5, drainIdleMs: 20, ...input }));

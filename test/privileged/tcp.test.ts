@@ -3,12 +3,14 @@
  * sides with tuples, seq/ack and direction; a reset for a closed port; and
  * nothing at all from namespaces the agent does not own.
  */
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Flag, Hook, Kind, type HopRecord } from '../../services/shared/record.js';
 import { resetReasonName, dropReasonName } from '../../services/agent/live/index.js';
 import { describePrivileged } from './preflight.js';
 import { Lab, TCP_CLIENT, TCP_ECHO_SERVER, TCP_HOLD_CLIENT, waitLine, type Link, type Ns } from './netns.js';
-import { atEgress, atIngress, startCapture, type Capture } from './capture.js';
+import { atEgress, atIngress, eventually, startCapture, type Capture } from './capture.js';
 
 const SYN = 0x02;
 const ACK = 0x10;
@@ -32,7 +34,7 @@ describePrivileged('live capture: TCP between namespaces', () => {
     out2 = lab.ns('out2');
     link = lab.link(cli, srv);
     outLink = lab.link(out1, out2);
-    cap = startCapture({ netns: [cli.name, srv.name], node: 'test-node' });
+    cap = startCapture({ netns: [cli.name, srv.name], node: 'test-node', queueIdleMs: 3000 });
   });
 
   afterAll(async () => {
@@ -107,27 +109,46 @@ describePrivileged('live capture: TCP between namespaces', () => {
     await cap.waitFor((r) => r.kind === Kind.SOCK_STATE && r.netnsIno === cli.inode && r.skState === 1 && isFlow(r, link.addrA, cport, link.addrB, port), { what: 'client ESTABLISHED' });
   });
 
-  it('records net_dev_start_xmit only on a device with a queue: none on veth (noqueue), one per packet behind a qdisc', async () => {
+  it('links net_dev_start_xmit only while an owned device queues; then one record per packet behind the qdisc, none on veth (noqueue)', async () => {
     const xmitOf = (cport: number, port: number) => (r: HopRecord) =>
       r.kind === Kind.PACKET && r.hook === Hook.NET_DEV_XMIT && (isFlow(r, link.addrA, cport, link.addrB, port) || isFlow(r, link.addrB, port, link.addrA, cport));
+    // The kernel's own view: a link of this capture's start_xmit program (prog id from its fd).
+    const xmit = cap.source.status().attached.find((a) => a.tracepoint === 'net_dev_start_xmit')!;
+    const progId = Number(/^prog_id:\s+(\d+)$/m.exec(readFileSync(`/proc/self/fdinfo/${xmit.fd}`, 'utf8'))![1]);
+    const linked = () => (JSON.parse(execFileSync('bpftool', ['-j', 'link', 'show'], { encoding: 'utf8' }) || '[]') as { prog_id?: number }[]).some((l) => l.prog_id === progId);
+    const linkedSaid = () => cap.source.status().onDemand?.find((d) => d.tracepoint === 'net_dev_start_xmit')?.linked;
+
+    // Only veth (noqueue) devices owned: unlinked once the start's grace is over.
+    expect(await eventually(() => !linked(), 5000)).toBe(true);
+    expect(linkedSaid()).toBe(false);
     const bare = await exchange(cli, srv, link.addrB, 18082, 'no queue');
     await cap.waitFor((r) => r.kind === Kind.PACKET && atEgress(r) && isFlow(r, link.addrB, 18082, link.addrA, bare) && r.payloadLen > 0, { what: 'echo egress' });
     await cap.settle();
     expect(cap.records.filter(xmitOf(bare, 18082))).toEqual([]);
+    expect(linked()).toBe(false);
 
     cli.run('tc', ['qdisc', 'add', 'dev', link.a, 'root', 'pfifo']);
     try {
+      // The first packets through the queue have it linked, within a check (100 ms) and a drain.
+      await exchange(cli, srv, link.addrB, 18084, 'wake');
+      expect(await eventually(linked, 3000)).toBe(true);
+      expect(linkedSaid()).toBe(true);
       const queued = await exchange(cli, srv, link.addrB, 18083, 'queued');
       const [syn] = await cap.waitFor((r) => xmitOf(queued, 18083)(r) && r.tcpFlags === SYN, { what: 'client SYN after the qdisc' });
       const [synQueued] = await cap.waitFor((r) => r.kind === Kind.PACKET && atEgress(r) && r.tcpFlags === SYN && isFlow(r, link.addrA, queued, link.addrB, 18083), { what: 'client SYN queued' });
       expect(syn).toMatchObject({ netnsIno: cli.inode, ifname: link.a, skbId: synQueued!.skbId, seq: synQueued!.seq });
       expect(syn!.tsNs).toBeGreaterThanOrEqual(synQueued!.tsNs);
       await cap.settle();
-      // The server's side of the link kept its noqueue root: nothing there.
+      // every client packet of the exchange, once each; the server's side kept its noqueue root: nothing there
+      const egress = cap.records.filter((r) => r.kind === Kind.PACKET && atEgress(r) && isFlow(r, link.addrA, queued, link.addrB, 18083));
+      expect(cap.records.filter(xmitOf(queued, 18083)).map((r) => r.skbId).sort()).toEqual(egress.map((r) => r.skbId).sort());
       expect(cap.records.filter(xmitOf(queued, 18083)).filter((r) => r.netnsIno !== cli.inode)).toEqual([]);
     } finally {
       cli.run('tc', ['qdisc', 'del', 'dev', link.a, 'root']);
     }
+    // No queue left: unlinked again queueIdleMs (3 s here) after the last queued packet.
+    expect(await eventually(() => !linked(), 8000)).toBe(true);
+    expect(cap.source.stats()).toMatchObject({ xmit_links: 1, xmit_unlinks: 2, xmit_link_failed: 0 });
   });
 
   it('reports an IPv6 exchange', async () => {

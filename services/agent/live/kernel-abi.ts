@@ -36,6 +36,7 @@ export const KERNEL_COUNTERS = [
   'truncated',
   'no_netns',
   'ct_deduped',
+  'queued_egress',
 ] as const;
 export type KernelCounter = (typeof KERNEL_COUNTERS)[number];
 

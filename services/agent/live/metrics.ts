@@ -87,7 +87,7 @@ export function registerLiveMetrics(registry: Registry, source: LiveSource): voi
 
   const kernel = new Counter({
     name: 'hoptrace_live_kernel_events_total',
-    help: 'Kernel-side outcomes of would-be records (emitted, filtered by reason, sampled out, ...).',
+    help: 'Kernel-side outcomes of would-be records (emitted, filtered by reason, sampled out, ...); queued_egress counts packets that left an owned device through a queueing qdisc (net_dev_start_xmit is linked while it moves).',
     labelNames: ['outcome'],
     registers: [registry],
     collect() {
@@ -162,12 +162,13 @@ export function registerLiveMetrics(registry: Registry, source: LiveSource): voi
 
   new Gauge({
     name: 'hoptrace_live_programs',
-    help: 'BPF programs attached (state=attached) and not capturing (state=failed).',
+    help: 'BPF programs attached (state=attached; of these, state=unlinked: linked only while they have work, and without any now: net_dev_start_xmit while no owned device queues) and not capturing (state=failed).',
     labelNames: ['state'],
     registers: [registry],
     collect() {
       const s = source.status();
       this.set({ state: 'attached' }, s.attached.length);
+      this.set({ state: 'unlinked' }, s.onDemand?.filter((d) => !d.linked).length ?? 0);
       this.set({ state: 'failed' }, s.problems.length);
     },
   });

@@ -58,6 +58,13 @@ export interface KernelObjects {
    * Throws HOP_LIVE_NOTHING_ATTACHED (after closing) when none attaches.
    */
   attach(): void;
+  /**
+   * Links (true) or unlinks (false) one attached tracepoint program, by tracepoint, while
+   * the rest keeps running; false if it is not attached here or linking it failed.
+   */
+  link(tracepoint: string, on: boolean): boolean;
+  /** Whether an attached tracepoint program is linked now (see link()). */
+  linked(tracepoint: string): boolean;
   /** Destroys the links: no new events. Maps stay readable until close(). */
   detach(): void;
   /** detach(), then closes the objects, which frees programs and maps. */
@@ -108,7 +115,8 @@ export function loadObjects(o: LoadOptions): KernelObjects {
   }
 
   const objs: Ptr[] = [];
-  const links: Ptr[] = [];
+  /** Attached tracepoint programs by tracepoint, with their link while linked. */
+  const links = new Map<string, { prog: Ptr; link: Ptr | null }>();
   const shared = new Map<string, number>();
   const shapes = new Map<string, MapShape>();
   const attached: AttachedProgram[] = [];
@@ -118,7 +126,20 @@ export function loadObjects(o: LoadOptions): KernelObjects {
   let closed = false;
 
   const detach = (): void => {
-    for (const l of links.splice(0).reverse()) bpf.bpf_link__destroy(l);
+    for (const l of [...links.values()].reverse()) {
+      if (l.link) bpf.bpf_link__destroy(l.link);
+      l.link = null;
+    }
+  };
+  const setLinked = (tracepoint: string, on: boolean): boolean => {
+    const l = links.get(tracepoint);
+    if (!l || closed) return false;
+    if (on && !l.link) l.link = bpf.bpf_program__attach(l.prog) || null;
+    if (!on && l.link) {
+      bpf.bpf_link__destroy(l.link);
+      l.link = null;
+    }
+    return on === !!l.link;
   };
   const close = (): void => {
     if (closed) return;
@@ -243,7 +264,7 @@ export function loadObjects(o: LoadOptions): KernelObjects {
           });
           continue;
         }
-        links.push(link);
+        links.set(p.tracepoint, { prog: p.prog, link });
         attached.push({ object: name, program: p.name, tracepoint: p.tracepoint, fd: bpf.bpf_program__fd(p.prog) });
       }
     }
@@ -262,6 +283,8 @@ export function loadObjects(o: LoadOptions): KernelObjects {
     },
     flushFd: flushProg ? bpf.bpf_program__fd(flushProg) : -1,
     attach,
+    link: setLinked,
+    linked: (tracepoint) => !!links.get(tracepoint)?.link,
     detach,
     close,
   };

@@ -192,6 +192,10 @@ export const LIVE_SPEC = {
     doc: 'Longest a run\'s first record waits in the kernel for the rest (a per-CPU timer then writes the run as it is), in ms. It adds to the latency of records on a quiet CPU; drainIdleMs adds after it. Default 10.',
     parse: (v: unknown, f: string) => (v === undefined ? 10 : int(v, f, 1, 10_000)),
   },
+  queueIdleMs: {
+    doc: 'net_dev_start_xmit (the time packets wait in a device queue) is linked only while packets leave an owned device through a root qdisc that queues (netem, shaping, a NIC\'s mq), and unlinked after this many ms without one: on a node of veth pairs (noqueue) it ran for every packet of every device and recorded nothing, ~1% of a CPU-bound node\'s CPU. The first packets through a queue that appears while it is unlinked have no queue time (up to ~100 ms plus a drain period). 0 keeps it linked. Default 10000.',
+    parse: (v: unknown, f: string) => (v === undefined ? 10_000 : int(v, f, 0, 3_600_000)),
+  },
   maxQueuedChunks: {
     doc: 'Full chunks\' worth of records held while the consumer is not pulling (maxQueuedChunks x chunkRecords records, however small the chunks); with no room for another chunk the source stops draining, and records wait in the ring buffer (ringBytes) until the consumer pulls: only a full ring loses them (counted by the kernel, ringbuf_full). Bounds memory to maxQueuedChunks x chunkRecords x 128 bytes. The agent\'s own buffer (bufferBytes) holds what Kafka has not taken; this queue only rides out pauses of its event loop. Default 8.',
     parse: (v: unknown, f: string) => (v === undefined ? 8 : int(v, f, 1, 4096)),

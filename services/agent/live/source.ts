@@ -43,6 +43,8 @@ export interface LiveStatus {
   devices?: { hooks: DeviceHooks; linked: number; failed: readonly string[] };
   /** Size of the kernel ring buffer's data area. */
   ringBytes?: number;
+  /** Programs linked only while they have work (options.ts queueIdleMs), and whether linked now. */
+  onDemand?: readonly { tracepoint: string; linked: boolean }[];
 }
 
 export interface LiveSource extends RecordSource {
@@ -83,6 +85,11 @@ export function readProgramStats(fd: number): { runs: number; runNs: number } {
 
 /** How often namespace names are re-read (chunk names, owned-by-name re-resolution). */
 const NETNS_NAMES_REFRESH_MS = 2000;
+/** The program linked only while packets leave an owned device through a queue (options.ts queueIdleMs). */
+const XMIT = 'net_dev_start_xmit';
+/** How often the queued-egress count is read, at most; and how long after the start a queue has to show. */
+const XMIT_CHECK_MS = 100;
+const XMIT_START_GRACE_MS = 1000;
 
 export function createLiveSource(opts: LiveOptions): LiveSource {
   checkCapabilities();
@@ -133,6 +140,10 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
     netns_changes: 0,
     netns_refresh_failed: 0,
     tcx_links_failed: 0,
+    /** net_dev_start_xmit linked and unlinked as owned devices' queues came and went; links that failed. */
+    xmit_links: 0,
+    xmit_unlinks: 0,
+    xmit_link_failed: 0,
   };
   /** Devices the last sync could not link, and why (retried on every refresh). */
   let tcxFailed: readonly string[] = [];
@@ -157,6 +168,17 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
     throw err;
   }
 
+  const ncpu = bpf.libbpf_num_possible_cpus();
+  const counterValue = Buffer.alloc(8 * ncpu);
+  /** A kernel counter (kernel-abi.ts KERNEL_COUNTERS), summed over CPUs; 0 once stopped. */
+  const counterSum = (i: number): number => {
+    const fd = kernel.maps.get(SharedMap.COUNTERS);
+    let sum = 0;
+    if (fd !== undefined && !stopped && bpf.bpf_map_lookup_elem(fd, u32Key(i), counterValue) === 0) {
+      for (let c = 0; c < ncpu; c++) sum += Number(counterValue.readBigUInt64LE(8 * c));
+    }
+    return sum;
+  };
   const boot = randomInt(1, 2 ** 47);
   const tally = new Tally();
   const corrupt: Partial<Record<CorruptReason, number>> = {};
@@ -183,6 +205,30 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
   /** undrained_max_ms within the window that the last undrainedMax() call started at windowFrom. */
   let undrainedWindowMs = 0;
   let windowFrom = 0;
+
+  /**
+   * net_dev_start_xmit runs for every packet of every device, and records only packets
+   * that left an owned device through a queueing qdisc, which the egress hook counts
+   * (queued_egress, bpf/packet.bpf.c). So it is linked while that count moves and
+   * unlinked once it has not moved for queueIdleMs (after a grace at the start).
+   */
+  const xmitOnDemand = opts.queueIdleMs > 0 && kernel.attached.some((a) => a.tracepoint === XMIT);
+  let queuedCount = 0;
+  let queuedAt = Date.now() - opts.queueIdleMs + Math.min(opts.queueIdleMs, XMIT_START_GRACE_MS);
+  let xmitCheckedAt = 0;
+  const checkXmit = (now: number): void => {
+    if (!xmitOnDemand || closing || now - xmitCheckedAt < XMIT_CHECK_MS) return;
+    xmitCheckedAt = now;
+    const n = counterSum(KERNEL_COUNTERS.indexOf('queued_egress'));
+    if (n !== queuedCount) {
+      queuedCount = n;
+      queuedAt = now;
+    }
+    const want = now - queuedAt < opts.queueIdleMs;
+    if (want === kernel.linked(XMIT)) return;
+    if (kernel.link(XMIT, want)) local[want ? 'xmit_links' : 'xmit_unlinks']++;
+    else local.xmit_link_failed++;
+  };
 
   /**
    * Namespaces owned by name or path are re-resolved periodically: a pod's
@@ -227,6 +273,7 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
     if (gap > local.undrained_max_ms) local.undrained_max_ms = gap;
     undrainedWindowMs = Math.max(undrainedWindowMs, drainedAt - Math.max(since, windowFrom));
     if (drainedAt - namesAt > NETNS_NAMES_REFRESH_MS) refreshNetns();
+    checkXmit(drainedAt);
     // Bounded: one call never holds the event loop for more than a few chunks.
     for (let round = 0; round < 16; round++) {
       // Straight into the arena (one copy of each record, not two: copies were ~1/5 of a
@@ -340,17 +387,8 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
   };
 
   const kernelCounters = (): Record<KernelCounter, number> => {
-    const ncpu = bpf.libbpf_num_possible_cpus();
-    const fd = kernel.maps.get(SharedMap.COUNTERS);
-    const value = Buffer.alloc(8 * ncpu);
     const out = {} as Record<KernelCounter, number>;
-    KERNEL_COUNTERS.forEach((name, i) => {
-      let sum = 0;
-      if (fd !== undefined && !stopped && bpf.bpf_map_lookup_elem(fd, u32Key(i), value) === 0) {
-        for (let c = 0; c < ncpu; c++) sum += Number(value.readBigUInt64LE(8 * c));
-      }
-      out[name] = sum;
-    });
+    KERNEL_COUNTERS.forEach((name, i) => (out[name] = counterSum(i)));
     return out;
   };
   let finalKernel: Record<KernelCounter, number> | null = null;
@@ -424,6 +462,7 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
       netns: owned ? [...owned] : null,
       devices: { hooks: deviceHooks, linked: devices?.devices() ?? 0, failed: tcxFailed },
       ringBytes: opts.ringBytes,
+      onDemand: xmitOnDemand ? [{ tracepoint: XMIT, linked: kernel.linked(XMIT) }] : [],
     }),
 
     rejected: () => corrupt,
@@ -444,7 +483,8 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
 
 /** One line for logs: what is captured, and what is not and why. */
 export function describeLiveStatus(s: LiveStatus): string {
-  const on = s.attached.map((a) => a.tracepoint).join(', ');
+  const demand = new Set(s.onDemand?.map((d) => d.tracepoint));
+  const on = s.attached.map((a) => (demand.has(a.tracepoint) ? `${a.tracepoint} (while an owned device queues)` : a.tracepoint)).join(', ');
   const off = s.problems.map((p) => `${p.lost} (${p.program}: ${p.code})`).join('; ');
   const scope = s.netns ? `${s.netns.length} owned namespace(s)` : 'all namespaces';
   const d = s.devices;
