@@ -42,7 +42,7 @@ import { AGENT_NODE_FLAGS } from '../services/agent/node-flags.js';
 import { decodeBatch } from '../services/shared/batch.js';
 import { createClickHouse, migrate, type ClickHouseClient } from '../services/shared/clickhouse.js';
 import { loadConfig, type Config } from '../services/shared/config.js';
-import { consumerLag, createKafka, ensureTopic } from '../services/shared/kafka.js';
+import { createKafka, ensureTopic, lagReader } from '../services/shared/kafka.js';
 import { RECORD_SIZE } from '../services/shared/record.js';
 import { decodeHeader, HEADER_SIZE } from '../services/shared/recording.js';
 import { str } from '../services/shared/sql.js';
@@ -284,11 +284,16 @@ async function main() {
     // Stop the agents (they flush), let the correlator drain, look once more.
     await Promise.all(agents.map((a) => stopChild(a)));
     const drainStart = nowMs();
-    for (;;) {
-      if (!correlator.running) throw new Error(`correlator exited:\n${tail(correlator)}`);
-      if ((await consumerLag(cfg, kafka)) === 0) break;
-      if (nowMs() - drainStart > 300_000) throw new Error('correlator lag not 0 after 300 s');
-      await sleep(500);
+    const lag = lagReader(cfg, kafka);
+    try {
+      for (;;) {
+        if (!correlator.running) throw new Error(`correlator exited:\n${tail(correlator)}`);
+        if ((await lag.read()) === 0) break;
+        if (nowMs() - drainStart > 300_000) throw new Error('correlator lag not 0 after 300 s');
+        await sleep(500);
+      }
+    } finally {
+      await lag.close();
     }
     await prober.stop();
     await prober.poll();

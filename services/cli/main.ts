@@ -13,7 +13,7 @@ import { startApi } from '../api/server.js';
 import { runCorrelator } from '../correlator/main.js';
 import { loadConfig, optionsTable, type Config } from '../shared/config.js';
 import { describeError, HopError } from '../shared/errors.js';
-import { consumerLag, createKafka, waitForNoLag } from '../shared/kafka.js';
+import { createKafka, lagReader, waitForNoLag } from '../shared/kafka.js';
 import { createLogger } from '../shared/log.js';
 import { registerLabCommands } from '../lab/cli.js';
 import { registerForensicsCommands } from './forensics.js';
@@ -64,13 +64,14 @@ program
   .option('--device-hooks <how>', 'live: auto | tc | tracepoint (tc: tcx links on the owned namespaces\' devices; auto: tc when --netns names them)')
   .option('--run-records <n>', 'live: records each CPU gathers in the kernel before writing them to the ring together (1-31; 1 = one by one)', intArg(1, 31))
   .option('--run-flush-ms <ms>', 'live: longest a run\'s first record waits in the kernel for the rest', intArg(1, 10_000))
+  .option('--queue-idle-ms <ms>', 'live: unlink net_dev_start_xmit (queue time) this long after the last packet that left an owned device through a queueing qdisc (default 10000; 0: always linked)', intArg(0, 3_600_000))
   .option('--ring-mib <n>', 'live: kernel ring buffer size in MiB, a power of two (default 16); the agent maps it, so its pages count in the agent\'s RSS', powerOfTwoArg(1, 1024))
   .option('--clock-skew-ms <ms>', "pretend this node's wall clock is off by this much (lab knob)", Number, 0)
-  .action(async (o: { live?: boolean; recording?: string; rate: number; retime?: boolean; node?: string; netns?: string; interfaces?: string; addrs?: string; ports?: string; protocols?: string; sample?: number; deviceHooks?: string; runRecords?: number; runFlushMs?: number; ringMib?: number; clockSkewMs: number }) => {
+  .action(async (o: { live?: boolean; recording?: string; rate: number; retime?: boolean; node?: string; netns?: string; interfaces?: string; addrs?: string; ports?: string; protocols?: string; sample?: number; deviceHooks?: string; runRecords?: number; runFlushMs?: number; queueIdleMs?: number; ringMib?: number; clockSkewMs: number }) => {
     if (!o.live === !o.recording) throw new HopError('HOP_CONFIG_INVALID', 'give exactly one of --live or --recording FILE');
     if (!Number.isFinite(o.clockSkewMs)) throw new HopError('HOP_CONFIG_INVALID', '--clock-skew-ms must be a number');
     if (o.recording) return runRecordingAgent(config(), o.recording, o.rate, o.retime === true);
-    return runLiveAgent(config(), { node: o.node, netns: o.netns, interfaces: o.interfaces, addrs: o.addrs, ports: o.ports, protocols: o.protocols, sampleN: o.sample, deviceHooks: o.deviceHooks, runRecords: o.runRecords, runFlushMs: o.runFlushMs, ringBytes: o.ringMib === undefined ? undefined : o.ringMib * 2 ** 20 }, o.clockSkewMs);
+    return runLiveAgent(config(), { node: o.node, netns: o.netns, interfaces: o.interfaces, addrs: o.addrs, ports: o.ports, protocols: o.protocols, sampleN: o.sample, deviceHooks: o.deviceHooks, runRecords: o.runRecords, runFlushMs: o.runFlushMs, queueIdleMs: o.queueIdleMs, ringBytes: o.ringMib === undefined ? undefined : o.ringMib * 2 ** 20 }, o.clockSkewMs);
   });
 
 program
@@ -134,11 +135,12 @@ program
     const kafka = createKafka(cfg, 'cli-lag', createLogger('cli', cfg.logLevel));
     const where = `correlator group ${cfg.groupId} on ${cfg.hopsTopic}`;
     let said = 0;
-    const n = await waitForNoLag(() => consumerLag(cfg, kafka), (o.wait ?? 0) * 1000, (m) => {
+    const lag = lagReader(cfg, kafka);
+    const n = await waitForNoLag(lag.read, (o.wait ?? 0) * 1000, (m) => {
       if (Date.now() - said < 5000) return;
       said = Date.now();
       process.stderr.write(`${where}: ${m} message(s) behind, waiting\n`);
-    });
+    }).finally(lag.close);
     process.stdout.write(`${where}: ${n} message(s) behind\n`);
     if (o.wait !== undefined && n > 0) {
       process.stderr.write(`hoptrace: the correlator has not caught up after ${o.wait} s (is it running? its log says what it is doing)\n`);

@@ -17,7 +17,7 @@ import { latencyReport, type LatencyReport } from '../correlator/report.js';
 import type { TimelineRow } from '../correlator/timeline.js';
 import type { ClickHouseClient } from '../shared/clickhouse.js';
 import type { Config } from '../shared/config.js';
-import { consumerLag, createKafka } from '../shared/kafka.js';
+import { createKafka, lagReader } from '../shared/kafka.js';
 import { createLogger } from '../shared/log.js';
 import { Kind } from '../shared/record.js';
 import { uint } from '../shared/sql.js';
@@ -266,7 +266,8 @@ export async function runCheck(cfg: Config, ch: ClickHouseClient, n: number, opt
   const requests = await pending;
   const connections = alignToRequests(await recording.stop(), requests);
   const kafka = createKafka(cfg, 'lab-check', createLogger('lab-check', cfg.logLevel));
-  await waitQuiet(ch, sinceNs, () => consumerLag(cfg, kafka));
+  const lag = lagReader(cfg, kafka);
+  await waitQuiet(ch, sinceNs, lag.read).finally(lag.close);
   return { requests, report: await checkJoins(ch, state, connections, { lbAgent: opts.lbAgent, sinceNs }) };
 }
 

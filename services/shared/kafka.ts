@@ -71,18 +71,33 @@ export async function ensureTopic(cfg: Config, kafka: Kafka, log: Logger, signal
  * A partition the group never committed counts from its low watermark.
  */
 export async function consumerLag(cfg: Config, kafka: Kafka): Promise<number> {
-  const admin = kafka.admin();
-  await admin.connect();
+  const reader = lagReader(cfg, kafka);
   try {
-    const [ends, [committed]] = await Promise.all([admin.fetchTopicOffsets(cfg.hopsTopic), admin.fetchOffsets({ groupId: cfg.groupId, topics: [cfg.hopsTopic] })]);
-    const at = new Map((committed?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]));
-    return ends.reduce((lag, p) => {
-      const c = at.get(p.partition) ?? -1;
-      return lag + Number(p.high) - (c < 0 ? Number(p.low) : c);
-    }, 0);
+    return await reader.read();
   } finally {
-    await admin.disconnect().catch(() => undefined);
+    await reader.close();
   }
+}
+
+/** consumerLag over one admin connection, for polling (a connection per reading otherwise); close() when done. */
+export function lagReader(cfg: Config, kafka: Kafka): { read(): Promise<number>; close(): Promise<void> } {
+  const admin = kafka.admin();
+  let connected: Promise<void> | null = null;
+  return {
+    async read() {
+      await (connected ??= admin.connect().catch((err: unknown) => {
+        connected = null; // the next reading tries again
+        throw err;
+      }));
+      const [ends, [committed]] = await Promise.all([admin.fetchTopicOffsets(cfg.hopsTopic), admin.fetchOffsets({ groupId: cfg.groupId, topics: [cfg.hopsTopic] })]);
+      const at = new Map((committed?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]));
+      return ends.reduce((lag, p) => {
+        const c = at.get(p.partition) ?? -1;
+        return lag + Number(p.high) - (c < 0 ? Number(p.low) : c);
+      }, 0);
+    },
+    close: () => admin.disconnect().catch(() => undefined),
+  };
 }
 
 /**
