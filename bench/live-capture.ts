@@ -73,6 +73,8 @@
  * Run:  npm run bench:live -- [--seconds 3] [--repeat 3]
  *   [--sections drain,agent,recording,kernel,throughput,sampling,lab] [--agent-streams 1,2,4]
  *   [--tp-streams 8] [--tp-conns 8] [--sample 8] [--recording-events 2000000] [--warmup 3]
+ *   [--lab-rows off,one-none,one-full]   (only these lab rows, 'off' always: more repeats of a comparison
+ *                                         in the same time, where single repeats vary by +-10%)
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -106,13 +108,15 @@ interface Args {
   sample: number;
   recordingEvents: number;
   warmup: number;
+  /** Lab rows to run (their Mode names); null: all. */
+  labRows: string[] | null;
 }
 
 const USAGE =
-  'usage: live-capture.js [--seconds N] [--repeat N] [--sections drain,agent,recording,kernel,throughput,sampling,lab] [--agent-streams 1,2,4] [--tp-streams N] [--tp-conns N] [--sample N] [--recording-events N] [--warmup S]';
+  'usage: live-capture.js [--seconds N] [--repeat N] [--sections drain,agent,recording,kernel,throughput,sampling,lab] [--agent-streams 1,2,4] [--tp-streams N] [--tp-conns N] [--sample N] [--recording-events N] [--warmup S] [--lab-rows off,one-none,one-full,...]';
 
 function parseArgs(argv: string[]): Args {
-  const out: Args = { seconds: 3, repeat: 3, sections: [...SECTIONS], agentStreams: [1, 2, 4], tpStreams: 8, tpConns: 8, sample: 8, recordingEvents: 2_000_000, warmup: 3 };
+  const out: Args = { seconds: 3, repeat: 3, sections: [...SECTIONS], agentStreams: [1, 2, 4], tpStreams: 8, tpConns: 8, sample: 8, recordingEvents: 2_000_000, warmup: 3, labRows: null };
   const ints = (k: string, v: string | undefined) => {
     const xs = (v ?? '').split(',').map(Number);
     if (!xs.length || !xs.every((x) => Number.isInteger(x) && x > 0)) throw new Error(`${USAGE}\n(bad ${k} ${v})`);
@@ -132,6 +136,7 @@ function parseArgs(argv: string[]): Args {
       out.warmup = Number(v);
       if (!Number.isInteger(out.warmup) || out.warmup < 0) throw new Error(`${USAGE}\n(bad ${k} ${v})`);
     }
+    else if (k === '--lab-rows') out.labRows = (v ?? '').split(',');
     else if (k === '--sections') {
       const s = (v ?? '').split(',');
       if (!s.every((x): x is Section => (SECTIONS as readonly string[]).includes(x))) throw new Error(`${USAGE}\n(bad --sections ${v})`);
@@ -541,11 +546,11 @@ async function main(): Promise<void> {
       // to show a link's delay), so each packet passes 8 owned devices instead of 12.
       const three = agentPlans(state);
       const one = [{ node: 'bench-lab', netns: Object.keys(state.namespaces), clockSkewMs: 0, metricsPort: three[0]!.metricsPort + 10 }];
-      type Mode = 'off' | 'one-none' | 'one-full' | 'one-full-cold' | 'one-full-single' | 'one-full-eager' | 'one-sampled' | 'one-sampled-sparse' | 'one-sampled-eager' | 'three-full' | 'three-sampled';
-      const runs: Record<Mode, (TpRow['runs'][number] & { events: number; majorGcs: number; lost: number; brokerCpuS: number })[]> = { off: [], 'one-none': [], 'one-full': [], 'one-full-cold': [], 'one-full-single': [], 'one-full-eager': [], 'one-sampled': [], 'one-sampled-sparse': [], 'one-sampled-eager': [], 'three-full': [], 'three-sampled': [] };
+      type Mode = 'off' | 'one-none' | 'one-none-xmit' | 'one-full' | 'one-full-xmit' | 'one-full-cold' | 'one-full-single' | 'one-full-eager' | 'one-sampled' | 'one-sampled-sparse' | 'one-sampled-eager' | 'three-full' | 'three-sampled';
+      const runs: Record<Mode, (TpRow['runs'][number] & { events: number; majorGcs: number; lost: number; brokerCpuS: number })[]> = { off: [], 'one-none': [], 'one-none-xmit': [], 'one-full': [], 'one-full-xmit': [], 'one-full-cold': [], 'one-full-single': [], 'one-full-eager': [], 'one-sampled': [], 'one-sampled-sparse': [], 'one-sampled-eager': [], 'three-full': [], 'three-sampled': [] };
       // sparse: 4x fewer flows (of the 64 connections, ~2 at the default 1 in 32)
       const sparse = args.sample * 4;
-      const sampleOf: Record<Mode, number | undefined> = { off: undefined, 'one-none': 1 << 20, 'one-full': undefined, 'one-full-cold': undefined, 'one-full-single': undefined, 'one-full-eager': undefined, 'one-sampled': args.sample, 'one-sampled-sparse': sparse, 'one-sampled-eager': args.sample, 'three-full': undefined, 'three-sampled': args.sample };
+      const sampleOf: Record<Mode, number | undefined> = { off: undefined, 'one-none': 1 << 20, 'one-none-xmit': 1 << 20, 'one-full': undefined, 'one-full-xmit': undefined, 'one-full-cold': undefined, 'one-full-single': undefined, 'one-full-eager': undefined, 'one-sampled': args.sample, 'one-sampled-sparse': sparse, 'one-sampled-eager': args.sample, 'three-full': undefined, 'three-sampled': args.sample };
       // the send policy before requests were shared: each batch its own request, sent at once, 50 ms linger
       const EAGER = { HOPTRACE_SEND_BATCHES: '1', HOPTRACE_LINGER_MS: '50' };
       const once = async (mode: Mode) => {
@@ -554,7 +559,9 @@ async function main(): Promise<void> {
         const runRecords = mode === 'one-full-single' ? 1 : undefined;
         // cold: a fresh agent in this process's session, so in the traffic's autogroup, measured from its start
         const cold = mode === 'one-full-cold';
-        const agents = await startAgents(plans.map((p) => ({ ...p, sampleN: sampleOf[mode], runRecords, sameSession: cold })), mode.endsWith('-eager') ? { ...env, ...EAGER } : env);
+        // -xmit: net_dev_start_xmit kept linked, as before it was linked only while an owned device queues
+        const queueIdleMs = mode.endsWith('-xmit') ? 0 : undefined;
+        const agents = await startAgents(plans.map((p) => ({ ...p, sampleN: sampleOf[mode], runRecords, sameSession: cold, queueIdleMs })), mode.endsWith('-eager') ? { ...env, ...EAGER } : env);
         try {
           const cpuOf = () => agents.reduce((s, a) => s + procCpuS(a.pid), 0);
           // events read, major GCs (each a pause plus marking threads that take CPU from the traffic),
@@ -591,7 +598,11 @@ async function main(): Promise<void> {
         }
       };
       try {
-        for (let i = 0; i < R; i++) for (const m of rotate(Object.keys(runs) as Mode[], i)) await once(m);
+        const modes = Object.keys(runs) as Mode[];
+        const unknown = (args.labRows ?? []).filter((m) => !modes.includes(m as Mode));
+        if (unknown.length) throw new Error(`--lab-rows: unknown ${unknown.join(', ')} (rows: ${modes.join(', ')})`);
+        const chosen = modes.filter((m) => m === 'off' || !args.labRows || args.labRows.includes(m));
+        for (let i = 0; i < R; i++) for (const m of rotate(chosen, i)) await once(m);
       } finally {
         for (const c of children) c.kill('SIGKILL');
         await stopAgents([...three, ...one].map((p) => p.node));
@@ -615,7 +626,9 @@ async function main(): Promise<void> {
         [
           labRow('off', 'off'),
           labRow('one agent, every flow sampled out (the kernel side and an idle agent)', 'one-none'),
+          labRow('the same, net_dev_start_xmit always linked (--queue-idle-ms 0; no device here queues)', 'one-none-xmit'),
           labRow('full, one agent owning every node and pod namespace (one program set per hook, as on a node)', 'one-full'),
+          labRow('the same, net_dev_start_xmit always linked (--queue-idle-ms 0)', 'one-full-xmit'),
           labRow("full, one agent just started in the traffic's own session (no warm-up; one CFS autogroup, so one CPU weight, with the traffic)", 'one-full-cold'),
           labRow('full, one agent, each record written to the ring on its own (--run-records 1)', 'one-full-single'),
           labRow('full, one agent, each batch its own Kafka request at once, 50 ms linger (HOPTRACE_SEND_BATCHES=1, HOPTRACE_LINGER_MS=50)', 'one-full-eager'),
@@ -624,7 +637,7 @@ async function main(): Promise<void> {
           labRow(`1 flow in ${args.sample} sampled, one agent, each batch its own request, 50 ms linger`, 'one-sampled-eager'),
           labRow("full, the lab's three agents (three program sets at every hook of this one kernel)", 'three-full'),
           labRow(`1 flow in ${args.sample} sampled, three agents`, 'three-sampled'),
-        ],
+        ].filter((r) => r.runs.length),
       );
     };
 

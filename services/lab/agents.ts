@@ -36,6 +36,8 @@ export interface AgentPlan {
   deviceHooks?: DeviceHooks;
   /** agent --run-records; the agent's default when absent. */
   runRecords?: number;
+  /** --queue-idle-ms (0: net_dev_start_xmit always linked). */
+  queueIdleMs?: number;
   /**
    * Start the agent in the caller's session instead of a new one: one CFS autogroup, so one
    * CPU weight, with whatever else that session runs (a bench's traffic). A new session, the
@@ -88,7 +90,7 @@ export async function startAgents(plans: readonly AgentPlan[], env: NodeJS.Proce
     }
     writeFileSync(log, '');
     const fd = openSync(log, 'a');
-    const child = spawn(process.execPath, ['--enable-source-maps', ...AGENT_NODE_FLAGS, cli, 'agent', '--live', '--node', p.node, '--netns', p.netns.join(','), '--clock-skew-ms', String(p.clockSkewMs), ...(p.sampleN ? ['--sample', String(p.sampleN)] : []), ...(p.deviceHooks ? ['--device-hooks', p.deviceHooks] : []), ...(p.runRecords ? ['--run-records', String(p.runRecords)] : [])], {
+    const child = spawn(process.execPath, ['--enable-source-maps', ...AGENT_NODE_FLAGS, cli, 'agent', '--live', '--node', p.node, '--netns', p.netns.join(','), '--clock-skew-ms', String(p.clockSkewMs), ...(p.sampleN ? ['--sample', String(p.sampleN)] : []), ...(p.deviceHooks ? ['--device-hooks', p.deviceHooks] : []), ...(p.runRecords ? ['--run-records', String(p.runRecords)] : []), ...(p.queueIdleMs !== undefined ? ['--queue-idle-ms', String(p.queueIdleMs)] : [])], {
       detached: !p.sameSession,
       stdio: ['ignore', fd, fd],
       env: { ...env, HOPTRACE_AGENT_NAME: p.node, HOPTRACE_METRICS_PORT: String(p.metricsPort) },

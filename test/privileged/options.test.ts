@@ -13,8 +13,10 @@ import { checkCapabilities } from '../../services/agent/live/privileges.js';
 describe('live options', () => {
   it('defaults: everything captured, sane sizes, frozen', () => {
     const o = parseLiveOptions({ node: 'n1' });
-    expect(o).toMatchObject({ node: 'n1', netns: null, interfaces: null, addrs: null, ports: null, protocols: null, sampleN: 1, ringBytes: 1 << 24 });
+    expect(o).toMatchObject({ node: 'n1', netns: null, interfaces: null, addrs: null, ports: null, protocols: null, sampleN: 1, ringBytes: 1 << 24, queueIdleMs: 10_000 });
     expect(Object.isFrozen(o)).toBe(true);
+    expect(parseLiveOptions({ queueIdleMs: '0' }).queueIdleMs).toBe(0);
+    expect(() => parseLiveOptions({ queueIdleMs: -1 })).toThrow(/queueIdleMs: expected an integer in \[0, 3600000\]/);
     expect(o.objDir).toMatch(/bpf\/\.output$/);
   });
 
