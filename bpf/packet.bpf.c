@@ -126,8 +126,8 @@ static __always_inline int on_device(struct sk_buff *skb, __u8 hook, bool ingres
 		hop_count(&hop_counters, HOP_CTR_NETNS_FILTERED);
 		return 0;
 	}
-	/* Before any filter: whether net_dev_start_xmit has work on this node. The agent
-	 * attaches it only while this count moves (a tracepoint run for every packet of
+	/* Before the other filters: whether net_dev_start_xmit has work on this node. The agent
+	 * links it only while this count moves (a tracepoint run for every packet of
 	 * every device, ~1% of a CPU-bound node's CPU, that records nothing on noqueue). */
 	if (!ingress && hook != HOP_HOOK_NET_DEV_XMIT && !hop_dev_noqueue(dev))
 		hop_count(&hop_counters, HOP_CTR_QUEUED_EGRESS);
