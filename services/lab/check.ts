@@ -1,8 +1,8 @@
 /**
  * Counts the correlator's join mistakes on lab traffic against ground truth that
- * does not come from hoptrace: the load balancer's own conntrack events (`conntrack
- * -E` on node-lb) give, for each connection, its client tuple and the tuple the server
- * side saw (after DNAT, and SNAT in snat mode).
+ * does not come from hoptrace: the load balancer's own conntrack table (polled, and its
+ * event stream, on node-lb) gives, for each connection, its client tuple and the tuple
+ * the server side saw (after DNAT, and SNAT in snat mode).
  *
  * An event truly belongs to connection C when its tuple, either way round, is C's
  * client tuple or C's server-side tuple, and C is the latest connection on that tuple
@@ -12,6 +12,8 @@
  * request / events that belong to a request. Each request's path is also checked:
  * nodes in client -> server order, the right NAT at the step where the tuple changes.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { buildPath, type PathHop } from '../correlator/path.js';
 import { latencyReport, type LatencyReport } from '../correlator/report.js';
 import type { TimelineRow } from '../correlator/timeline.js';
@@ -37,6 +39,12 @@ export interface JoinReport {
   recall: number;
   /** Requests whose path or NAT is wrong, with the first few reasons. */
   pathMistakes: number;
+  /**
+   * Requests whose path ends on a server-side tuple the truth never saw for any connection
+   * (a mapping conntrack made and dropped between two polls, its events lost): no truth to
+   * check them against, so neither right nor wrong.
+   */
+  pathUnverified: number;
   mistakes: string[];
   /** Latency by hop segment over the requests' flows, clocks corrected. */
   latency: LatencyReport;
@@ -69,36 +77,44 @@ const SAME_CONNECTION_NS = 5_000_000_000n;
  * Records every connection to the VIP from node-lb's conntrack table, emptied first and
  * polled while the requests run (`conntrack -L -o id`): ground truth that survives
  * client port reuse (a reused tuple's entry replaces the old one, so one look at the
- * end is not enough).
- * The event stream (`conntrack -E`) would be exact but loses events to ENOBUFS in bursts.
+ * end is not enough). And from its event stream (`conntrack -E`) at the same time: a
+ * poll misses an entry that lives less than its period (a SYN sent again under SNAT
+ * --random-fully can get a mapping that is gone by the next poll: 21 of 2,000 paths
+ * disagreed with a poll-only truth on a loaded CI run), while the stream loses events to
+ * ENOBUFS in bursts. Each catches what the other misses.
  */
 export function recordConnections(state: LabState, everyMs = 150): { ready: Promise<void>; stop(): Promise<CtConnection[]> } {
   const netns = state.nodes['node-lb']!.netns;
   const seen = new Map<string, { firstNs: bigint; line: string }>();
-  const unreplied = new Set<string>();
+  /** Entries seen with a reply (an entry never goes back to [UNREPLIED]). */
+  const replied = new Set<string>();
   let stopping = false;
   const list = async () => (await nsRun(netns, 'conntrack', ['-L', '-p', 'tcp', '--orig-dst', state.vip.ip, '-o', 'id'], { allowFail: true })).stdout.split('\n');
   const idOf = (line: string) => /\bid=(\d+)/.exec(line)?.[1];
+  const observe = (line: string): void => {
+    const id = idOf(line);
+    if (!id) return;
+    if (!seen.has(id)) seen.set(id, { firstNs: BigInt(Date.now()) * 1_000_000n, line });
+    if (!line.includes('[UNREPLIED]')) replied.add(id);
+  };
+  let events: ChildProcess | null = null;
   let markReady!: () => void;
   const ready = new Promise<void>((r) => (markReady = r));
   const poll = async () => {
     // Entries of earlier runs (TIME_WAIT) would stand for this run's reused ports: start
     // from an empty table (the lab's load balancer, between runs, has no live connection).
     await nsRun(netns, 'conntrack', ['-F'], { allowFail: true });
+    events = spawn('ip', ['netns', 'exec', netns, 'conntrack', '-E', '-e', 'NEW,UPDATE', '-p', 'tcp', '--orig-dst', state.vip.ip, '-o', 'id'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    events.on('error', () => undefined); // the polls still record
+    createInterface({ input: events.stdout! }).on('line', observe);
     markReady();
     // One more look after stop(): connections made since the last poll are still in the table.
     for (let last = false; !last; ) {
       last = stopping;
-      const now = BigInt(Date.now()) * 1_000_000n;
-      for (const line of await list()) {
-        const id = idOf(line);
-        if (!id) continue;
-        if (!seen.has(id)) seen.set(id, { firstNs: now, line });
-        if (line.includes('[UNREPLIED]')) unreplied.add(id);
-        else unreplied.delete(id);
-      }
+      for (const line of await list()) observe(line);
       if (!stopping) await new Promise((r) => setTimeout(r, everyMs));
     }
+    events.kill();
   };
   const running = poll();
   return {
@@ -115,14 +131,15 @@ export function recordConnections(state: LabState, everyMs = 150): { ready: Prom
         const [os, , osp, , rs, rd, rsp, rdp] = kv as [string, string, string, string, string, string, string, string];
         const serverSide = { src: { addr: rd, port: Number(rdp) }, dst: { addr: rs, port: Number(rsp) } };
         const prev = latest.get(`${os}:${osp}`);
+        const unanswered = !replied.has(id);
         if (prev && prev.unanswered && tsNs - prev.tsNs < SAME_CONNECTION_NS) {
           // A retransmitted SYN of the same connection that conntrack mapped anew (the first mapping never got a reply).
           prev.earlier.push(prev.serverSide);
           prev.serverSide = serverSide;
-          prev.unanswered = unreplied.has(id);
+          prev.unanswered = unanswered;
           continue;
         }
-        const c = { tsNs, client: { addr: os, port: Number(osp) }, serverSide, earlier: [], unanswered: unreplied.has(id) };
+        const c = { tsNs, client: { addr: os, port: Number(osp) }, serverSide, earlier: [], unanswered };
         latest.set(`${os}:${osp}`, c);
         out.push(c);
       }
@@ -191,9 +208,17 @@ export async function checkJoins(ch: ClickHouseClient, state: LabState, connecti
   }
 
   let pathMistakes = 0;
+  let pathUnverified = 0;
   connections.forEach((c, i) => {
     const fid = flowOf.get(i);
-    const problem = fid ? pathProblem(buildPath(byFlow.get(fid)!).paths.forward, c, state, opts.lbAgent) : 'no events found';
+    const hops = fid ? buildPath(byFlow.get(fid)!).paths.forward : [];
+    const last = hops[hops.length - 1];
+    if (last && !byTuple.has(key(last.src.addr, last.src.port, last.dst.addr, last.dst.port))) {
+      pathUnverified++;
+      if (mistakes.length < 10) mistakes.push(`connection from port ${c.client.port}: unverified, last hop ${ep(last.src)} -> ${ep(last.dst)} is no connection's in the truth`);
+      return;
+    }
+    const problem = fid ? pathProblem(hops, c, state, opts.lbAgent) : 'no events found';
     if (problem) {
       pathMistakes++;
       if (mistakes.length < 10) mistakes.push(`connection from port ${c.client.port}: ${problem}`);
@@ -206,6 +231,7 @@ export async function checkJoins(ch: ClickHouseClient, state: LabState, connecti
     precision: assigned ? correct / assigned : 0,
     recall: belonging ? correct / belonging : 0,
     pathMistakes,
+    pathUnverified,
     mistakes,
     latency: latencyReport([...flowOf.values()].map((fid) => byFlow.get(fid)!)),
   };

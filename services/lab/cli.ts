@@ -241,6 +241,7 @@ export function registerLabCommands(program: Command): void {
         out(`${result.ok}/${result.requests} requests ok; ${r.requests} connections in node-lb's conntrack events, ${r.found} found in hoptrace`);
         out(`join precision ${(r.precision * 100).toFixed(3)}%, recall ${(r.recall * 100).toFixed(3)}% (${r.events.correct} of ${r.events.belonging} events on the right flow, ${r.events.assigned} assigned)`);
         out(`paths with a wrong hop order or NAT: ${r.pathMistakes}`);
+        if (r.pathUnverified) out(`paths ending on a tuple the conntrack truth never saw (not checked): ${r.pathUnverified}`);
         for (const m of r.mistakes) out(`  ${m}`);
         out('slowest segments (p50):');
         for (const s of [...r.latency.segments].sort((a, b) => b.p50Us - a.p50Us).slice(0, 5)) out(`  ${s.direction} ${s.from} -> ${s.to}: p50 ${(s.p50Us / 1000).toFixed(3)} ms, p99 ${(s.p99Us / 1000).toFixed(3)} ms (${s.samples})`);

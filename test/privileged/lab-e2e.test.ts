@@ -72,14 +72,16 @@ describePrivileged('lab end to end', () => {
     await labUp({ snat: true });
     await agents(cfg, ['node-lb']);
     const { report } = await runCheck(cfg, ch, 2000, { lbAgent: false });
-    // The truth is node-lb's conntrack table, polled every 150 ms. With --random-fully SNAT and the
-    // client's 8 concurrent connections, some SYNs go out again on a new mapping that the poll never
-    // sees (a server port still in TIME_WAIT, a mapping replaced within one poll): their events have
-    // no truth and their last hop differs from it, although their ISNs join them. On a loaded 2-core
-    // machine that reached 13 requests of 2,000 and a precision of 99.68% (lab check weakness, README).
+    // The truth is node-lb's conntrack table, polled every 150 ms, and its event stream. With
+    // --random-fully SNAT and the client's 8 concurrent connections, some SYNs go out again on a new
+    // mapping that neither sees (gone within a poll, its events lost to ENOBUFS): their events have
+    // no truth, although their ISNs join them, and their paths end on a tuple the truth never saw
+    // (pathUnverified, not counted as mistakes). On a loaded 2-core machine that reached 21 requests
+    // of 2,000 and a precision of 99.68% (lab check weakness, README).
     expect(report.precision, pct(report.precision)).toBeGreaterThanOrEqual(0.995);
     expect(report.recall, pct(report.recall)).toBeGreaterThanOrEqual(0.999);
-    expect(report.pathMistakes, report.mistakes.join('\n')).toBeLessThanOrEqual(20);
+    expect(report.pathMistakes, report.mistakes.join('\n')).toBeLessThanOrEqual(2);
+    expect(report.pathUnverified, report.mistakes.join('\n')).toBeLessThanOrEqual(40);
   });
 
   it('20 ms delay on the LB -> server link: 20 +- 2 ms on that segment, nothing comparable elsewhere', async () => {
