@@ -7,7 +7,8 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Flag, Hook, Kind, type HopRecord } from '../../services/shared/record.js';
-import { resetReasonName, dropReasonName } from '../../services/agent/live/index.js';
+import { Registry } from 'prom-client';
+import { resetReasonName, dropReasonName, registerLiveMetrics } from '../../services/agent/live/index.js';
 import { describePrivileged } from './preflight.js';
 import { Lab, TCP_CLIENT, TCP_ECHO_SERVER, TCP_HOLD_CLIENT, waitLine, type Link, type Ns } from './netns.js';
 import { atEgress, atIngress, eventually, startCapture, type Capture } from './capture.js';
@@ -149,6 +150,12 @@ describePrivileged('live capture: TCP between namespaces', () => {
     // No queue left: unlinked again queueIdleMs (3 s here) after the last queued packet.
     expect(await eventually(() => !linked(), 8000)).toBe(true);
     expect(cap.source.stats()).toMatchObject({ xmit_links: 1, xmit_unlinks: 2, xmit_link_failed: 0 });
+    const registry = new Registry();
+    registerLiveMetrics(registry, cap.source);
+    const text = await registry.metrics();
+    expect(text).toContain('hoptrace_live_xmit_links_total{event="linked"} 1');
+    expect(text).toContain('hoptrace_live_xmit_links_total{event="unlinked"} 2');
+    expect(text).toContain('hoptrace_live_programs{state="unlinked"} 1');
   });
 
   it('reports an IPv6 exchange', async () => {

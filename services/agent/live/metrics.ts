@@ -116,6 +116,20 @@ export function registerLiveMetrics(registry: Registry, source: LiveSource): voi
   });
   const setPauses = totals(pauses);
 
+  const xmitLinks = new Counter({
+    name: 'hoptrace_live_xmit_links_total',
+    help: 'net_dev_start_xmit linked (event=linked) and unlinked (event=unlinked) as packets through a queueing qdisc of an owned device came and went, and links that failed (event=failed; tried again every 100 ms, meanwhile no queue time is recorded).',
+    labelNames: ['event'],
+    registers: [registry],
+    collect() {
+      const s = source.stats();
+      setXmitLinks({ event: 'linked' }, s.xmit_links ?? 0);
+      setXmitLinks({ event: 'unlinked' }, s.xmit_unlinks ?? 0);
+      setXmitLinks({ event: 'failed' }, s.xmit_link_failed ?? 0);
+    },
+  });
+  const setXmitLinks = totals(xmitLinks);
+
   const agentDropped = new Counter({
     name: 'hoptrace_live_agent_dropped_total',
     help: 'Records drained but not delivered: queue_full (read at stop with the queue full), corrupt_*, bad_size.',
