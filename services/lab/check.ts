@@ -12,7 +12,7 @@
  * request / events that belong to a request. Each request's path is also checked:
  * nodes in client -> server order, the right NAT at the step where the tuple changes.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { buildPath, type PathHop } from '../correlator/path.js';
 import { latencyReport, type LatencyReport } from '../correlator/report.js';
@@ -80,7 +80,7 @@ const SAME_CONNECTION_NS = 5_000_000_000n;
  * end is not enough). And from its event stream (`conntrack -E`) at the same time: a
  * poll misses an entry that lives less than its period (a SYN sent again under SNAT
  * --random-fully can get a mapping that is gone by the next poll: 21 of 2,000 paths
- * disagreed with a poll-only truth on a loaded CI run), while the stream loses events to
+ * disagreed with a poll-only truth on a loaded clean-clone test run), while the stream loses events to
  * ENOBUFS in bursts. Each catches what the other misses.
  */
 export function recordConnections(state: LabState, everyMs = 150): { ready: Promise<void>; stop(): Promise<CtConnection[]> } {
@@ -97,24 +97,26 @@ export function recordConnections(state: LabState, everyMs = 150): { ready: Prom
     if (!seen.has(id)) seen.set(id, { firstNs: BigInt(Date.now()) * 1_000_000n, line });
     if (!line.includes('[UNREPLIED]')) replied.add(id);
   };
-  let events: ChildProcess | null = null;
   let markReady!: () => void;
   const ready = new Promise<void>((r) => (markReady = r));
   const poll = async () => {
     // Entries of earlier runs (TIME_WAIT) would stand for this run's reused ports: start
     // from an empty table (the lab's load balancer, between runs, has no live connection).
     await nsRun(netns, 'conntrack', ['-F'], { allowFail: true });
-    events = spawn('ip', ['netns', 'exec', netns, 'conntrack', '-E', '-e', 'NEW,UPDATE', '-p', 'tcp', '--orig-dst', state.vip.ip, '-o', 'id'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const events = spawn('ip', ['netns', 'exec', netns, 'conntrack', '-E', '-e', 'NEW,UPDATE', '-p', 'tcp', '--orig-dst', state.vip.ip, '-o', 'id'], { stdio: ['ignore', 'pipe', 'ignore'] });
     events.on('error', () => undefined); // the polls still record
-    createInterface({ input: events.stdout! }).on('line', observe);
+    createInterface({ input: events.stdout }).on('line', observe);
     markReady();
-    // One more look after stop(): connections made since the last poll are still in the table.
-    for (let last = false; !last; ) {
-      last = stopping;
-      for (const line of await list()) observe(line);
-      if (!stopping) await new Promise((r) => setTimeout(r, everyMs));
+    try {
+      // One more look after stop(): connections made since the last poll are still in the table.
+      for (let last = false; !last; ) {
+        last = stopping;
+        for (const line of await list()) observe(line);
+        if (!stopping) await new Promise((r) => setTimeout(r, everyMs));
+      }
+    } finally {
+      events.kill();
     }
-    events.kill();
   };
   const running = poll();
   return {

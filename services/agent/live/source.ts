@@ -90,6 +90,7 @@ const XMIT = 'net_dev_start_xmit';
 /** How often the queued-egress count is read, at most; and how long after the start a queue has to show. */
 const XMIT_CHECK_MS = 100;
 const XMIT_START_GRACE_MS = 1000;
+const QUEUED_EGRESS = KERNEL_COUNTERS.indexOf('queued_egress');
 
 export function createLiveSource(opts: LiveOptions): LiveSource {
   checkCapabilities();
@@ -219,7 +220,7 @@ export function createLiveSource(opts: LiveOptions): LiveSource {
   const checkXmit = (now: number): void => {
     if (!xmitOnDemand || closing || now - xmitCheckedAt < XMIT_CHECK_MS) return;
     xmitCheckedAt = now;
-    const n = counterSum(KERNEL_COUNTERS.indexOf('queued_egress'));
+    const n = counterSum(QUEUED_EGRESS);
     if (n !== queuedCount) {
       queuedCount = n;
       queuedAt = now;
