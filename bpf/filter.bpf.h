@@ -97,6 +97,14 @@ static __always_inline __u32 hop_tuple_admit(const struct hop_filter_cfg *cfg, v
 	return 0;
 }
 
+/* 1 hash in n: a mask when n is a power of two (the same choice as the remainder, without a division per packet). */
+static __always_inline bool hop_sampled_in(__u32 h, __u32 n)
+{
+	if (n <= 1)
+		return true;
+	return (n & (n - 1)) == 0 ? (h & (n - 1)) == 0 : h % n == 0;
+}
+
 #define HOP_TCPF_SYN 0x02
 #define HOP_TCPF_ACK 0x10
 
@@ -128,7 +136,7 @@ static __always_inline bool hop_conn_packet(const struct hop_filter_cfg *cfg, vo
 	__u32 h = e->l4proto ^ ((__u32)e->tuple.sport ^ e->tuple.dport);
 	h ^= (s[0] ^ d[0]) ^ (s[1] ^ d[1]) ^ (s[2] ^ d[2]) ^ (s[3] ^ d[3]);
 	__u32 key = hop_mix32(h);
-	bool by_tuple = n <= 1 || key % n == 0;
+	bool by_tuple = hop_sampled_in(key, n);
 	if (e->l4proto != IPPROTO_TCP || (e->flags & HOP_F_TRUNCATED))
 		return by_tuple;
 	__u32 idx = key & (HOP_CONN_SLOTS - 1);
@@ -141,7 +149,7 @@ static __always_inline bool hop_conn_packet(const struct hop_filter_cfg *cfg, vo
 		bool synack = e->tcp_flags & HOP_TCPF_ACK;
 		isn_c = synack ? e->pkt.ack - 1 : e->pkt.seq;
 		isn_s = synack ? e->pkt.seq : 0;
-		keep = n <= 1 || hop_mix32(isn_c) % n == 0;
+		keep = hop_sampled_in(hop_mix32(isn_c), n);
 		/* ISNs first, then the tag that makes them valid (x86 keeps stores in order) */
 		v->isns = (__u64)isn_s << 32 | isn_c;
 		v->tag = (__u64)key << 8 | HOP_SLOT_SET | keep;

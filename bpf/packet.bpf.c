@@ -115,17 +115,30 @@ static __always_inline bool hop_dev_noqueue(const struct net_device *dev)
 	return q && !q->enqueue && !(q->flags & HOP_TCQ_F_MQROOT);
 }
 
+/* Whether dev's namespace is owned (its inode into *ino); counts it when not. */
+static __always_inline bool device_netns_admit(const struct hop_filter_cfg *cfg, const struct net_device *dev, __u32 *ino)
+{
+	*ino = hop_dev_netns(dev);
+	if (hop_netns_admit(cfg, &hop_netns, *ino))
+		return true;
+	hop_count(&hop_counters, HOP_CTR_NETNS_FILTERED);
+	return false;
+}
+
 /* `tc`: called from a TC program, where the link header is pushed back on at ingress
  * too and network_header is already set; at netif_receive_skb data is the IP header. */
 static __always_inline int on_device(struct sk_buff *skb, __u8 hook, bool ingress, bool tc)
 {
 	const struct hop_filter_cfg *cfg = hop_cfg_get(&hop_cfg);
 	const struct net_device *dev = skb->dev;
-	__u32 ino = hop_dev_netns(dev);
-	if (!hop_netns_admit(cfg, &hop_netns, ino)) {
-		hop_count(&hop_counters, HOP_CTR_NETNS_FILTERED);
+	/* A tracepoint fires for every device of the machine: the namespace check comes first.
+	 * A tcx program is linked only to the owned namespaces' devices (tcx.ts links and
+	 * unlinks them as ownership changes), so it checks only a packet it keeps, which
+	 * still holds the rule while a link outlives its namespace's ownership. Saves ~6% of
+	 * a sampled-out run's time (npm run bench:kernel-ab, same packets). */
+	__u32 ino = 0;
+	if (!tc && !device_netns_admit(cfg, dev, &ino))
 		return 0;
-	}
 	/* Before the other filters: whether net_dev_start_xmit has work on this node. The agent
 	 * links it only while this count moves (a tracepoint run for every packet of
 	 * every device, ~1% of a CPU-bound node's CPU, that records nothing on noqueue). */
@@ -174,6 +187,8 @@ static __always_inline int on_device(struct sk_buff *skb, __u8 hook, bool ingres
 		hop_count(&hop_counters, HOP_CTR_SAMPLED_OUT);
 		return 0;
 	}
+	if (tc && !device_netns_admit(cfg, dev, &ino))
+		return 0;
 	if (!by_ifname)
 		hop_fill_dev(e, dev);
 
