@@ -6,7 +6,8 @@
 import { sleep } from '../../services/shared/retry.js';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Registry } from 'prom-client';
 import { Kind } from '../../services/shared/record.js';
@@ -415,5 +416,22 @@ describePrivileged('live capture: lifecycle, filters and counters', () => {
       agent.kill('SIGKILL');
     }
     expect(await eventually(() => !rings().includes(2 << 20))).toBe(true);
+  });
+
+  it('names the cause when a profiler\'s signals interrupt the verifier (node --cpu-prof)', () => {
+    const cliJs = join(__dirname, '../../dist/services/cli/main.js');
+    const dir = mkdtempSync(join(tmpdir(), 'hoptrace-cpuprof-'));
+    try {
+      // SIGPROF every 100 us: every one of libbpf's load attempts finds a signal pending
+      const r = spawnSync(process.execPath, ['--cpu-prof', '--cpu-prof-interval', '100', '--cpu-prof-dir', dir, cliJs, 'agent', '--live', '--node', 'cpuprof', '--netns', srv.name], {
+        encoding: 'utf8',
+        env: { ...process.env, HOPTRACE_KAFKA_BROKERS: '127.0.0.1:1' },
+        timeout: 60_000,
+      });
+      expect(r.status).not.toBe(0);
+      expect(r.stderr).toMatch(/failed to load \(errno 11\) \(EAGAIN: the verifier was interrupted by signals.*--perf-basic-prof/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -94,6 +94,8 @@ interface MapShape {
   max: number;
 }
 
+const EAGAIN = 11;
+
 function errnoText(e: number): string {
   return e ? ` (errno ${e})` : '';
 }
@@ -207,7 +209,11 @@ export function loadObjects(o: LoadOptions): KernelObjects {
       prepareSharedMaps(obj, shared, shapes, o.ringBytes);
 
       if (bpf.bpf_object__load(obj) !== 0) {
-        const message = `${name}.bpf.o failed to load${errnoText(lastErrno())}${logTail(drainLog())}`;
+        const e = lastErrno();
+        // The verifier gives up with EAGAIN when a signal is pending (libbpf retries 5 times): node
+        // --cpu-prof's SIGPROF every millisecond does this to every load.
+        const why = e === EAGAIN ? ' (EAGAIN: the verifier was interrupted by signals, as a profiler\'s SIGPROF does; profile the agent with perf and node --perf-basic-prof instead of --cpu-prof)' : '';
+        const message = `${name}.bpf.o failed to load${errnoText(e)}${why}${logTail(drainLog())}`;
         for (const p of progs.filter((q) => q.wanted && (q.tc || o.btf.hasTracepoint(q.tracepoint)))) {
           problems.push({
             program: p.name,
