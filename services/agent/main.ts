@@ -6,6 +6,7 @@ import { createLogger, type Logger } from '../shared/log.js';
 import { createAgent, type Agent } from './agent.js';
 import { createKafkaSink } from './kafka-sink.js';
 import { createAgentMetrics, serveMetrics, type AgentMetrics } from './metrics.js';
+import { createLiveHealth } from './live-health.js';
 import { createLiveSource, describeLiveStatus, dropReasonName, kernelSymbol, loadKernelSymbols, parseLiveOptions, registerLiveMetrics, resetReasonName, type LiveOptionsInput } from './live/index.js';
 import { openRecording } from './recording-source.js';
 import type { RecordChunk, RecordSource } from './source.js';
@@ -77,6 +78,9 @@ export function withClockSkew(source: RecordSource, skewMs: number): RecordSourc
   };
 }
 
+/** How often the log is told of device links and start_xmit links failing (live-health.ts). */
+const LIVE_HEALTH_MS = 5000;
+
 /** `hoptrace agent --live`: capture from the running kernel until SIGINT/SIGTERM. */
 export async function runLiveAgent(cfg: Config, live: LiveOptionsInput, skewMs: number): Promise<void> {
   const log = createLogger('agent', cfg.logLevel);
@@ -105,9 +109,11 @@ export async function runLiveAgent(cfg: Config, live: LiveOptionsInput, skewMs: 
     await liveSource.stop();
     throw err;
   }
+  const health = setInterval(createLiveHealth(liveSource, log), LIVE_HEALTH_MS).unref();
   const onSignal = () => void running.stop();
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   await running.done;
+  clearInterval(health);
   log.info({ ...running.agent.stats(), ...liveSource.stats() }, 'agent finished');
 }
