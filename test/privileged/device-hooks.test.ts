@@ -8,6 +8,8 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Flag, Hook, Kind, type HopRecord } from '../../services/shared/record.js';
 import { describeLiveStatus } from '../../services/agent/live/index.js';
+import { netnsHome } from '../../services/agent/live/filters.js';
+import { NETNS_PROBES, NETNS_SLOTS } from '../../services/agent/live/kernel-abi.js';
 import { describePrivileged } from './preflight.js';
 import { Lab, sh, TCP_CLIENT, TCP_ECHO_SERVER, waitLine, type Link, type Ns } from './netns.js';
 import { packetFields as fields, startCapture, type Capture } from './capture.js';
@@ -100,6 +102,46 @@ describePrivileged('device hooks: tcx links and tracepoints see the same packets
     await tc.waitFor((r) => r.kind === Kind.PACKET && r.ifname === late.b && r.tuple.sport === res.local && r.hook === Hook.TC_INGRESS, { what: 'SYN on the late device' });
     cli.run('ip', ['link', 'del', late.a]); // and its peer with it
     expect(await until(4)).toBe(4);
+  });
+
+  it('checks ownership in the kernel for what a tcx link keeps, even while the link outlives it', async () => {
+    // The tcx programs check the namespace only for packets they keep (the link says the rest).
+    // A link that outlives its namespace's ownership is a race in the agent; here it is made on
+    // purpose: cli's inode leaves this capture's kernel table while cli's devices stay linked.
+    const tcxProgs = new Set((JSON.parse(sh('bpftool', ['-j', 'link', 'show'])) as { type?: string | number; prog_id?: number }[]).filter((l) => l.type === 'tcx' || l.type === 11).map((l) => l.prog_id));
+    const progs = JSON.parse(sh('bpftool', ['-j', 'prog', 'show'])) as { id: number; name?: string; map_ids?: number[] }[];
+    // this capture's maps: those of its linked tcx programs, and of every program sharing one of them
+    const linked = new Set(progs.filter((p) => p.name === 'hop_tc_ingress' && tcxProgs.has(p.id)).flatMap((p) => p.map_ids ?? []));
+    const mapIds = new Set(progs.filter((p) => p.map_ids?.some((m) => linked.has(m))).flatMap((p) => p.map_ids ?? []));
+    const maps = JSON.parse(sh('bpftool', ['-j', 'map', 'show'])) as { id: number; name?: string }[];
+    const netnsMap = maps.filter((m) => m.name === 'hop_netns' && mapIds.has(m.id));
+    expect(netnsMap).toHaveLength(1); // tp's capture links nothing with tcx
+    const id = String(netnsMap[0]!.id);
+    const le32 = (n: number) => [0, 8, 16, 24].map((s) => String((n >>> s) & 0xff));
+    let removed = 0;
+    for (const base of [0, NETNS_SLOTS]) {
+      for (let i = 0; i < NETNS_PROBES; i++) {
+        const key = le32(base + ((netnsHome(cli.inode) + i) & (NETNS_SLOTS - 1)));
+        const got = JSON.parse(sh('bpftool', ['-j', 'map', 'lookup', 'id', id, 'key', ...key])) as { value: string[] | number; formatted?: { value: number } };
+        const value = got.formatted?.value ?? (Array.isArray(got.value) ? Buffer.from(got.value.map((b) => Number(b))).readUInt32LE(0) : got.value);
+        if (value !== cli.inode) continue;
+        sh('bpftool', ['map', 'update', 'id', id, 'key', ...key, 'value', ...le32(1)]); // no namespace's inode; later probes go on past it
+        removed++;
+      }
+    }
+    expect(removed).toBeGreaterThan(0);
+    const before = tc.source.kernelCounters().netns_filtered;
+    const n = tc.records.length;
+    const server = srv.spawn('node', ['-e', TCP_ECHO_SERVER, link.addrB, '18193']);
+    await waitLine(server, /listening/);
+    const res = JSON.parse(cli.run('node', ['-e', TCP_CLIENT, link.addrB, '18193', 'orphan link']).trim()) as { local: number };
+    server.kill();
+    await tc.waitFor((r) => r.kind === Kind.PACKET && r.netnsIno === srv.inode && r.tuple.sport === res.local && r.hook === Hook.TC_INGRESS, { what: 'the exchange on the server side' });
+    await tc.settle();
+    const later = tc.records.slice(n);
+    expect(later.filter((r) => r.netnsIno === cli.inode)).toEqual([]);
+    expect(later.some((r) => r.netnsIno === srv.inode && r.hook === Hook.TC_EGRESS)).toBe(true);
+    expect(tc.source.kernelCounters().netns_filtered).toBeGreaterThan(before);
   });
 
   it('leaves no tcx link behind once stopped', async () => {
