@@ -10,13 +10,15 @@
  * table gives the ratio in each order and their mean, which cancels it.
  *
  *   npm run bench:kernel-ab -- [--base HEAD] [--base-objects DIR] [--repeat 8] [--seconds 3]
- *       [--modes sampled-out,full] [--hooks tc,tracepoint]
+ *       [--modes sampled-out,full] [--hooks tc,tracepoint] [--conntrack]
  *
  * A (base): bpf/ of git revision --base (default HEAD: the working tree's changes are the
  * candidate), built into a temporary directory with this tree's vmlinux.h, or the objects
  * already built in --base-objects. B (candidate): this tree's bpf/.output. Both must share
  * this tree's maps and record ABI (the loader is this tree's). Traffic: 1 stream of
- * 128 KiB writes over a veth pair between two namespaces of the bench's own.
+ * 128 KiB writes over a veth pair between two namespaces of the bench's own. With
+ * --conntrack both namespaces use conntrack (a nat table rule that changes nothing), as
+ * the lab's nodes do: packets carry an entry, so the CT record path runs too.
  */
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -32,6 +34,7 @@ const R = numArg('repeat', 8);
 const SECONDS = numArg('seconds', 3);
 const MODES = strArg('modes', 'sampled-out,full').split(',') as ('sampled-out' | 'full')[];
 const HOOKS = strArg('hooks', 'tc,tracepoint').split(',') as DeviceHooks[];
+const CONNTRACK = process.argv.includes('--conntrack');
 const STATS = '/proc/sys/kernel/bpf_stats_enabled';
 /** Device hook programs, by the tracepoint (or tcx attach point) they run at. */
 const DEVICE: Record<DeviceHooks, [string, string]> = { tc: ['tcx/ingress', 'tcx/egress'], tracepoint: ['netif_receive_skb', 'net_dev_queue'] };
@@ -67,6 +70,7 @@ async function main(): Promise<void> {
   const was = readFileSync(STATS, 'utf8').trim();
   writeFileSync(STATS, '1');
   const lab = createLab();
+  if (CONNTRACK) for (const ns of [lab.a, lab.b]) execFileSync('ip', ['netns', 'exec', ns, 'iptables', '-t', 'nat', '-A', 'POSTROUTING', '-p', 'tcp', '-j', 'RETURN']);
   const results = new Map<string, Pair[]>();
   try {
     let port = 9100;
@@ -106,7 +110,7 @@ async function main(): Promise<void> {
     base.cleanup();
   }
 
-  console.log(`kernel A/B on the same packets: A = ${base.label}, B = this tree's bpf/.output; ${R} repeats of ${SECONDS} s, link order alternating; kernel.bpf_stats_enabled adds ~2 clock reads to every run of both\n`);
+  console.log(`kernel A/B on the same packets: A = ${base.label}, B = this tree's bpf/.output; ${R} repeats of ${SECONDS} s, link order alternating${CONNTRACK ? ', conntrack in use' : ''}; kernel.bpf_stats_enabled adds ~2 clock reads to every run of both\n`);
   console.log('| device hooks | capture | hook | A ns/run | B ns/run | B/A, A linked first | B/A, B linked first | B/A (mean of both orders) |');
   console.log('| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |');
   for (const [key, pairs] of results) {
