@@ -1,5 +1,5 @@
 /** Helpers shared by the benchmarks. */
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -13,6 +13,18 @@ export async function dropCaches(ch: ClickHouseClient): Promise<void> {
   await ch.command({ query: 'SYSTEM DROP MARK CACHE' });
   await ch.command({ query: 'SYSTEM DROP UNCOMPRESSED CACHE' });
   await writeFile('/proc/sys/vm/drop_caches', '3');
+}
+
+/** Runs fn with kernel.bpf_stats_enabled on (programs' run counts and times; root), then restores it. */
+export async function withBpfStats<T>(fn: () => Promise<T>): Promise<T> {
+  const STATS = '/proc/sys/kernel/bpf_stats_enabled';
+  const was = readFileSync(STATS, 'utf8').trim();
+  writeFileSync(STATS, '1');
+  try {
+    return await fn();
+  } finally {
+    writeFileSync(STATS, was);
+  }
 }
 
 export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;

@@ -21,13 +21,13 @@
  * the lab's nodes do: packets carry an entry, so the CT record path runs too.
  */
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createLiveSource, parseLiveOptions, type LiveSource } from '../services/agent/live/index.js';
 import type { DeviceHooks } from '../services/agent/live/options.js';
-import { median, numArg, strArg } from './common.js';
-import { createLab } from './live/lab.js';
+import { median, numArg, strArg, withBpfStats } from './common.js';
+import { createLab, type BenchLab } from './live/lab.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const R = numArg('repeat', 8);
@@ -35,7 +35,6 @@ const SECONDS = numArg('seconds', 3);
 const MODES = strArg('modes', 'sampled-out,full').split(',') as ('sampled-out' | 'full')[];
 const HOOKS = strArg('hooks', 'tc,tracepoint').split(',') as DeviceHooks[];
 const CONNTRACK = process.argv.includes('--conntrack');
-const STATS = '/proc/sys/kernel/bpf_stats_enabled';
 /** Device hook programs, by the tracepoint (or tcx attach point) they run at. */
 const DEVICE: Record<DeviceHooks, [string, string]> = { tc: ['tcx/ingress', 'tcx/egress'], tracepoint: ['netif_receive_skb', 'net_dev_queue'] };
 
@@ -64,48 +63,50 @@ interface Pair {
   aFirst: boolean;
 }
 
+/** Both builds linked at once (`order`: first linked first) over one run of traffic: each one's ns/run per device hook. */
+async function pairRun(lab: BenchLab, order: string[], hooks: DeviceHooks, mode: string, port: number): Promise<number[][]> {
+  const sources: LiveSource[] = [];
+  const drains: Promise<void>[] = [];
+  try {
+    for (const objDir of order) {
+      // queueIdleMs 0: start_xmit stays linked (it returns at once on this noqueue pair) in both
+      const s = createLiveSource(parseLiveOptions({ netns: [lab.a, lab.b], sampleN: mode === 'full' ? 1 : 1 << 20, node: 'kernel-ab', deviceHooks: hooks, objDir, objects: ['packet'], queueIdleMs: 0 }));
+      sources.push(s);
+      drains.push((async () => { for await (const c of s.chunks()) void c; })());
+    }
+    const stats = () => sources.map((s) => new Map(s.programStats().map((p) => [p.tracepoint, p])));
+    let before = stats();
+    await lab.tcp({ streams: 1, port, seconds: SECONDS, size: 131072 }, () => (before = stats()));
+    const after = stats();
+    return sources.map((_, k) => DEVICE[hooks].map((h) => (after[k]!.get(h)!.runNs - before[k]!.get(h)!.runNs) / (after[k]!.get(h)!.runs - before[k]!.get(h)!.runs)));
+  } finally {
+    for (const s of sources) await s.stop();
+    await Promise.all(drains);
+  }
+}
+
 async function main(): Promise<void> {
   const base = baseObjects();
   const cand = join(ROOT, 'bpf/.output');
-  const was = readFileSync(STATS, 'utf8').trim();
-  writeFileSync(STATS, '1');
   const lab = createLab();
   if (CONNTRACK) for (const ns of [lab.a, lab.b]) execFileSync('ip', ['netns', 'exec', ns, 'iptables', '-t', 'nat', '-A', 'POSTROUTING', '-p', 'tcp', '-j', 'RETURN']);
   const results = new Map<string, Pair[]>();
   try {
-    let port = 9100;
-    for (let i = 0; i < R; i++) {
-      for (const hooks of HOOKS) {
-        for (const mode of MODES) {
-          const aFirst = i % 2 === 0;
-          const order = aFirst ? [base.dir, cand] : [cand, base.dir];
-          const sources: LiveSource[] = [];
-          const drains: Promise<void>[] = [];
-          try {
-            for (const objDir of order) {
-              // queueIdleMs 0: start_xmit stays linked (it returns at once on this noqueue pair) in both
-              const s = createLiveSource(parseLiveOptions({ netns: [lab.a, lab.b], sampleN: mode === 'full' ? 1 : 1 << 20, node: 'kernel-ab', deviceHooks: hooks, objDir, objects: ['packet'], queueIdleMs: 0 }));
-              sources.push(s);
-              drains.push((async () => { for await (const c of s.chunks()) void c; })());
-            }
-            const stats = () => sources.map((s) => new Map(s.programStats().map((p) => [p.tracepoint, p])));
-            let before = stats();
-            await lab.tcp({ streams: 1, port, seconds: SECONDS, size: 131072 }, () => (before = stats()));
+    await withBpfStats(async () => {
+      let port = 9100;
+      for (let i = 0; i < R; i++) {
+        for (const hooks of HOOKS) {
+          for (const mode of MODES) {
+            const aFirst = i % 2 === 0;
+            const [first, second] = await pairRun(lab, aFirst ? [base.dir, cand] : [cand, base.dir], hooks, mode, port);
             port += 4;
-            const after = stats();
-            const perRun = (k: number) => DEVICE[hooks].map((h) => (after[k]!.get(h)!.runNs - before[k]!.get(h)!.runNs) / (after[k]!.get(h)!.runs - before[k]!.get(h)!.runs));
-            const [first, second] = [perRun(0), perRun(1)];
             const key = `${hooks} ${mode}`;
-            results.set(key, [...(results.get(key) ?? []), { a: aFirst ? first : second, b: aFirst ? second : first, aFirst }]);
-          } finally {
-            for (const s of sources) await s.stop();
-            await Promise.all(drains);
+            results.set(key, [...(results.get(key) ?? []), { a: aFirst ? first! : second!, b: aFirst ? second! : first!, aFirst }]);
           }
         }
       }
-    }
+    });
   } finally {
-    writeFileSync(STATS, was);
     lab.remove();
     base.cleanup();
   }

@@ -78,7 +78,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { cpus, release, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -90,7 +90,7 @@ import type { DeviceHooks } from '../services/agent/live/options.js';
 import { loadConfig } from '../services/shared/config.js';
 import { RECORD_SIZE } from '../services/shared/record.js';
 import { HEADER_SIZE } from '../services/shared/recording.js';
-import { deleteTopics, kafkaCpuS, median, procCpuS, procMemMiB, sleep, topicRecords } from './common.js';
+import { deleteTopics, kafkaCpuS, median, procCpuS, procMemMiB, sleep, topicRecords, withBpfStats } from './common.js';
 import { agentPlans, startAgents, stopAgents } from '../services/lab/agents.js';
 import { labDown, labUp } from '../services/lab/index.js';
 import { createLab, pythonRunner, tcpBetween, type BenchLab, type TcpResult, type TcpRun } from './live/lab.js';
@@ -714,19 +714,14 @@ async function main(): Promise<void> {
     }
 
     if (args.sections.includes('kernel')) {
-      const STATS = '/proc/sys/kernel/bpf_stats_enabled';
-      const was = readFileSync(STATS, 'utf8').trim();
-      writeFileSync(STATS, '1');
       // each capture mode with either kind of device hook (tracepoints fire on every device; tcx links
       // run only on the owned namespaces' devices); net_dev_start_xmit kept linked (queueIdleMs 0),
       // though no device here queues: its run on a noqueue device is the floor of a hook's cost
       const cases = (['tracepoint', 'tc'] as const).flatMap((h) => (['not-owned', 'sampled-out', 'owned'] as const).map((m) => ({ h, m, key: `${h} ${m}` })));
       const runs = new Map<string, InProcessRun[]>(cases.map((c) => [c.key, []]));
-      try {
+      await withBpfStats(async () => {
         for (let i = 0; i < R; i++) for (const c of rotate(cases, i)) runs.get(c.key)!.push(await inProcessRun(lab, c.m, tcp(1, BULK), c.h, 0));
-      } finally {
-        writeFileSync(STATS, was);
-      }
+      });
       console.log(`\n### kernel: BPF run time per packet in each device hook (1 stream, ${BULK >> 10} KiB writes; kernel.bpf_stats_enabled adds ~2 clock reads per run)\n`);
       header(['device hooks', 'capture', ...DEVICE_HOOKS.map((h) => `${h} ns/run`), 'runs/s per device program', 'BPF CPU (device hooks)', 'Gbit/s']);
       for (const c of cases) {
