@@ -11,15 +11,16 @@ import { describeLiveStatus } from '../../services/agent/live/index.js';
 import { netnsHome } from '../../services/agent/live/filters.js';
 import { NETNS_PROBES, NETNS_SLOTS } from '../../services/agent/live/kernel-abi.js';
 import { describePrivileged } from './preflight.js';
-import { Lab, sh, TCP_CLIENT, TCP_ECHO_SERVER, waitLine, type Link, type Ns } from './netns.js';
+import { bpftool, bpftoolJson, Lab, sh, TCP_CLIENT, TCP_ECHO_SERVER, waitLine, type Link, type Ns } from './netns.js';
 import { packetFields as fields, startCapture, type Capture } from './capture.js';
 
-/** tcx links of hoptrace's programs on this machine (bpftool link show; bpftool 7.1 predates tcx and prints its type as 11, BPF_LINK_TYPE_TCX). */
+/** Ids of the programs behind the machine's tcx links (bpftool 7.1 prints the type as 11, BPF_LINK_TYPE_TCX). */
+const tcxLinkedProgs = (): number[] => bpftool('link', 'show').flatMap((l) => ((l.type === 'tcx' || l.type === 11) && l.prog_id !== undefined ? [l.prog_id] : []));
+
+/** tcx links of hoptrace's programs on this machine. */
 function hopTcxLinks(): number {
-  const links = JSON.parse(sh('bpftool', ['-j', 'link', 'show'])) as { type?: string | number; prog_id?: number }[];
-  const progs = JSON.parse(sh('bpftool', ['-j', 'prog', 'show'])) as { id: number; name?: string }[];
-  const ours = new Set(progs.filter((p) => p.name?.startsWith('hop_tc_')).map((p) => p.id));
-  return links.filter((l) => (l.type === 'tcx' || l.type === 11) && l.prog_id !== undefined && ours.has(l.prog_id)).length;
+  const ours = new Set(bpftool('prog', 'show').filter((p) => p.name?.startsWith('hop_tc_')).map((p) => p.id));
+  return tcxLinkedProgs().filter((id) => ours.has(id)).length;
 }
 
 describePrivileged('device hooks: tcx links and tracepoints see the same packets', () => {
@@ -108,13 +109,12 @@ describePrivileged('device hooks: tcx links and tracepoints see the same packets
     // The tcx programs check the namespace only for packets they keep (the link says the rest).
     // A link that outlives its namespace's ownership is a race in the agent; here it is made on
     // purpose: cli's inode leaves this capture's kernel table while cli's devices stay linked.
-    const tcxProgs = new Set((JSON.parse(sh('bpftool', ['-j', 'link', 'show'])) as { type?: string | number; prog_id?: number }[]).filter((l) => l.type === 'tcx' || l.type === 11).map((l) => l.prog_id));
-    const progs = JSON.parse(sh('bpftool', ['-j', 'prog', 'show'])) as { id: number; name?: string; map_ids?: number[] }[];
+    const tcxProgs = new Set(tcxLinkedProgs());
+    const progs = bpftool('prog', 'show');
     // this capture's maps: those of its linked tcx programs, and of every program sharing one of them
     const linked = new Set(progs.filter((p) => p.name === 'hop_tc_ingress' && tcxProgs.has(p.id)).flatMap((p) => p.map_ids ?? []));
     const mapIds = new Set(progs.filter((p) => p.map_ids?.some((m) => linked.has(m))).flatMap((p) => p.map_ids ?? []));
-    const maps = JSON.parse(sh('bpftool', ['-j', 'map', 'show'])) as { id: number; name?: string }[];
-    const netnsMap = maps.filter((m) => m.name === 'hop_netns' && mapIds.has(m.id));
+    const netnsMap = bpftool('map', 'show').filter((m) => m.name === 'hop_netns' && mapIds.has(m.id));
     expect(netnsMap).toHaveLength(1); // tp's capture links nothing with tcx
     const id = String(netnsMap[0]!.id);
     const le32 = (n: number) => [0, 8, 16, 24].map((s) => String((n >>> s) & 0xff));
@@ -122,7 +122,7 @@ describePrivileged('device hooks: tcx links and tracepoints see the same packets
     for (const base of [0, NETNS_SLOTS]) {
       for (let i = 0; i < NETNS_PROBES; i++) {
         const key = le32(base + ((netnsHome(cli.inode) + i) & (NETNS_SLOTS - 1)));
-        const got = JSON.parse(sh('bpftool', ['-j', 'map', 'lookup', 'id', id, 'key', ...key])) as { value: string[] | number; formatted?: { value: number } };
+        const got = bpftoolJson<{ value: string[] | number; formatted?: { value: number } }>('map', 'lookup', 'id', id, 'key', ...key);
         const value = got.formatted?.value ?? (Array.isArray(got.value) ? Buffer.from(got.value.map((b) => Number(b))).readUInt32LE(0) : got.value);
         if (value !== cli.inode) continue;
         sh('bpftool', ['map', 'update', 'id', id, 'key', ...key, 'value', ...le32(1)]); // no namespace's inode; later probes go on past it

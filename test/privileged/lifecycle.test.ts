@@ -17,19 +17,9 @@ import { openKernelBtf } from '../../services/agent/live/btf.js';
 import { netnsHome } from '../../services/agent/live/filters.js';
 import { NETNS_SLOTS } from '../../services/agent/live/kernel-abi.js';
 import { describePrivileged, OBJ_DIR } from './preflight.js';
-import { Lab, TCP_CLIENT, TCP_ECHO_SERVER, waitLine, type Link, type Ns } from './netns.js';
+import { bpftool, Lab, TCP_CLIENT, TCP_ECHO_SERVER, waitLine, type BpfObj, type Link, type Ns } from './netns.js';
 import { eventually, startCapture } from './capture.js';
 
-interface BpfObj {
-  id: number;
-  name?: string;
-  type?: string;
-  max_entries?: number;
-  map_ids?: number[];
-  prog_id?: number;
-}
-
-const bpftool = (...args: string[]): BpfObj[] => JSON.parse(execFileSync('bpftool', ['-j', ...args], { encoding: 'utf8' }) || '[]') as BpfObj[];
 const hopProgs = (): BpfObj[] => bpftool('prog', 'show').filter((p) => p.name?.startsWith('hop_'));
 
 

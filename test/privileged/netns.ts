@@ -11,6 +11,25 @@ export function sh(cmd: string, args: string[], input?: string): string {
   return execFileSync(cmd, args, { encoding: 'utf8', input, stdio: ['pipe', 'pipe', 'pipe'] });
 }
 
+/** A program, map or link as `bpftool -j ... show` prints it (only the fields the tests read). */
+export interface BpfObj {
+  id: number;
+  name?: string;
+  /** Links: bpftool 7.1 predates tcx and prints its type as 11 (BPF_LINK_TYPE_TCX). */
+  type?: string | number;
+  max_entries?: number;
+  map_ids?: number[];
+  prog_id?: number;
+}
+
+/** `bpftool -j ARGS`, parsed. */
+export function bpftoolJson<T>(...args: string[]): T {
+  return JSON.parse(sh('bpftool', ['-j', ...args]) || 'null') as T;
+}
+
+/** `bpftool -j ... show`: the objects listed. */
+export const bpftool = (...args: string[]): BpfObj[] => bpftoolJson<BpfObj[] | null>(...args) ?? [];
+
 export interface Ns {
   name: string;
   inode: number;

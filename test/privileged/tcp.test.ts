@@ -3,14 +3,13 @@
  * sides with tuples, seq/ack and direction; a reset for a closed port; and
  * nothing at all from namespaces the agent does not own.
  */
-import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Flag, Hook, Kind, type HopRecord } from '../../services/shared/record.js';
 import { Registry } from 'prom-client';
 import { resetReasonName, dropReasonName, registerLiveMetrics } from '../../services/agent/live/index.js';
 import { describePrivileged } from './preflight.js';
-import { Lab, TCP_CLIENT, TCP_ECHO_SERVER, TCP_HOLD_CLIENT, waitLine, type Link, type Ns } from './netns.js';
+import { bpftool, Lab, TCP_CLIENT, TCP_ECHO_SERVER, TCP_HOLD_CLIENT, waitLine, type Link, type Ns } from './netns.js';
 import { atEgress, atIngress, eventually, startCapture, type Capture } from './capture.js';
 
 const SYN = 0x02;
@@ -116,7 +115,7 @@ describePrivileged('live capture: TCP between namespaces', () => {
     // The kernel's own view: a link of this capture's start_xmit program (prog id from its fd).
     const xmit = cap.source.status().attached.find((a) => a.tracepoint === 'net_dev_start_xmit')!;
     const progId = Number(/^prog_id:\s+(\d+)$/m.exec(readFileSync(`/proc/self/fdinfo/${xmit.fd}`, 'utf8'))![1]);
-    const linked = () => (JSON.parse(execFileSync('bpftool', ['-j', 'link', 'show'], { encoding: 'utf8' }) || '[]') as { prog_id?: number }[]).some((l) => l.prog_id === progId);
+    const linked = () => bpftool('link', 'show').some((l) => l.prog_id === progId);
     const linkedSaid = () => cap.source.status().onDemand?.find((d) => d.tracepoint === 'net_dev_start_xmit')?.linked;
 
     // Only veth (noqueue) devices owned: unlinked once the start's grace is over.
