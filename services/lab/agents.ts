@@ -15,6 +15,7 @@ import { existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } 
 import { join } from 'node:path';
 import { AGENT_NODE_FLAGS } from '../agent/node-flags.js';
 import type { DeviceHooks } from '../agent/live/options.js';
+import { sleep } from '../shared/retry.js';
 import { LabError } from './errors.js';
 import { repoRoot } from './paths.js';
 import { requireState, type LabState } from './state.js';
@@ -107,7 +108,7 @@ export async function startAgents(plans: readonly AgentPlan[], env: NodeJS.Proce
       if (/live capture on/.test(text) && /agent producing/.test(text)) break;
       if (!alive(a.node)) throw new LabError('HOP_LAB_COMMAND', `agent for ${a.node} exited; see ${a.log}:\n${text.slice(-2000)}`);
       if (Date.now() > deadline) throw new LabError('HOP_LAB_COMMAND', `agent for ${a.node} not ready after ${timeoutMs} ms; see ${a.log}`);
-      await new Promise((r) => setTimeout(r, 100));
+      await sleep(100);
     }
   }
   return out;
@@ -119,7 +120,7 @@ export async function stopAgents(nodes: readonly string[] = ORDER): Promise<stri
     const pid = alive(node);
     if (!pid) continue;
     process.kill(pid, 'SIGTERM');
-    for (let i = 0; i < 200 && alive(node); i++) await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 200 && alive(node); i++) await sleep(50);
     if (alive(node)) process.kill(pid, 'SIGKILL');
     rmSync(pidFile(node), { force: true });
     stopped.push(node);

@@ -21,6 +21,7 @@ import type { ClickHouseClient } from '../shared/clickhouse.js';
 import type { Config } from '../shared/config.js';
 import { createKafka, lagReader } from '../shared/kafka.js';
 import { createLogger } from '../shared/log.js';
+import { sleep } from '../shared/retry.js';
 import { Kind } from '../shared/record.js';
 import { uint } from '../shared/sql.js';
 import { EVENT_READ_COLUMNS, queryEventRows } from '../shared/stored-events.js';
@@ -112,7 +113,7 @@ export function recordConnections(state: LabState, everyMs = 150): { ready: Prom
       for (let last = false; !last; ) {
         last = stopping;
         for (const line of await list()) observe(line);
-        if (!stopping) await new Promise((r) => setTimeout(r, everyMs));
+        if (!stopping) await sleep(everyMs);
       }
     } finally {
       events.kill();
@@ -257,7 +258,7 @@ export async function waitQuiet(ch: ClickHouseClient, sinceNs: bigint, lag: () =
       since = Date.now();
     } else if (n > 0 && Date.now() - since >= quietMs && (await lag()) === 0) return n;
     if (Date.now() > deadline) return n;
-    await new Promise((r) => setTimeout(r, 500));
+    await sleep(500);
   }
 }
 
