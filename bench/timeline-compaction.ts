@@ -3,14 +3,18 @@
  * disk. One day of the timeline bench's database (fill it with `npm run bench:timeline --
  * --keep`; compact it with `--compact`, as the correlator would) is copied, as filled, into a
  * database of its own: hop_events in --parts parts (8: what ClickHouse 18.16's background
- * merges leave of a day here), flow_parts in 3, background merges stopped on the copy. Then
- * the same lookups the API route awaits (getFlow beside flowEvents over the summary's days)
+ * merges leave of a day here), flow_parts in 3, background merges stopped on the copy.
+ * `--split time` (the default) cuts the day into --parts stretches of time, as a day is
+ * filled: inserts one after another, each merged with its neighbours. `--split flow` cuts it
+ * by flow id instead, every part spanning the whole day: the worst case, as if every part
+ * held late events from all of it. Then
+ * the same lookups the API route awaits (getFlow beside flowEvents over the summary's span)
  * for flows of that day, alternately on the copy and on the compacted database, the OS page
  * cache and ClickHouse's caches dropped before each (root). Different flows on each side,
  * picked at random from the same day.
  *
  *   npm run build && node dist/bench/timeline-compaction.js [--lookups 40] [--runs 2] [--parts 8]
- *       [--day 2026-11-03] [--db hoptrace_bench_timeline] [--keep]
+ *       [--split time|flow] [--day 2026-11-03] [--db hoptrace_bench_timeline] [--keep]
  *
  * The copy is dropped at the end unless --keep. Wait for the copy's writeback before timing:
  * dirty pages survive drop_caches, so the copy's first lookups after writing it would be
@@ -29,6 +33,8 @@ const DAY = strArg('day', '2026-11-03');
 const LOOKUPS = numArg('lookups', 40);
 const RUNS = numArg('runs', 2);
 const PARTS = numArg('parts', 8);
+const SPLIT = strArg('split', 'time');
+if (SPLIT !== 'time' && SPLIT !== 'flow') throw new Error(`--split: time or flow, not ${SPLIT}`);
 const KEEP = process.argv.includes('--keep');
 
 async function partsOf(ch: ClickHouseClient, db: string, table: string): Promise<{ parts: number; rows: number }> {
@@ -43,13 +49,17 @@ async function copyAsFilled(slow: ClickHouseClient): Promise<void> {
   for (const t of ['hop_events', 'flow_parts']) await slow.command({ query: `SYSTEM STOP MERGES ${ident(DST)}.${t}` });
   // One part per INSERT: blocks as large as the whole chunk.
   const oneBlock = { max_insert_block_size: '1000000000', min_insert_block_size_rows: '1000000000', min_insert_block_size_bytes: '1000000000000' };
-  const copy = async (table: string, n: number) => {
+  const copy = async (table: string, n: number, part: (k: number) => string) => {
     for (let k = 0; k < n; k++) {
-      await slow.command({ query: `INSERT INTO ${ident(DST)}.${table} SELECT * FROM ${ident(SRC)}.${table} WHERE event_date = ${str(DAY)} AND cityHash64(flow_id) % ${uint(n)} = ${uint(k)}`, clickhouse_settings: oneBlock });
+      await slow.command({ query: `INSERT INTO ${ident(DST)}.${table} SELECT * FROM ${ident(SRC)}.${table} WHERE event_date = ${str(DAY)} AND ${part(k)}`, clickhouse_settings: oneBlock });
     }
   };
-  await copy('hop_events', PARTS);
-  await copy('flow_parts', 3);
+  const byFlow = (n: number) => (k: number) => `cityHash64(flow_id) % ${uint(n)} = ${uint(k)}`;
+  const dayStart = BigInt(Date.parse(`${DAY}T00:00:00Z`)) * 1_000_000n;
+  const stretch = 86_400_000_000_000n / BigInt(PARTS) + 1n;
+  const byTime = (k: number) => `wall_ts_ns >= ${uint(dayStart + BigInt(k) * stretch)} AND wall_ts_ns < ${uint(dayStart + BigInt(k + 1) * stretch)}`;
+  await copy('hop_events', PARTS, SPLIT === 'time' ? byTime : byFlow(PARTS));
+  await copy('flow_parts', 3, byFlow(3));
   execFileSync('sync');
 }
 
@@ -95,7 +105,7 @@ async function main() {
     for (const l of layout) {
       const runs = times.get(l.db)!.map((v) => [...v].sort((a, b) => a - b));
       const m = (q: number) => median(runs.map((v) => percentile(v, q))).toFixed(1);
-      const label = l.db === SRC ? `${l.db} (as it is: compacted if --compact ran)` : `${l.db} (copy, as filled)`;
+      const label = l.db === SRC ? `${l.db} (as it is: compacted if --compact ran)` : `${l.db} (copy, as filled: parts split by ${SPLIT === 'time' ? 'stretches of time' : 'flow, each spanning the day'})`;
       console.log(`| ${label} | ${l.events.parts} | ${l.summaries.parts} | ${m(0.5)} | ${m(0.9)} | ${m(0.99)} | ${runs.map((v) => percentile(v, 0.99).toFixed(1)).join(', ')} |`);
     }
   } finally {

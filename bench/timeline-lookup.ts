@@ -305,21 +305,21 @@ interface Variant {
 
 /** The route's own SQL and variants of the events statement, to separate what costs what. */
 function variants(oldLayout: boolean, dailyParts: boolean): Record<string, Variant> {
-  const summaryDays = (id: string) => flowEventsSql(BigInt(id), 10_001, 'summary');
+  const summarySpan = (id: string) => flowEventsSql(BigInt(id), 10_001, 'summary');
   const events = (sql: Variant['sql']): Variant => ({ sql, read: 'events' });
   const json = (sql: Variant['sql']): Variant => ({ sql, read: 'json' });
   // The events statement as it was before hop_events was packed: every field a column, JSON.
-  const columns = (id: string, table: string) => summaryDays(id).replace(/^SELECT [^\n]*\nFROM hop_events/, `SELECT ${EVENT_COLUMNS.join(', ')}\nFROM ${table}`);
+  const columns = (id: string, table: string) => summarySpan(id).replace(/^SELECT [^\n]*\nFROM hop_events/, `SELECT ${EVENT_COLUMNS.join(', ')}\nFROM ${table}`);
   return {
     'route: summary (flow_parts FINAL PREWHERE flow_id)': json((id) => flowSql(BigInt(id))),
     ...(dailyParts ? { 'before: summary from flow_parts by day (flow_parts_v1)': json((id) => flowSql(BigInt(id)).replace('FROM flow_parts', 'FROM flow_parts_v1')) } : {}),
-    'route: events, the days its summary spans (subqueries), beside the summary': events(summaryDays),
+    'route: events, the span its summary covers (subqueries), beside the summary': events(summarySpan),
     'events, all days (the route\'s SQL for a flow with no summary)': events((id) => flowEventsSql(BigInt(id), 10_001, 'all')),
     ...(oldLayout ? { 'before: events from the unpacked table (hop_events_v1: 42 columns, JSON)': json((id) => columns(id, 'hop_events_v1')) } : {}),
     'variant: events as 42 columns through the ALIAS columns (JSON)': json((id) => columns(id, 'hop_events')),
     'before: summary with WHERE flow_id': json((id) => flowSql(BigInt(id)).replace(/\bPREWHERE flow_id/, 'WHERE flow_id')),
     'before: events with WHERE flow_id': events((id) => flowEventsSql(BigInt(id), 10_001, 'all').replace(/\bPREWHERE flow_id/, 'WHERE flow_id')),
-    'variant: events, route without FINAL (lower bound)': events((id) => summaryDays(id).replace('FROM hop_events FINAL', 'FROM hop_events')),
+    'variant: events, route without FINAL (lower bound)': events((id) => summarySpan(id).replace('FROM hop_events FINAL', 'FROM hop_events')),
   };
 }
 
@@ -391,7 +391,7 @@ async function main() {
       // First touch: what a user looking up a flow after an incident meets. Then the same flows again, their data cached; the rows below are warm too.
       add('API: GET /api/v1/flows/:id/timeline over HTTP, first lookup of each flow', await time(ids, lookup));
       add('API: the same flows again (their data in the page cache)', await time(ids, lookup));
-      add('store: getFlow beside flowEvents over its days (what the route awaits)', await time(ids, async (id) => {
+      add('store: getFlow beside flowEvents over the span of its summary (what the route awaits)', await time(ids, async (id) => {
         await Promise.all([store.getFlow(BigInt(id)), store.flowEvents(BigInt(id), cfg.apiMaxRows + 1, 'summary')]);
       }));
       for (const [name, v] of Object.entries(sql)) if (!isHeavy(name)) add(`SQL ${name}`, await time(ids, sqlLookup(v)));
@@ -404,7 +404,7 @@ async function main() {
     // The API's lookups and, with the unpacked table beside it, the events statement on both layouts, interleaved, each on flows of its own.
     const passes: [string, (id: string) => Promise<void>][] = [[`API lookups`, lookup]];
     if (oldLayout) {
-      passes.push(['events statement, packed (hop_events)', sqlLookup(sql['route: events, the days its summary spans (subqueries), beside the summary']!)]);
+      passes.push(['events statement, packed (hop_events)', sqlLookup(sql['route: events, the span its summary covers (subqueries), beside the summary']!)]);
       passes.push(['events statement, unpacked (hop_events_v1)', sqlLookup(sql['before: events from the unpacked table (hop_events_v1: 42 columns, JSON)']!)]);
     }
     if (dailyParts) {

@@ -132,9 +132,9 @@ export const app: FastifyPluginAsync<AppDeps> = async (f, deps) => {
     const id = BigInt(raw);
     if (id >= UINT64_LIMIT) throw bad('params/flowId', 'must be below 2^64');
     const limit = cfg.apiMaxRows;
-    // Side by side: the events statement finds the flow's days in its summary rows itself.
+    // Side by side: the events statement finds the flow's span in its summary rows itself.
     const [flow, ofDays] = await Promise.all([store.getFlow(id), store.flowEvents(id, limit + 1, 'summary')]);
-    // No summary (none written yet, or events that count in none): its days are unknown.
+    // No summary (none written yet, or events that count in none): its span is unknown.
     const rows = flow ? ofDays : await store.flowEvents(id, limit + 1, 'all');
     if (!flow && rows.length === 0) throw new HopError('HOP_NOT_FOUND', `flow ${id} not found`);
     const truncated = rows.length > limit;

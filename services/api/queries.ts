@@ -124,8 +124,8 @@ export interface FlowStore {
   ping(timeoutMs: number): Promise<PingResult>;
   listFlows(filter: FlowFilter): Promise<FlowSummary[]>;
   getFlow(flowId: bigint): Promise<FlowSummary | null>;
-  /** The flow's first `limit` events in time order (fewer when it has fewer), from the days its summary spans or from all days (FlowDays). */
-  flowEvents(flowId: bigint, limit: number, days: FlowDays): Promise<TimelineRow[]>;
+  /** The flow's first `limit` events in time order (fewer when it has fewer), from around the span its summary covers or from all days (FlowSpan). */
+  flowEvents(flowId: bigint, limit: number, span: FlowSpan): Promise<TimelineRow[]>;
   /** Events of the most recent flows matching the filter, grouped by flow (at most maxRows in all). */
   reportEvents(filter: ReportFilter): Promise<{ flows: TimelineRow[][]; truncated: boolean }>;
   listIncidents(filter: IncidentFilter): Promise<Incident[]>;
@@ -316,32 +316,34 @@ GROUP BY flow_id`;
 }
 
 /**
- * Which days a flow's events are read from. `summary`: the days its summary spans
+ * Where a flow's events are read from. `summary`: the span of time its summary covers
  * (flow_parts), an hour wider each side: events that count in no summary, such as a
- * socket's state change before its port is bound, sit just outside that span. Every
- * daily partition read costs a granule per part, so this keeps a lookup from growing
- * with retention. `all`: every day, for a flow with no summary yet.
+ * socket's state change before its port is bound, sit just outside that span. Only the
+ * parts whose wall_ts_ns range meets it are read (hop_events is partitioned by an
+ * expression of wall_ts_ns: stored-events.ts HOP_EVENTS_PARTITION), so a lookup grows
+ * neither with retention nor with the parts of its own day. `all`: every part, for a
+ * flow with no summary yet.
  */
-export type FlowDays = 'summary' | 'all';
+export type FlowSpan = 'summary' | 'all';
 
 const SUMMARY_MARGIN_NS = 3_600_000_000_000n;
 
 /**
- * The flow's days from its summary rows, as scalar subqueries: ClickHouse evaluates them
- * before it picks partitions, so the events statement needs no round trip for the
- * summary first and can run beside it. No FINAL: a redelivered partial changes neither
- * end. A flow with no summary gets 1970-01-01 here, so no events: read it with `all`.
+ * The flow's span from its summary rows, as scalar subqueries: ClickHouse evaluates them
+ * before it picks parts, so the events statement needs no round trip for the summary
+ * first and can run beside it. No FINAL: a redelivered partial changes neither end. A
+ * flow with no summary gets the first hour of 1970 here, so no events: read it with `all`.
  */
-function summaryDaysSql(flowId: bigint): string {
+function summarySpanSql(flowId: bigint): string {
   const m = SUMMARY_MARGIN_NS.toString();
-  const day = (ns: string) => `(SELECT toDate(toDateTime(intDiv(${ns}, 1000000000), 'UTC')) FROM flow_parts PREWHERE flow_id = ${uint(flowId)})`;
-  return `event_date BETWEEN ${day(`greatest(min(first_ts_ns), ${m}) - ${m}`)} AND ${day(`max(last_ts_ns) + ${m}`)}`;
+  const end = (ns: string) => `(SELECT ${ns} FROM flow_parts PREWHERE flow_id = ${uint(flowId)})`;
+  return `wall_ts_ns BETWEEN ${end(`greatest(min(first_ts_ns), ${m}) - ${m}`)} AND ${end(`max(last_ts_ns) + ${m}`)}`;
 }
 
-export function flowEventsSql(flowId: bigint, limit: number, days: FlowDays): string {
+export function flowEventsSql(flowId: bigint, limit: number, span: FlowSpan): string {
   return `SELECT ${EVENT_READ_COLUMNS}
 FROM hop_events FINAL
-PREWHERE flow_id = ${uint(flowId)}${days === 'summary' ? `\nWHERE ${summaryDaysSql(flowId)}` : ''}
+PREWHERE flow_id = ${uint(flowId)}${span === 'summary' ? `\nWHERE ${summarySpanSql(flowId)}` : ''}
 ORDER BY wall_ts_ns, agent, boot, seq
 LIMIT ${uint(limit)}`;
 }
@@ -455,8 +457,8 @@ export function createFlowStore(ch: ClickHouseClient, clickhouseUrl: string): Fl
       const [r] = await rows<SummaryRow>(flowSql(flowId), `read flow ${flowId}`);
       return r ? toSummary(r) : null;
     },
-    async flowEvents(flowId, limit, days) {
-      return events(flowEventsSql(flowId, limit, days), false, `read events of flow ${flowId}`);
+    async flowEvents(flowId, limit, span) {
+      return events(flowEventsSql(flowId, limit, span), false, `read events of flow ${flowId}`);
     },
     async listIncidents(filter) {
       return (await rows<IncidentSqlRow>(listIncidentsSql(filter), 'list incidents')).map(toIncident);

@@ -41,6 +41,13 @@ export interface CompactStats {
 }
 
 /**
+ * A partition's last day: max_date where its key has a Date column (flow_parts: the month of
+ * event_date; incidents: event_date), else the partition's value, a day (hop_events: the day of
+ * wall_ts_ns, an expression whose parts have no min_date/max_date in system.parts).
+ */
+const LAST_DAY = `if(max(max_date) > toDate(0), max(max_date), toDateOrZero(any(partition)))`;
+
+/**
  * The partitions of `tables` that hold more than one active part, only data from
  * before the UTC day of `nowMs`, and no part newer than `quietMs` (server clock).
  */
@@ -51,7 +58,7 @@ export async function closedPartitions(ch: ClickHouseClient, nowMs: number, quie
 FROM system.parts
 WHERE database = currentDatabase() AND active AND table IN (${tables.map(str).join(', ')})
 GROUP BY table, partition_id
-HAVING parts > 1 AND max(max_date) < toDate(${str(today)}) AND max(modification_time) <= now() - ${uint(Math.ceil(quietMs / 1000))}
+HAVING parts > 1 AND ${LAST_DAY} < toDate(${str(today)}) AND max(modification_time) <= now() - ${uint(Math.ceil(quietMs / 1000))}
 ORDER BY table, partition_id`,
     format: 'JSONEachRow',
   });

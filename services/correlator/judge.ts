@@ -13,7 +13,7 @@
 import type { ClickHouseClient } from '../shared/clickhouse.js';
 import { describeError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
-import { str, uint } from '../shared/sql.js';
+import { uint } from '../shared/sql.js';
 import { eventDate } from './rows.js';
 import { EVENT_READ_COLUMNS, queryEventRows } from '../shared/stored-events.js';
 import type { TimelineRow } from './timeline.js';
@@ -134,8 +134,8 @@ export function createJudge(o: JudgeOptions): Judge {
     async start() {
       const sinceNs = BigInt(Date.now() - o.lookbackMs) * 1_000_000n;
       try {
-        // event_date, the UTC day of wall_ts_ns: only the lookback's partitions are read.
-        const rs = await o.ch.query({ query: `SELECT DISTINCT flow_id FROM hop_events WHERE event_date >= ${str(eventDate(sinceNs))} AND ${ANOMALY_SQL} AND wall_ts_ns >= ${uint(sinceNs)}`, format: 'JSONEachRow' });
+        // Only the parts written since the lookback are read: each part's wall_ts_ns range is known (HOP_EVENTS_PARTITION).
+        const rs = await o.ch.query({ query: `SELECT DISTINCT flow_id FROM hop_events WHERE wall_ts_ns >= ${uint(sinceNs)} AND ${ANOMALY_SQL}`, format: 'JSONEachRow' });
         const ids = (await rs.json<{ flow_id: string | number }>()).map((r) => Number(r.flow_id));
         if (ids.length) o.log.info({ flows: ids.length }, 're-judging recent anomalies');
         backlog.push(...ids);

@@ -169,17 +169,17 @@ const MIGRATIONS_TABLE = `CREATE TABLE IF NOT EXISTS schema_migrations (
 /**
  * Replaces `table` by a new layout: creates `<table>_next` with `create`, copies every row
  * into it (`columns`, all when '', from `select` over the old table; a copy made twice collapses, same
- * sorting key) and renames the old table `<table>_v1`, kept for the operator to drop once
+ * sorting key) and renames the old table `retired`, kept for the operator to drop once
  * satisfied. `done` says the replacement already happened (a crash before it was recorded).
  * Two processes migrating one old database at once: the second's RENAME fails, and its
  * restart finds the work done.
  */
-function replaceTable(table: string, create: (name: string) => string, columns: string, select: string, done: (ch: ClickHouseClient, database: string) => Promise<boolean>) {
+function replaceTable(table: string, create: (name: string) => string, columns: string, select: string, done: (ch: ClickHouseClient, database: string) => Promise<boolean>, retired = `${table}_v1`) {
   return async (ch: ClickHouseClient, database: string) => {
     if (await done(ch, database)) return;
     await ch.command({ query: create(`${table}_next`) });
     await ch.command({ query: `INSERT INTO ${table}_next${columns ? ` (${columns})` : ''} SELECT ${select} FROM ${table}` });
-    await ch.command({ query: `RENAME TABLE ${table} TO ${table}_v1, ${table}_next TO ${table}` });
+    await ch.command({ query: `RENAME TABLE ${table} TO ${retired}, ${table}_next TO ${table}` });
   };
 }
 
@@ -190,13 +190,23 @@ async function exists(ch: ClickHouseClient, sql: string): Promise<boolean> {
 
 const unpacked = STORED_COLUMNS.filter((c) => c !== 'packed').join(', ');
 
-/** Migration 5: hop_events in the packed layout (stored-events.ts). */
+/** Migration 5: hop_events in the packed layout (stored-events.ts), and partitioned as migration 7 leaves it. */
 const packHopEvents = replaceTable('hop_events', storedEventsTableSql, `${unpacked}, packed`, `${unpacked}, ${packSql((f) => f)}`, (ch, db) =>
   exists(ch, `system.columns WHERE database = ${str(db)} AND table = 'hop_events' AND name = 'packed'`),
 );
 
 /** Migration 6: flow_parts partitioned by month. */
 const monthlyFlowParts = replaceTable('flow_parts', FLOW_PARTS_MONTHLY, '', '*', (ch, db) => exists(ch, `system.tables WHERE database = ${str(db)} AND name = 'flow_parts_v1'`));
+
+/**
+ * Migration 7: hop_events partitioned by the day of wall_ts_ns instead of by event_date (the
+ * same day), so that each part carries its min and max wall_ts_ns (stored-events.ts
+ * HOP_EVENTS_PARTITION). Migration 5's table is kept as hop_events_v2; a database that
+ * reached migration 5 after this one existed has the new key already.
+ */
+const wallDayHopEvents = replaceTable('hop_events', storedEventsTableSql, '', '*', (ch, db) =>
+  exists(ch, `system.tables WHERE database = ${str(db)} AND name = 'hop_events' AND partition_key LIKE '%wall_ts_ns%'`), 'hop_events_v2',
+);
 
 interface Migration {
   up: string | ((ch: ClickHouseClient, database: string) => Promise<void>);
@@ -216,6 +226,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { up: INCIDENTS },
   { up: packHopEvents, fresh: '' },
   { up: monthlyFlowParts, fresh: '' },
+  { up: wallDayHopEvents, fresh: '' },
 ];
 
 /**

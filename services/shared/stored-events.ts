@@ -62,12 +62,27 @@ function aliasSql(name: PackedField, type: PackedType): string {
 }
 
 /**
- * hop_events as migration 5 creates it. The sorting key starts with flow_id (the lookup)
- * and ends with the event id, so a redelivered event collapses onto its first copy.
- * flow_id is the connection's (isn_c, isn_s) identity when the agent saw its handshake,
- * so the hops on both sides of NAT share it; otherwise the 5-tuple's.
+ * hop_events' partitions: one per UTC day of wall_ts_ns (the day event_date holds). An
+ * expression of wall_ts_ns rather than event_date itself because ClickHouse keeps, with
+ * each part, the min and max of every column in the partition key: a lookup bounded in
+ * wall_ts_ns (api/queries.ts flowEventsSql) then skips the parts of its day that hold
+ * other hours without reading a byte of them. A day as filled is several parts, each the
+ * merge of inserts made one after another, so each covers a stretch of the day; by
+ * event_date every part of the day was read for a granule (about half the cold lookup's
+ * time with 8 parts, bench/timeline-compaction.ts). Parts of such a key have no
+ * min_date/max_date in system.parts (correlator/compact.ts).
  */
-export const storedEventsTableSql = (table: string) => `CREATE TABLE IF NOT EXISTS ${table} (
+export const HOP_EVENTS_PARTITION = "toDate(toDateTime(intDiv(wall_ts_ns, 1000000000), 'UTC'))";
+
+/**
+ * hop_events in its latest layout (migrations 5 and 7 build it from older ones). The
+ * sorting key starts with flow_id (the lookup) and ends with the event id, so a
+ * redelivered event collapses onto its first copy. flow_id is the connection's (isn_c,
+ * isn_s) identity when the agent saw its handshake, so the hops on both sides of NAT
+ * share it; otherwise the 5-tuple's. `partitionBy`: only a test building migration 5's
+ * table (by event_date) passes another.
+ */
+export const storedEventsTableSql = (table: string, partitionBy = HOP_EVENTS_PARTITION) => `CREATE TABLE IF NOT EXISTS ${table} (
   event_date Date,
   flow_id UInt64,
   wall_ts_ns UInt64,
@@ -83,7 +98,7 @@ export const storedEventsTableSql = (table: string) => `CREATE TABLE IF NOT EXIS
   packed String,
   ${PACKED_FIELDS.map(([n, t]) => aliasSql(n, t)).join(',\n  ')}
 ) ENGINE = ReplacingMergeTree()
-PARTITION BY event_date
+PARTITION BY ${partitionBy}
 ORDER BY (flow_id, wall_ts_ns, agent, boot, seq)`;
 
 /**

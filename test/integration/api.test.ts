@@ -6,7 +6,7 @@ import { Command } from 'commander';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { app } from '../../services/api/app.js';
-import { createFlowStore, type FlowStore, type FlowSummary } from '../../services/api/queries.js';
+import { createFlowStore, flowEventsSql, type FlowStore, type FlowSummary } from '../../services/api/queries.js';
 import { startApi } from '../../services/api/server.js';
 import { registerQueryCommands } from '../../services/cli/query.js';
 import { insertRows } from '../../services/correlator/correlator.js';
@@ -316,7 +316,7 @@ describe('query API on a real ClickHouse', () => {
   });
 });
 
-describe('a timeline reads the days its summary spans', () => {
+describe('a timeline reads the span its summary covers', () => {
   let cfg: Config;
   let ch: ClickHouseClient;
   let api: FastifyInstance;
@@ -335,13 +335,25 @@ describe('a timeline reads the days its summary spans', () => {
     { event_date: date(first), flow_id: F5 as unknown as number, part_key: 'agent-a:1:100', proto: 6, a_addr: '10.0.0.9', a_port: 40000, b_addr: '10.0.0.2', b_port: 8080, first_ts_ns: first.toString(), last_ts_ns: last.toString(), events: 2, packets: 2, bytes: 0, drops: 0, resets: 0, retrans: 0, nodes: ['node-a'] },
   ];
   const f6Events = [hop(F6, first, { tcp_flags: SYN }), hop(F6, last + 3n * 1440n * MIN_NS, { tcp_flags: ACK })];
+  // Flow 7, at noon of flow 5's day, written as one part among four of other flows written at
+  // other hours of that day (merges stopped: a day as filled), FILLER rows each.
+  const F7 = '77777';
+  const noon = midnight + 720n * MIN_NS;
+  const FILLER = 1000;
+  const f7Events = [hop(F7, noon, { tcp_flags: SYN }), hop(F7, noon + MIN_NS, { tcp_flags: ACK })];
+  const f7Parts: FlowPartRow[] = [{ ...f5Parts[0]!, flow_id: F7 as unknown as number, part_key: 'agent-a:1:700', first_ts_ns: noon.toString(), last_ts_ns: (noon + MIN_NS).toString() }];
+  // Ids below and above F7's in every part, so that the sorting key alone excludes none of them.
+  const filler = (hour: bigint) => Array.from({ length: FILLER }, (_, i) => hop(String(i * 200 + Number(hour)), midnight + hour * 60n * MIN_NS + BigInt(i), {}));
 
   beforeAll(async () => {
     cfg = isolatedConfig({ apiMaxRows: 1000 });
     await migrate(cfg);
     ch = createClickHouse(cfg);
     await insertRows(ch, 'hop_events', [...f5Events, stray, ...f6Events], hopEventEncoder);
-    await ch.insert({ table: 'flow_parts', values: f5Parts, format: 'JSONEachRow' });
+    await ch.insert({ table: 'flow_parts', values: [...f5Parts, ...f7Parts], format: 'JSONEachRow' });
+    await ch.command({ query: `SYSTEM STOP MERGES ${cfg.clickhouseDatabase}.hop_events` });
+    for (const hour of [2n, 6n, 18n, 22n]) await insertRows(ch, 'hop_events', filler(hour), hopEventEncoder);
+    await insertRows(ch, 'hop_events', [...f7Events, ...filler(12n)], hopEventEncoder);
     api = Fastify({ logger: false });
     await api.register(app, { store: createFlowStore(ch, cfg.clickhouseUrl), cfg });
     await api.ready();
@@ -363,6 +375,19 @@ describe('a timeline reads the days its summary spans', () => {
     expect(r.status).toBe(200);
     expect(date(BigInt(socket.wall_ts_ns))).not.toBe(date(first));
     expect(r.body.timeline.events.map((e) => e.tsNs)).toEqual(f5Events.map((e) => e.wall_ts_ns));
+  });
+
+  it('reading only the parts of its day whose time meets that span', async () => {
+    const [n] = await (await ch.query({ query: `SELECT count() AS n FROM system.parts WHERE active AND database = currentDatabase() AND table = 'hop_events' AND partition = '${date(noon)}'`, format: 'JSONEachRow' })).json<{ n: string }>();
+    expect(Number(n!.n)).toBeGreaterThanOrEqual(5);
+    // Each part here is one granule (8,192 rows by default), and ClickHouse counts the rows a statement is to read in
+    // granules before reading: a limit of 1.5 granules fails the statement if it would read two parts. 18.16 checks the
+    // limit only without FINAL, which does not change which parts are picked.
+    const read = async (span: 'summary' | 'all') =>
+      (await ch.query({ query: flowEventsSql(BigInt(F7), 100, span).replace(' FINAL', ''), format: 'JSONEachRow', clickhouse_settings: { max_rows_to_read: String(1.5 * 8192) } })).json<{ wall_ts_ns: string }>();
+    expect((await read('summary')).map((e) => e.wall_ts_ns)).toEqual(f7Events.map((e) => e.wall_ts_ns));
+    await expect(read('all')).rejects.toThrow(/Limit for rows/);
+    expect((await timeline(F7)).body.timeline.events.map((e) => e.tsNs)).toEqual(f7Events.map((e) => e.wall_ts_ns));
   });
 
   it('every day for a flow with events and no summary', async () => {

@@ -4,14 +4,14 @@
 // columns (SQL) as through the services' RowBinary decoder.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { clickhouseWriter, insertRows } from '../../services/correlator/correlator.js';
-import { flowPartEncoder, INSERT_FORMATS } from '../../services/correlator/encode.js';
+import { flowPartEncoder, hopEventEncoder, INSERT_FORMATS } from '../../services/correlator/encode.js';
 import { EVENT_COLUMNS } from '../../services/correlator/timeline.js';
 import { decodeBatch, encodeBatch, type DecodedBatch } from '../../services/shared/batch.js';
-import { batchToRows, type FlowPartRow } from '../../services/correlator/rows.js';
+import { batchToRows, eventDate, type FlowPartRow } from '../../services/correlator/rows.js';
 import { createClickHouse, migrate, MIGRATIONS } from '../../services/shared/clickhouse.js';
 import type { Config } from '../../services/shared/config.js';
 import { Kind } from '../../services/shared/record.js';
-import { EVENT_READ_COLUMNS, PACKED_FIELDS, queryEventRows, STORED_COLUMNS } from '../../services/shared/stored-events.js';
+import { EVENT_READ_COLUMNS, HOP_EVENTS_PARTITION, PACKED_FIELDS, queryEventRows, STORED_COLUMNS, storedEventsTableSql } from '../../services/shared/stored-events.js';
 import { pack, pkt } from '../unit/helpers.js';
 import { dropDatabase, isolatedConfig, query } from './env.js';
 
@@ -89,7 +89,7 @@ describe('insert formats', () => {
 
 const PART: FlowPartRow = { event_date: '2026-11-30', flow_id: 7, part_key: 'a', proto: 6, a_addr: '10.0.0.1', a_port: 1, b_addr: '10.0.0.2', b_port: 2, first_ts_ns: '1', last_ts_ns: '2', events: 1, packets: 1, bytes: 0, drops: 0, resets: 0, retrans: 0, nodes: ['n'] };
 
-describe('migrations 5 and 6 (packed hop_events, flow_parts by month)', () => {
+describe('migrations 5-7 (packed hop_events, flow_parts by month, hop_events by the day of wall_ts_ns)', () => {
   let cfg: Config;
   afterAll(async () => {
     if (cfg) await dropDatabase(cfg);
@@ -106,6 +106,7 @@ describe('migrations 5 and 6 (packed hop_events, flow_parts by month)', () => {
       expect(await query(fresh, 'SELECT DISTINCT partition FROM system.parts WHERE database = currentDatabase() AND table = \'flow_parts\' AND active')).toEqual([{ partition: '202611' }]);
       const [v] = await query<{ n: string }>(fresh, 'SELECT count() AS n FROM system.columns WHERE database = currentDatabase() AND table = \'hop_events\' AND name = \'packed\'');
       expect(v!.n).toBe('1');
+      expect(await query(fresh, 'SELECT partition_key FROM system.tables WHERE database = currentDatabase() AND name = \'hop_events\'')).toEqual([{ partition_key: HOP_EVENTS_PARTITION }]);
     } finally {
       await dropDatabase(fresh);
     }
@@ -140,6 +141,48 @@ describe('migrations 5 and 6 (packed hop_events, flow_parts by month)', () => {
       expect(await parts('flow_parts')).toEqual(await parts('flow_parts_v1'));
       expect((await parts('flow_parts')).length).toBe(2);
       expect(await query(cfg, 'SELECT DISTINCT partition FROM system.parts WHERE database = currentDatabase() AND table = \'flow_parts\' AND active ORDER BY partition')).toEqual([{ partition: '202611' }, { partition: '202612' }]);
+      // Migration 5 built the latest partitioning at once: migration 7 had nothing to copy.
+      expect(await query(cfg, 'SELECT name, partition_key FROM system.tables WHERE database = currentDatabase() AND name LIKE \'hop_events%\' ORDER BY name')).toEqual([
+        { name: 'hop_events', partition_key: HOP_EVENTS_PARTITION },
+        { name: 'hop_events_v1', partition_key: 'event_date' },
+      ]);
+    } finally {
+      await ch.close();
+    }
+  });
+
+  it('repartitions hop_events by the day of wall_ts_ns, every row kept, each day in its partition, the old table kept', async () => {
+    cfg = isolatedConfig();
+    const root = createClickHouse(cfg, 'default');
+    await root.command({ query: `CREATE DATABASE ${cfg.clickhouseDatabase}` });
+    await root.close();
+    const ch = createClickHouse(cfg);
+    try {
+      // A database as migrations 1-6 left it: hop_events packed, partitioned by event_date.
+      await ch.command({ query: 'CREATE TABLE schema_migrations (version UInt32, applied_at DateTime) ENGINE = ReplacingMergeTree() ORDER BY version' });
+      for (const [i, m] of MIGRATIONS.slice(0, 6).entries()) {
+        const sql = i === 0 ? storedEventsTableSql('hop_events', 'event_date') : m.fresh !== undefined ? m.fresh : (m.up as string);
+        if (sql) await ch.command({ query: sql });
+        await ch.insert({ table: 'schema_migrations', values: [{ version: i + 1, applied_at: 0 }], format: 'JSONEachRow' });
+      }
+      const rows = batches().flatMap((b) => batchToRows(b).events);
+      const nowNs = BigInt(Date.now()) * 1_000_000n;
+      rows.push({ ...rows[0]!, seq: 1_000_000, wall_ts_ns: nowNs.toString(), event_date: eventDate(nowNs) });
+      await insertRows(ch, 'hop_events', rows, hopEventEncoder);
+      const read = (table: string) => queryEventRows(ch, `SELECT ${EVENT_READ_COLUMNS} FROM ${table} ORDER BY wall_ts_ns, seq`, false);
+      const before = await read('hop_events');
+      expect(before.length).toBe(rows.length);
+
+      await migrate(cfg);
+      await migrate(cfg); // again: nothing left to do
+
+      expect(await read('hop_events')).toEqual(before);
+      expect(await read('hop_events_v2')).toEqual(before);
+      expect(await query(cfg, 'SELECT partition_key FROM system.tables WHERE database = currentDatabase() AND name = \'hop_events\'')).toEqual([{ partition_key: HOP_EVENTS_PARTITION }]);
+      // Each row in the partition of the day event_date holds (for wall clocks within DateTime's range: beyond 2106 both wrap, differently).
+      const [d] = await query<{ n: string; same: string }>(cfg, `SELECT count() AS n, countIf(event_date = ${HOP_EVENTS_PARTITION}) AS same FROM hop_events WHERE wall_ts_ns < 4294967295000000000`);
+      expect(Number(d!.n)).toBeGreaterThan(1);
+      expect(d!.same).toBe(d!.n);
     } finally {
       await ch.close();
     }

@@ -1,7 +1,7 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { app } from '../../services/api/app.js';
-import { clickhouseError, flowEventsSql, flowSql, listFlowsSql, redactUrl, reportEventsSql, type FlowFilter, type FlowDays, type FlowStore, type FlowSummary, type PingResult, type ReportFilter } from '../../services/api/queries.js';
+import { clickhouseError, flowEventsSql, flowSql, listFlowsSql, redactUrl, reportEventsSql, type FlowFilter, type FlowSpan, type FlowStore, type FlowSummary, type PingResult, type ReportFilter } from '../../services/api/queries.js';
 import { buildPath } from '../../services/correlator/path.js';
 import { latencyReport } from '../../services/correlator/report.js';
 import { parseTime } from '../../services/api/time.js';
@@ -73,9 +73,9 @@ class FakeStore implements FlowStore {
     flowSql(id);
     return id.toString() === summary.flowId ? summary : null;
   }
-  async flowEvents(id: bigint, limit: number, days: FlowDays) {
+  async flowEvents(id: bigint, limit: number, span: FlowSpan) {
     if (this.down) throw this.down;
-    flowEventsSql(id, limit, days);
+    flowEventsSql(id, limit, span);
     return id.toString() === summary.flowId ? events.slice(0, limit) : [];
   }
   reports: ReportFilter[] = [];
@@ -312,9 +312,9 @@ describe('SQL rendering', () => {
     expect(reportEventsSql({ maxFlows: 5, maxRows: 10, port: 80 })).toMatch(/FROM hop_events FINAL\s+PREWHERE flow_id IN \(/);
     expect(flowSql(1n)).toMatch(/FROM flow_parts FINAL/);
     expect(flowEventsSql(1n, 5, 'all')).toMatch(/FROM hop_events FINAL\s+PREWHERE flow_id = 1\s+ORDER BY wall_ts_ns, agent, boot, seq\s+LIMIT 5/);
-    // The flow's days from its summary rows, an hour wider each side (what they return: test/integration/api.test.ts).
+    // The flow's span from its summary rows, an hour wider each side (what they return and what they read: test/integration/api.test.ts).
     expect(flowEventsSql(1n, 5, 'summary')).toMatch(
-      /PREWHERE flow_id = 1\s+WHERE event_date BETWEEN \(SELECT .*min\(first_ts_ns\).* FROM flow_parts PREWHERE flow_id = 1\) AND \(SELECT .*max\(last_ts_ns\) \+ 3600000000000.* FROM flow_parts PREWHERE flow_id = 1\)\s+ORDER BY/,
+      /PREWHERE flow_id = 1\s+WHERE wall_ts_ns BETWEEN \(SELECT .*min\(first_ts_ns\).* FROM flow_parts PREWHERE flow_id = 1\) AND \(SELECT .*max\(last_ts_ns\) \+ 3600000000000.* FROM flow_parts PREWHERE flow_id = 1\)\s+ORDER BY/,
     );
   });
 
