@@ -2,7 +2,7 @@
 // backslash, quote, non-ASCII) and 64-bit extremes go in as TabSeparated and RowBinary
 // and come back identical. hop_events' packed column reads the same through its ALIAS
 // columns (SQL) as through the services' RowBinary decoder.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { clickhouseWriter, insertRows } from '../../services/correlator/correlator.js';
 import { flowPartEncoder, hopEventEncoder, INSERT_FORMATS } from '../../services/correlator/encode.js';
 import { EVENT_COLUMNS } from '../../services/correlator/timeline.js';
@@ -91,7 +91,8 @@ const PART: FlowPartRow = { event_date: '2026-11-30', flow_id: 7, part_key: 'a',
 
 describe('migrations 5-7 (packed hop_events, flow_parts by month, hop_events by the day of wall_ts_ns)', () => {
   let cfg: Config;
-  afterAll(async () => {
+  // Each test that sets cfg has a database of its own.
+  afterEach(async () => {
     if (cfg) await dropDatabase(cfg);
   });
 
