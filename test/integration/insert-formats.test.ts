@@ -152,7 +152,7 @@ describe('migrations 5-7 (packed hop_events, flow_parts by month, hop_events by 
     }
   });
 
-  it('repartitions hop_events by the day of wall_ts_ns, every row kept, each day in its partition, the old table kept', async () => {
+  it('repartitions hop_events by the day of wall_ts_ns, a day at a time, resuming a copy cut short: every row kept, each day in its partition, the old table kept', async () => {
     cfg = isolatedConfig();
     const root = createClickHouse(cfg, 'default');
     await root.command({ query: `CREATE DATABASE ${cfg.clickhouseDatabase}` });
@@ -173,11 +173,20 @@ describe('migrations 5-7 (packed hop_events, flow_parts by month, hop_events by 
       const read = (table: string) => queryEventRows(ch, `SELECT ${EVENT_READ_COLUMNS} FROM ${table} ORDER BY wall_ts_ns, seq`, false);
       const before = await read('hop_events');
       expect(before.length).toBe(rows.length);
+      // An earlier attempt cut short: today's day copied whole, the day with the most rows in part.
+      const perDay = await query<{ d: string; n: string }>(cfg, 'SELECT toString(event_date) AS d, count() AS n FROM hop_events GROUP BY d ORDER BY count() DESC');
+      const [big, today] = [perDay[0]!, perDay.find((p) => p.d === eventDate(nowNs))!];
+      expect(Number(big.n)).toBeGreaterThan(1);
+      await ch.command({ query: storedEventsTableSql('hop_events_next') });
+      await ch.command({ query: `INSERT INTO hop_events_next SELECT * FROM hop_events WHERE event_date = '${today.d}'` });
+      await ch.command({ query: `INSERT INTO hop_events_next SELECT * FROM hop_events WHERE event_date = '${big.d}' LIMIT 1` });
 
       await migrate(cfg);
       await migrate(cfg); // again: nothing left to do
 
-      expect(await read('hop_events')).toEqual(before);
+      // The whole day was not copied again; the partial one was, and its repeated row collapses (FINAL).
+      expect(await query(cfg, `SELECT count() AS n FROM hop_events WHERE event_date = '${today.d}'`)).toEqual([{ n: today.n }]);
+      expect(await queryEventRows(ch, `SELECT ${EVENT_READ_COLUMNS} FROM hop_events FINAL ORDER BY wall_ts_ns, seq`, false)).toEqual(before);
       expect(await read('hop_events_v2')).toEqual(before);
       expect(await query(cfg, 'SELECT partition_key FROM system.tables WHERE database = currentDatabase() AND name = \'hop_events\'')).toEqual([{ partition_key: HOP_EVENTS_PARTITION }]);
       // Each row in the partition of the day event_date holds (for wall clocks within DateTime's range: beyond 2106 both wrap, differently).
