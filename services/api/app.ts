@@ -133,9 +133,9 @@ export const app: FastifyPluginAsync<AppDeps> = async (f, deps) => {
     if (id >= UINT64_LIMIT) throw bad('params/flowId', 'must be below 2^64');
     const limit = cfg.apiMaxRows;
     // Side by side: the events statement finds the flow's span in its summary rows itself.
-    const [flow, ofDays] = await Promise.all([store.getFlow(id), store.flowEvents(id, limit + 1, 'summary')]);
+    const [flow, inSpan] = await Promise.all([store.getFlow(id), store.flowEvents(id, limit + 1, 'summary')]);
     // No summary (none written yet, or events that count in none): its span is unknown.
-    const rows = flow ? ofDays : await store.flowEvents(id, limit + 1, 'all');
+    const rows = flow ? inSpan : await store.flowEvents(id, limit + 1, 'all');
     if (!flow && rows.length === 0) throw new HopError('HOP_NOT_FOUND', `flow ${id} not found`);
     const truncated = rows.length > limit;
     return { id, flow, events: truncated ? rows.slice(0, limit) : rows, truncated };
