@@ -173,7 +173,7 @@ export const LIVE_SPEC = {
     },
   },
   drainIntervalMs: {
-    doc: 'Shortest timer drain period in ms. The period scales so that each drain finds ~4096 records, between this and drainIdleMs. Default 10.',
+    doc: 'Shortest timer drain period in ms. The period scales so that each drain finds ~16,384 records (ring.ts DRAIN_TARGET_RECORDS), between this and drainIdleMs. Default 10.',
     parse: (v: unknown, f: string) => (v === undefined ? 10 : int(v, f, 1, 1000)),
   },
   drainIdleMs: {

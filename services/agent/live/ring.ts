@@ -134,14 +134,20 @@ export class RingReader {
 }
 
 /**
- * Records a timer drain aims to find (512 KiB). Every wake-up costs the agent ~0.5 ms
- * of CPU beyond its records' own work, and on a busy node that CPU is taken from the
- * traffic: with a fixed 10 ms period while busy, a 1-in-8 sampled agent over the lab
- * (20-50k events/s) woke ~80 times a second; aiming at this many it wakes ~25 times
- * and used ~35% less CPU for its records (perf stat -e task-clock on the agent, three
- * interleaved 10 s runs each). At full capture the period stays at its shortest.
+ * Records a timer drain aims to find (2 MiB, an eighth of the default ring). Every wake-up
+ * costs the agent ~0.4-0.5 ms of CPU beyond its records' own work, even at full load (a
+ * wake-up on a CPU the traffic keeps busy finds its code and data out of the caches), and on
+ * a busy node that CPU is taken from the traffic. A 1-in-8 sampled agent over the lab
+ * (20-50k events/s) woke ~80 times a second with a fixed 10 ms period, and used ~35% less CPU
+ * for its records aiming at 4,096 (perf stat -e task-clock on the agent, three interleaved
+ * 10 s runs each). At full capture over the lab (~420k events/s) 4,096 kept the period at its
+ * 10 ms floor: 30 ms took ~17% less agent CPU per record, 60 ms another ~7% (0.335, 0.279 and
+ * 0.260 CPU-s per million records, medians of 5-6 interleaved 8 s runs, var/exp/drainab.sh,
+ * ad hoc). This many makes it ~40 ms there. A record waits up to a period in the ring, within
+ * the batch linger (which counts from the drain before), and the ring's wake-up at
+ * wakeupFraction still catches a rate that jumps between drains.
  */
-export const DRAIN_TARGET_RECORDS = 4096;
+export const DRAIN_TARGET_RECORDS = 16_384;
 
 /**
  * The next timer drain period, in [min, max] ms: scaled so that the next drain finds
