@@ -8,7 +8,7 @@ import { flowPartEncoder, hopEventEncoder, INSERT_FORMATS } from '../../services
 import { EVENT_COLUMNS } from '../../services/correlator/timeline.js';
 import { decodeBatch, encodeBatch, type DecodedBatch } from '../../services/shared/batch.js';
 import { batchToRows, eventDate, type FlowPartRow } from '../../services/correlator/rows.js';
-import { createClickHouse, migrate, MIGRATIONS } from '../../services/shared/clickhouse.js';
+import { createClickHouse, migrate, MIGRATIONS, type ClickHouseClient } from '../../services/shared/clickhouse.js';
 import type { Config } from '../../services/shared/config.js';
 import { Kind } from '../../services/shared/record.js';
 import { EVENT_READ_COLUMNS, HOP_EVENTS_PARTITION, PACKED_FIELDS, queryEventRows, STORED_COLUMNS, storedEventsTableSql } from '../../services/shared/stored-events.js';
@@ -113,19 +113,29 @@ describe('migrations 5-7 (packed hop_events, flow_parts by month, hop_events by 
     }
   });
 
-  it('copies the old tables\' rows into the new layouts and keeps the old tables', async () => {
+  /**
+   * A database of its own (cfg) as migrations 1 to `n` left it: `sql` gives the statement that
+   * stood for each ('' for none), and each is recorded as applied.
+   */
+  async function databaseAt(n: number, sql: (m: (typeof MIGRATIONS)[number], i: number) => string): Promise<ClickHouseClient> {
     cfg = isolatedConfig();
     const root = createClickHouse(cfg, 'default');
     await root.command({ query: `CREATE DATABASE ${cfg.clickhouseDatabase}` });
     await root.close();
     const ch = createClickHouse(cfg);
+    await ch.command({ query: 'CREATE TABLE schema_migrations (version UInt32, applied_at DateTime) ENGINE = ReplacingMergeTree() ORDER BY version' });
+    for (const [i, m] of MIGRATIONS.slice(0, n).entries()) {
+      const q = sql(m, i);
+      if (q) await ch.command({ query: q });
+      await ch.insert({ table: 'schema_migrations', values: [{ version: i + 1, applied_at: 0 }], format: 'JSONEachRow' });
+    }
+    return ch;
+  }
+
+  it('copies the old tables\' rows into the new layouts and keeps the old tables', async () => {
+    // A database as migrations 1-4 left it, with rows in the old layout.
+    const ch = await databaseAt(4, (m) => m.up as string);
     try {
-      // A database as migrations 1-4 left it, with rows in the old layout.
-      await ch.command({ query: 'CREATE TABLE schema_migrations (version UInt32, applied_at DateTime) ENGINE = ReplacingMergeTree() ORDER BY version' });
-      for (const [i, m] of MIGRATIONS.slice(0, 4).entries()) {
-        await ch.command({ query: m.up as string });
-        await ch.insert({ table: 'schema_migrations', values: [{ version: i + 1, applied_at: 0 }], format: 'JSONEachRow' });
-      }
       const rows = batches().flatMap((b) => batchToRows(b).events);
       await ch.insert({ table: 'hop_events', values: rows, format: 'JSONEachRow' });
       await ch.insert({ table: 'flow_parts', values: [PART, { ...PART, part_key: 'b', event_date: '2026-12-01' }], format: 'JSONEachRow' });
@@ -153,19 +163,9 @@ describe('migrations 5-7 (packed hop_events, flow_parts by month, hop_events by 
   });
 
   it('repartitions hop_events by the day of wall_ts_ns, a day at a time, resuming a copy cut short: every row kept, each day in its partition, the old table kept', async () => {
-    cfg = isolatedConfig();
-    const root = createClickHouse(cfg, 'default');
-    await root.command({ query: `CREATE DATABASE ${cfg.clickhouseDatabase}` });
-    await root.close();
-    const ch = createClickHouse(cfg);
+    // A database as migrations 1-6 left it: hop_events packed, partitioned by event_date.
+    const ch = await databaseAt(6, (m, i) => (i === 0 ? storedEventsTableSql('hop_events', 'event_date') : m.fresh !== undefined ? m.fresh : (m.up as string)));
     try {
-      // A database as migrations 1-6 left it: hop_events packed, partitioned by event_date.
-      await ch.command({ query: 'CREATE TABLE schema_migrations (version UInt32, applied_at DateTime) ENGINE = ReplacingMergeTree() ORDER BY version' });
-      for (const [i, m] of MIGRATIONS.slice(0, 6).entries()) {
-        const sql = i === 0 ? storedEventsTableSql('hop_events', 'event_date') : m.fresh !== undefined ? m.fresh : (m.up as string);
-        if (sql) await ch.command({ query: sql });
-        await ch.insert({ table: 'schema_migrations', values: [{ version: i + 1, applied_at: 0 }], format: 'JSONEachRow' });
-      }
       const rows = batches().flatMap((b) => batchToRows(b).events);
       const nowNs = BigInt(Date.now()) * 1_000_000n;
       rows.push({ ...rows[0]!, seq: 1_000_000, wall_ts_ns: nowNs.toString(), event_date: eventDate(nowNs) });

@@ -143,9 +143,9 @@ export class RingReader {
  * 10 s runs each). At full capture over the lab (~420k events/s) 4,096 kept the period at its
  * 10 ms floor: 30 ms took ~17% less agent CPU per record, 60 ms another ~7% (0.335, 0.279 and
  * 0.260 CPU-s per million records, the agent's utime+stime over the traffic, medians of 5-6
- * interleaved 8 s runs, ad hoc). This many makes it ~40 ms there. A record waits up to a period in the ring, within
- * the batch linger (which counts from the drain before), and the ring's wake-up at
- * wakeupFraction still catches a rate that jumps between drains.
+ * interleaved 8 s runs, ad hoc). This many makes it ~40 ms there. A record waits up to a
+ * period in the ring, within the batch linger (which counts from the drain before), and the
+ * ring's wake-up at wakeupFraction still catches a rate that jumps between drains.
  */
 export const DRAIN_TARGET_RECORDS = 16_384;
 
