@@ -93,7 +93,7 @@ import { HEADER_SIZE } from '../services/shared/recording.js';
 import { deleteTopics, kafkaCpuS, median, procCpuS, procMemMiB, sleep, topicRecords, withBpfStats } from './common.js';
 import { agentPlans, startAgents, stopAgents } from '../services/lab/agents.js';
 import { labDown, labUp } from '../services/lab/index.js';
-import { createLab, pythonRunner, tcpBetween, type BenchLab, type TcpResult, type TcpRun } from './live/lab.js';
+import { BULK_WRITE, createLab, pythonRunner, tcpBetween, type BenchLab, type TcpResult, type TcpRun } from './live/lab.js';
 
 const SECTIONS = ['drain', 'agent', 'recording', 'kernel', 'throughput', 'sampling', 'lab'] as const;
 type Section = (typeof SECTIONS)[number];
@@ -156,7 +156,6 @@ const header = (cells: string[]) => {
 const rotate = <T>(xs: readonly T[], n: number): T[] => xs.map((_, i) => xs[(i + n) % xs.length]!);
 const DEVICE_HOOKS = ['netif_receive_skb', 'net_dev_queue', 'tcx/ingress', 'tcx/egress', 'net_dev_start_xmit'];
 const SMALL = 64; // bytes per NODELAY write: one small segment each
-const BULK = 128 * 1024;
 
 // ---- in-process live source (drain, throughput) ----
 
@@ -496,7 +495,7 @@ async function main(): Promise<void> {
       const full: AgentRun[] = [];
       const sampled: AgentRun[] = [];
       const kernelOnly: InProcessRun[] = [];
-      const run = () => ({ ...tcp(S, BULK, C), cpus: pin?.traffic });
+      const run = () => ({ ...tcp(S, BULK_WRITE, C), cpus: pin?.traffic });
       const steps = [
         async () => void off.push(await lab.tcp(run())),
         async () => void kernelOnly.push(await inProcessRun(lab, 'sampled-out', run())),
@@ -505,7 +504,7 @@ async function main(): Promise<void> {
       ];
       for (let i = 0; i < R; i++) for (const step of rotate(steps, i)) await step();
       const where = pin ? `; traffic on CPU ${pin.traffic}, agent on CPU ${pin.agent}` : '; traffic and capture share every CPU';
-      console.log(`\n### TCP throughput, ${S} senders x ${C} connections = ${S * C} flows (equal bytes each), ${BULK >> 10} KiB writes; capture by the agent process -> Kafka${where}\n`);
+      console.log(`\n### TCP throughput, ${S} senders x ${C} connections = ${S * C} flows (equal bytes each), ${BULK_WRITE >> 10} KiB writes; capture by the agent process -> Kafka${where}\n`);
       const agentRow = (label: string, runs: AgentRun[]): TpRow => ({
         label,
         runs: runs.map((r) => ({ tcp: r.tcp, captureCpuS: r.cpuS, captureS: r.seconds })),
@@ -581,11 +580,11 @@ async function main(): Promise<void> {
           // The same traffic first, unmeasured: V8 compiles the agent's hot paths in its first
           // seconds (~1.7 CPU-s at full capture), a one-off that a node's long-running agent
           // does not pay again, and that a 3 s run would otherwise charge to the capture.
-          if (args.warmup && !cold) await tcpBetween(python, client.netns, server.netns, server.ip, { ...tcp(args.tpStreams, BULK, args.tpConns), seconds: args.warmup });
+          if (args.warmup && !cold) await tcpBetween(python, client.netns, server.netns, server.ip, { ...tcp(args.tpStreams, BULK_WRITE, args.tpConns), seconds: args.warmup });
           const before = await countsOf();
           let cpu0 = 0;
           let broker0 = 0;
-          const t = await tcpBetween(python, client.netns, server.netns, server.ip, tcp(args.tpStreams, BULK, args.tpConns), () => {
+          const t = await tcpBetween(python, client.netns, server.netns, server.ip, tcp(args.tpStreams, BULK_WRITE, args.tpConns), () => {
             cpu0 = cpuOf();
             broker0 = kafkaCpuS();
           });
@@ -609,7 +608,7 @@ async function main(): Promise<void> {
         await labDown();
       }
       console.log(
-        `\n### TCP throughput over the lab: ${client.netns} -> ${server.netns} (${server.ip}) through node-a, node-lb and node-c, ${args.tpStreams} senders x ${args.tpConns} connections, ${BULK >> 10} KiB writes; capture -> Kafka; everything shares every CPU\n`,
+        `\n### TCP throughput over the lab: ${client.netns} -> ${server.netns} (${server.ip}) through node-a, node-lb and node-c, ${args.tpStreams} senders x ${args.tpConns} connections, ${BULK_WRITE >> 10} KiB writes; capture -> Kafka; everything shares every CPU\n`,
       );
       const labRow = (label: string, m: Mode): TpRow => ({
         label,
@@ -720,9 +719,9 @@ async function main(): Promise<void> {
       const cases = (['tracepoint', 'tc'] as const).flatMap((h) => (['not-owned', 'sampled-out', 'owned'] as const).map((m) => ({ h, m, key: `${h} ${m}` })));
       const runs = new Map<string, InProcessRun[]>(cases.map((c) => [c.key, []]));
       await withBpfStats(async () => {
-        for (let i = 0; i < R; i++) for (const c of rotate(cases, i)) runs.get(c.key)!.push(await inProcessRun(lab, c.m, tcp(1, BULK), c.h, 0));
+        for (let i = 0; i < R; i++) for (const c of rotate(cases, i)) runs.get(c.key)!.push(await inProcessRun(lab, c.m, tcp(1, BULK_WRITE), c.h, 0));
       });
-      console.log(`\n### kernel: BPF run time per packet in each device hook (1 stream, ${BULK >> 10} KiB writes; kernel.bpf_stats_enabled adds ~2 clock reads per run)\n`);
+      console.log(`\n### kernel: BPF run time per packet in each device hook (1 stream, ${BULK_WRITE >> 10} KiB writes; kernel.bpf_stats_enabled adds ~2 clock reads per run)\n`);
       header(['device hooks', 'capture', ...DEVICE_HOOKS.map((h) => `${h} ns/run`), 'runs/s per device program', 'BPF CPU (device hooks)', 'Gbit/s']);
       for (const c of cases) {
         const rs = runs.get(c.key)!;
@@ -743,8 +742,8 @@ async function main(): Promise<void> {
     if (args.sections.includes('throughput')) {
       const modes: Mode[] = ['off', 'owned', 'not-owned'];
       const tp = new Map<Mode, InProcessRun[]>(modes.map((m) => [m, []]));
-      for (let i = 0; i < R; i++) for (const m of rotate(modes, i)) tp.get(m)!.push(await inProcessRun(lab, m, tcp(1, BULK)));
-      console.log(`\n### TCP throughput, 1 stream, ${BULK >> 10} KiB writes; capture in process\n`);
+      for (let i = 0; i < R; i++) for (const m of rotate(modes, i)) tp.get(m)!.push(await inProcessRun(lab, m, tcp(1, BULK_WRITE)));
+      console.log(`\n### TCP throughput, 1 stream, ${BULK_WRITE >> 10} KiB writes; capture in process\n`);
       throughputTable(
         ['events/s drained'],
         modes.map((m) => ({

@@ -129,6 +129,9 @@ export function createLab(): BenchLab {
   };
 }
 
+/** Bytes per write of the bulk TCP senders (TCP_SOURCE): many full-size segments per write. */
+export const BULK_WRITE = 128 * 1024;
+
 /** Runs python3 code inside a namespace; every child is pushed on `children` (to be killed on cleanup). */
 export function pythonRunner(children: ChildProcess[]): BenchLab['python'] {
   return (ns, code, args, cpus) => {

@@ -7,7 +7,7 @@ import { createAgent, type Agent } from './agent.js';
 import { createKafkaSink } from './kafka-sink.js';
 import { createAgentMetrics, serveMetrics, type AgentMetrics } from './metrics.js';
 import { createLiveHealth } from './live-health.js';
-import { createLiveSource, describeLiveStatus, dropReasonName, kernelSymbol, loadKernelSymbols, parseLiveOptions, registerLiveMetrics, resetReasonName, type LiveOptionsInput } from './live/index.js';
+import { createLiveSource, describeLiveStatus, dropReasonName, kernelSymbol, loadKernelSymbols, parseLiveOptions, registerLiveMetrics, resetReasonName, type LiveOptionsInput, type LiveSource } from './live/index.js';
 import { openRecording } from './recording-source.js';
 import type { RecordChunk, RecordSource } from './source.js';
 
@@ -78,6 +78,19 @@ export function withClockSkew(source: RecordSource, skewMs: number): RecordSourc
   };
 }
 
+/** A live source as the agent reads it: records, with the kernel's names for drop and reset reasons and code addresses. */
+export function liveRecordSource(liveSource: LiveSource): RecordSource {
+  return {
+    node: liveSource.node,
+    boot: liveSource.boot,
+    names: { dropReason: dropReasonName, resetReason: resetReasonName, symbol: (a) => kernelSymbol(a) ?? undefined },
+    chunks: () => liveSource.chunks(),
+    stop: () => liveSource.stop(),
+    stats: () => liveSource.stats(),
+    rejected: () => liveSource.rejected(),
+  };
+}
+
 /** How often the log is told of device links and start_xmit links failing (live-health.ts). */
 const LIVE_HEALTH_MS = 5000;
 
@@ -88,18 +101,7 @@ export async function runLiveAgent(cfg: Config, live: LiveOptionsInput, skewMs: 
   loadKernelSymbols(); // before any record: not in the first drop's batch (ksyms.ts)
   const liveSource = createLiveSource(options);
   log.info(describeLiveStatus(liveSource.status()));
-  const source = withClockSkew(
-    {
-      node: liveSource.node,
-      boot: liveSource.boot,
-      names: { dropReason: dropReasonName, resetReason: resetReasonName, symbol: (a) => kernelSymbol(a) ?? undefined },
-      chunks: () => liveSource.chunks(),
-      stop: () => liveSource.stop(),
-      stats: () => liveSource.stats(),
-      rejected: () => liveSource.rejected(),
-    },
-    skewMs,
-  );
+  const source = withClockSkew(liveRecordSource(liveSource), skewMs);
   const metrics = createAgentMetrics();
   registerLiveMetrics(metrics.registry, liveSource);
   let running: RunningAgent;
