@@ -10,7 +10,9 @@
  * batching and Kafka sink, bench/live/toggle-agent.ts) switches what it owns between
  * windows:
  *
- *   full   every node and pod namespace of the lab, as bench:live's `one-full` row
+ *   full   every node and pod namespace of the lab, as bench:live's `one-full` row (with
+ *          `--sample N`, 1 connection in N kept, as its `one-sampled` row: each connection
+ *          is chosen at its handshake, made while the agent owns the lab)
  *   off    one empty namespace of its own: the device programs are unlinked from every
  *          lab device (tcx), so no packet of the traffic runs a program; the agent stays
  *          up, idle, and the socket and drop tracepoints stay attached (they fire for a
@@ -23,7 +25,7 @@
  * pairs' ratios, with a 90% bootstrap interval for that median.
  *
  * Run:  npm run bench:toggle -- [--windows 24] [--window-s 2] [--settle-s 1] [--warmup-s 6]
- *                                [--streams 8] [--conns 8]
+ *                                [--streams 8] [--conns 8] [--sample 1]
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -68,10 +70,10 @@ function medianInterval(xs: number[], resamples = 4000): { median: number; lo: n
 }
 
 /** The toggle agent: a child process answering one JSON line per command. */
-function startToggleAgent(own: string[], env: NodeJS.ProcessEnv): { child: ChildProcess; ask(cmd: object): Promise<Record<string, unknown>> } {
+function startToggleAgent(own: string[], sampleN: number, env: NodeJS.ProcessEnv): { child: ChildProcess; ask(cmd: object): Promise<Record<string, unknown>> } {
   const script = join(dirname(fileURLToPath(import.meta.url)), 'live', 'toggle-agent.js');
   // its own session, as the lab starts agents: one CFS autogroup of its own, not the bench's
-  const child = spawn(process.execPath, ['--enable-source-maps', ...AGENT_NODE_FLAGS, script, own.join(',')], { detached: true, stdio: ['pipe', 'pipe', 'inherit'], env });
+  const child = spawn(process.execPath, ['--enable-source-maps', ...AGENT_NODE_FLAGS, script, own.join(','), String(sampleN)], { detached: true, stdio: ['pipe', 'pipe', 'inherit'], env });
   const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
   const next = async () => {
     const { value, done } = await lines.next();
@@ -98,6 +100,7 @@ async function main(): Promise<void> {
   const warmupS = numArg('warmup-s', 6);
   const streams = numArg('streams', 8);
   const conns = numArg('conns', 8);
+  const sampleN = numArg('sample', 1);
   const cfg = isolatedConfig();
   const idle = `hopt-bench-toggle-${randomBytes(3).toString('hex')}`;
   const children: ChildProcess[] = [];
@@ -125,7 +128,7 @@ async function main(): Promise<void> {
     const server = state.pods.server!;
     // node and pod namespaces, not the wires: bench:live's one agent owning a node's namespaces
     const lab = Object.keys(state.namespaces);
-    agent = startToggleAgent(lab, { ...process.env, HOPTRACE_HOPS_TOPIC: cfg.hopsTopic, HOPTRACE_METRICS_PORT: '0' });
+    agent = startToggleAgent(lab, sampleN, { ...process.env, HOPTRACE_HOPS_TOPIC: cfg.hopsTopic, HOPTRACE_METRICS_PORT: '0' });
     const a = agent;
     await a.ask({});
     const probe = spawn('ip', ['netns', 'exec', server.netns, 'sleep', 'infinity'], { stdio: 'ignore' });
@@ -135,7 +138,8 @@ async function main(): Promise<void> {
     // the windows, the timed window after them, and room for the commands between windows
     const seconds = warmupS + (windows + 1) * (settleS + windowS) + 5;
     console.log(`lab toggle bench: Linux ${release()}, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), node ${process.version}`);
-    console.log(`${client.netns} -> ${server.netns} (${server.ip}), ${streams} senders x ${conns} connections, ${BULK_WRITE >> 10} KiB writes, ${seconds} s in all; ${windows} windows of ${windowS} s after ${settleS} s each, ${warmupS} s of full capture first`);
+    const capture = sampleN > 1 ? `1 connection in ${sampleN} sampled` : 'full capture';
+    console.log(`${client.netns} -> ${server.netns} (${server.ip}), ${streams} senders x ${conns} connections, ${BULK_WRITE >> 10} KiB writes, ${seconds} s in all; ${windows} windows of ${windowS} s after ${settleS} s each, ${warmupS} s of ${capture} first; "full" windows: ${capture}`);
     let started = false;
     const traffic = tcpBetween(python, client.netns, server.netns, server.ip, { streams, conns, port: 21000, seconds, size: BULK_WRITE }, () => (started = true));
     while (!started) await sleep(50);
