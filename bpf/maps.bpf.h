@@ -50,7 +50,8 @@ enum hop_counter {
 	HOP_CTR_NO_NETNS = 10,      /* no device or socket to tell the namespace */
 	HOP_CTR_CT_DEDUPED = 11,    /* CT record skipped: entry already reported unchanged */
 	HOP_CTR_QUEUED_EGRESS = 12, /* left an owned device through a queueing root qdisc: net_dev_start_xmit has a record to take */
-	HOP_CTR_MAX = 13,
+	HOP_CTR_SAMPLED_OUT_SEEN = 13, /* sampled out at a later device of its path: the packet's choice was known (packet.bpf.c hop_skips) */
+	HOP_CTR_MAX = 14,
 };
 
 /* hop_filter_cfg.flags: which filters are on. Off means "admit all". */
@@ -98,6 +99,13 @@ struct hop_flusher {
 	__u32 ready;            /* timer initialised and its callback set */
 	__u32 armed;            /* timer pending: a run opened meanwhile is flushed by it */
 };
+
+/* A slot of packet.bpf.c's per-CPU table of packets sampled out at an earlier device. */
+struct hop_skip {
+	__u64 skb; /* its address */
+	__u64 fp;  /* hop_segment_fp of its headers: a reused address is another packet */
+};
+#define HOP_SKIP_SLOTS 256 /* power of two */
 
 /* A slot of packet.bpf.c's direct-mapped table that deduplicates CT records. */
 struct hop_ct_seen {

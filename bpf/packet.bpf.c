@@ -58,6 +58,24 @@ struct {
 	__type(value, struct hop_conn_slot);
 } hop_conns SEC(".maps");
 
+/*
+ * Packets sampled out at an earlier device of this node, per CPU, direct-mapped by their
+ * segment fingerprint. A packet crosses every device of its path on one node as the same skb (a
+ * veth hands it to its peer, routing forwards it), and its connection's choice (by its
+ * client ISN, filter.bpf.h) is the same at each: so only the first device parses it and
+ * looks its connection up, and the others find it here after a few loads (a lab packet
+ * crosses 8 owned devices). Only choices made by a connection's slot are kept, so none
+ * differs from what the full path would decide; an entry matches only the packet with
+ * the same address and the same segment fingerprint, so a freed and reused skb is
+ * another packet. A packet handled on another CPU takes the full path.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HOP_SKIP_SLOTS);
+	__type(key, __u32);
+	__type(value, struct hop_skip);
+} hop_skips SEC(".maps");
+
 /* Scratch for the CT record: a second 128-byte record would crowd the 512-byte
  * BPF stack that the packet record and header parsing already use. */
 struct {
@@ -150,6 +168,22 @@ static __always_inline int on_device(struct sk_buff *skb, __u8 hook, bool ingres
 		return 0;
 	}
 
+	/* At netif_receive_skb the link header is already pulled (data is the IP
+	 * header) but network_header is reset only after the tracepoint. */
+	const unsigned char *nh = ingress && !tc ? skb->data : hop_skb_nh(skb);
+	/* Sampled out at an earlier device already? (hop_skips) */
+	__u64 fp = cfg && cfg->sample_n > 1 ? hop_segment_fp(nh) : 0;
+	struct hop_skip *skip = NULL;
+	if (fp) {
+		/* by the fingerprint: the skb is a pointer, which the verifier will not hash */
+		__u32 slot = hop_mix32((__u32)fp ^ (__u32)(fp >> 32)) & (HOP_SKIP_SLOTS - 1);
+		skip = bpf_map_lookup_elem(&hop_skips, &slot);
+		if (skip && skip->skb == (__u64)skb && skip->fp == fp) {
+			hop_count(&hop_counters, HOP_CTR_SAMPLED_OUT_SEEN);
+			return 0;
+		}
+	}
+
 	struct hop_event ev;
 	struct hop_event *e = &ev;
 	__builtin_memset(e, 0, sizeof(*e));
@@ -163,9 +197,6 @@ static __always_inline int on_device(struct sk_buff *skb, __u8 hook, bool ingres
 		}
 	}
 
-	/* At netif_receive_skb the link header is already pulled (data is the IP
-	 * header) but network_header is reset only after the tracepoint. */
-	const unsigned char *nh = ingress && !tc ? skb->data : hop_skb_nh(skb);
 	__u32 l3len = nh ? hop_skb_l3len(skb, nh) : 0;
 	int r = nh ? hop_parse_l3(e, nh, l3len) : HOP_PARSE_TRUNCATED;
 	if (r == HOP_PARSE_NOT_IP) {
@@ -185,6 +216,11 @@ static __always_inline int on_device(struct sk_buff *skb, __u8 hook, bool ingres
 	}
 	if (!hop_conn_packet(cfg, &hop_conns, e)) {
 		hop_count(&hop_counters, HOP_CTR_SAMPLED_OUT);
+		/* the connection's choice (HOP_F_CONN), not the tuple's: the same at every device */
+		if (skip && (e->flags & HOP_F_CONN)) {
+			skip->skb = (__u64)skb;
+			skip->fp = fp;
+		}
 		return 0;
 	}
 	if (tc && !device_netns_admit(cfg, dev, &ino))

@@ -352,6 +352,39 @@ static __always_inline void hop_swap_tuple(struct hop_tuple *t)
 	t->dport = o.sport;
 }
 
+/*
+ * What tells one TCP segment from another along a node's path, whatever NAT and routing
+ * do to it on the way: the IP length and id (IPv4) or payload length and flow label
+ * (IPv6), and the TCP sequence number. 0 (nothing to tell it by) for anything but a
+ * whole TCP segment right after the IP header.
+ */
+static __always_inline __u64 hop_segment_fp(const unsigned char *nh)
+{
+	if (!nh)
+		return 0;
+	const struct iphdr *ip = hop_cast(struct iphdr, nh);
+	__u8 vihl = *(const __u8 *)ip;
+	__u64 head;
+	__u32 off;
+	if ((vihl >> 4) == 4) {
+		if (ip->protocol != IPPROTO_TCP || (bpf_ntohs(ip->frag_off) & 0x3fff))
+			return 0;
+		head = (__u64)ip->tot_len << 48 | (__u64)ip->id << 32;
+		off = (vihl & 0xf) * 4;
+	} else if ((vihl >> 4) == 6) {
+		const struct ipv6hdr *ip6 = hop_cast(struct ipv6hdr, nh);
+		if (ip6->nexthdr != IPPROTO_TCP)
+			return 0;
+		__u32 label = (__u32)(ip6->flow_lbl[0] & 0xf) << 16 | (__u32)ip6->flow_lbl[1] << 8 | ip6->flow_lbl[2];
+		head = (__u64)ip6->payload_len << 48 | (__u64)label << 28 | 1ULL << 27;
+		off = 40;
+	} else {
+		return 0;
+	}
+	const struct tcphdr *th = hop_cast(struct tcphdr, nh + off);
+	return head ^ th->seq;
+}
+
 /* Start of the network header of an skb, or NULL when it was never set. */
 static __always_inline const unsigned char *hop_skb_nh(const struct sk_buff *skb)
 {

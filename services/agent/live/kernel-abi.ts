@@ -37,6 +37,7 @@ export const KERNEL_COUNTERS = [
   'no_netns',
   'ct_deduped',
   'queued_egress',
+  'sampled_out_seen',
 ] as const;
 export type KernelCounter = (typeof KERNEL_COUNTERS)[number];
 
