@@ -64,8 +64,8 @@ struct {
  * veth hands it to its peer, routing forwards it), and its connection's choice (by its
  * client ISN, filter.bpf.h) is the same at each: so only the first device parses it and
  * looks its connection up, and the others find it here after a few loads (a lab packet
- * crosses 8 owned devices). Only choices made by a connection's slot are kept, so none
- * differs from what the full path would decide; an entry matches only the packet with
+ * crosses 8 owned devices). Only choices made by a connection's slot, after its handshake,
+ * are kept, so none differs from what the full path would decide; an entry matches only the packet with
  * the same address and the same segment fingerprint, so a freed and reused skb is
  * another packet. A packet handled on another CPU takes the full path.
  */
@@ -216,8 +216,11 @@ static __always_inline int on_device(struct sk_buff *skb, __u8 hook, bool ingres
 	}
 	if (!hop_conn_packet(cfg, &hop_conns, e)) {
 		hop_count(&hop_counters, HOP_CTR_SAMPLED_OUT);
-		/* the connection's choice (HOP_F_CONN), not the tuple's: the same at every device */
-		if (skip && (e->flags & HOP_F_CONN)) {
+		/* The connection's choice (HOP_F_CONN), not the tuple's: the same at every device.
+		 * Never a handshake packet: each device must see it to fill its own slot for the
+		 * tuple it sees (after a DNAT, another slot), or the connection's later packets
+		 * that miss this table there would fall back to the tuple's choice. */
+		if (skip && (e->flags & HOP_F_CONN) && !(e->tcp_flags & HOP_TCPF_SYN)) {
 			skip->skb = (__u64)skb;
 			skip->fp = fp;
 		}
