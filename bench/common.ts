@@ -29,6 +29,9 @@ export async function withBpfStats<T>(fn: () => Promise<T>): Promise<T> {
 
 export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
+/** n with `digits` decimals and thousands separators; '-' for NaN (a figure that could not be read). */
+export const fmt = (n: number, digits = 0) => (Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : '-');
+
 export { percentile } from '../services/shared/stats.js';
 
 export { sleep } from '../services/shared/retry.js';

@@ -36,7 +36,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { AGENT_NODE_FLAGS } from '../services/agent/node-flags.js';
 import { labDown, labUp } from '../services/lab/index.js';
-import { deleteTopics, isolatedConfig, kafkaCpuS, median, numArg, percentile, procCpuS, sleep, withBpfStats } from './common.js';
+import { deleteTopics, fmt, isolatedConfig, kafkaCpuS, median, numArg, percentile, procCpuS, sleep, withBpfStats } from './common.js';
 import { BULK_WRITE, pythonRunner, tcpBetween } from './live/lab.js';
 
 type Mode = 'full' | 'off';
@@ -146,9 +146,8 @@ async function main(): Promise<void> {
     await sleep(warmupS * 1000);
     const stats = async () => (await a.ask({})).stats as Record<string, number>;
     const lostOf = (s: Record<string, number>) => (s.kernel_ringbuf_full ?? 0) + (s.queue_full ?? 0);
-    const out: Window[] = [];
-    for (let i = 0; i < windows; i++) {
-      const mode: Mode = [0, 3].includes(i % 4) ? 'full' : 'off';
+    /** Switches to `mode`, lets it settle, then measures one window: per second of it, and the agent's counters' deltas. */
+    const measure = async (mode: Mode) => {
       await a.ask({ own: mode === 'full' ? lab : [idle] });
       await sleep(settleS * 1000);
       const s0 = await stats();
@@ -162,22 +161,20 @@ async function main(): Promise<void> {
       const c1 = procCpuS(a.child.pid!);
       const k1 = kafkaCpuS();
       const s1 = await stats();
-      out.push({ mode, gbps: ((b1 - b0) * 8) / el / 1e9, agentCpu: (c1 - c0) / el, brokerCpu: (k1 - k0) / el, recordsPerS: (s1.read! - s0.read!) / el, lost: lostOf(s1) - lostOf(s0) });
-    }
+      const delta = (k: string) => s1[k]! - s0[k]!;
+      const window: Window = { mode, gbps: ((b1 - b0) * 8) / el / 1e9, agentCpu: (c1 - c0) / el, brokerCpu: (k1 - k0) / el, recordsPerS: delta('read') / el, lost: lostOf(s1) - lostOf(s0) };
+      return { window, el, delta };
+    };
+    const out: Window[] = [];
+    for (let i = 0; i < windows; i++) out.push((await measure([0, 3].includes(i % 4) ? 'full' : 'off')).window);
     // One more full window with the kernel timing every program run (kernel.bpf_stats_enabled):
     // the programs' own CPU, which no process accounts for. Not paired: the timing adds two
     // clock reads to each run.
-    await a.ask({ own: lab });
-    await sleep(settleS * 1000);
     const timed = await withBpfStats(async () => {
-      const s0 = await stats();
-      const t0 = performance.now();
-      await sleep(windowS * 1000);
-      const s1 = await stats();
-      const el = (performance.now() - t0) / 1000;
-      const runs = s1.programRuns! - s0.programRuns!;
+      const { el, delta } = await measure('full');
+      const runs = delta('programRuns');
       if (!runs) throw new Error('no program ran in the timed window: did the traffic stop early?');
-      return { runsPerS: runs / el, nsPerRun: (s1.programRunNs! - s0.programRunNs!) / runs, cpu: (s1.programRunNs! - s0.programRunNs!) / el / 1e9 };
+      return { runsPerS: runs / el, nsPerRun: delta('programRunNs') / runs, cpu: delta('programRunNs') / el / 1e9 };
     });
     await traffic;
 
@@ -187,7 +184,6 @@ async function main(): Promise<void> {
       pairs.push(x.mode === 'full' ? x.gbps / y.gbps : y.gbps / x.gbps);
     }
     const of = (m: Mode) => out.filter((w) => w.mode === m);
-    const fmt = (n: number, d = 0) => n.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d });
     const pct = (xs: number[]) => `${fmt(median(xs) * 100, 1)}%`;
     const r = medianInterval(pairs);
     console.log('\n| capture | windows | Gbit/s (median) | ratio full / off, median of pairs [90% interval] | pairs\' ratios, in order | agent CPU | broker CPU | events/s read | records lost |');
@@ -200,7 +196,7 @@ async function main(): Promise<void> {
     console.log('\nCPU figures are percent of one CPU; "off" still runs the idle agent process.');
     const full = of('full');
     const overOff = (f: (w: Window) => number) => median(full.map(f)) - median(of('off').map(f));
-    console.log(`\nWhere full capture's CPU goes, percent of one CPU (of ${cpus().length}): agent process ${fmt(overOff((w) => w.agentCpu) * 100, 1)}%, broker ${fmt(overOff((w) => w.brokerCpu) * 100, 1)}% (both over off), device and socket programs ${fmt(timed.cpu * 100, 1)}% (${fmt(timed.runsPerS)} runs/s, ${fmt(timed.nsPerRun)} ns per run, one timed full window; the programs' cost with nothing kept is in bench:live's "every flow sampled out" row). Throughput lost: ${fmt((1 - r.median) * 100, 1)}% of the traffic's.`);
+    console.log(`\nWhere full capture's CPU goes, percent of one CPU (of ${cpus().length}): agent process ${fmt(overOff((w) => w.agentCpu) * 100, 1)}%, broker ${fmt(overOff((w) => w.brokerCpu) * 100, 1)}% (both over off), device and socket programs ${fmt(timed.cpu * 100, 1)}% (${fmt(timed.runsPerS)} runs/s, ${fmt(timed.nsPerRun)} ns per run, one timed full window; with nothing kept: --sample 1048576). Throughput lost: ${fmt((1 - r.median) * 100, 1)}% of the traffic's.`);
   } finally {
     await cleanup();
   }

@@ -90,7 +90,7 @@ import type { DeviceHooks } from '../services/agent/live/options.js';
 import { loadConfig } from '../services/shared/config.js';
 import { RECORD_SIZE } from '../services/shared/record.js';
 import { HEADER_SIZE } from '../services/shared/recording.js';
-import { deleteTopics, kafkaCpuS, median, procCpuS, procMemMiB, sleep, topicRecords, withBpfStats } from './common.js';
+import { deleteTopics, fmt, kafkaCpuS, median, procCpuS, procMemMiB, sleep, topicRecords, withBpfStats } from './common.js';
 import { agentPlans, startAgents, stopAgents } from '../services/lab/agents.js';
 import { labDown, labUp } from '../services/lab/index.js';
 import { BULK_WRITE, createLab, pythonRunner, tcpBetween, type BenchLab, type TcpResult, type TcpRun } from './live/lab.js';
@@ -146,7 +146,6 @@ function parseArgs(argv: string[]): Args {
   return out;
 }
 
-const fmt = (n: number, digits = 0) => (Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : '-');
 const row = (cells: (string | number)[]) => console.log(`| ${cells.join(' | ')} |`);
 const header = (cells: string[]) => {
   row(cells);

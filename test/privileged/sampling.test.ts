@@ -48,9 +48,9 @@ describeLab('flow sampling across NAT (lab, root)', () => {
       if (lbIno.has(r.netnsIno)) w.lb = true;
       if (backendIno.has(r.netnsIno)) w.backend = true;
       // the request's segments, by sequence number (NAT leaves it alone): left the client pod, reached the backend
-      const toServer = r.tuple.saddr === client.ip;
-      if (toServer && r.payloadLen > 0 && r.netnsIno === inoOf(client.netns)) w.sent.add(r.seq);
-      if (toServer && r.payloadLen > 0 && backendIno.has(r.netnsIno)) w.arrived.add(r.seq);
+      const request = r.tuple.saddr === client.ip && r.payloadLen > 0;
+      if (request && r.netnsIno === inoOf(client.netns)) w.sent.add(r.seq);
+      if (request && backendIno.has(r.netnsIno)) w.arrived.add(r.seq);
       if (r.tcpFlags === SYN) w.synSeqs.add(r.seq);
       if (r.tcpFlags === (SYN | ACK)) w.synSeqs.add((r.ack - 1) >>> 0);
       where.set(port, w);
