@@ -10,7 +10,7 @@
  * table gives the ratio in each order and their mean, which cancels it.
  *
  *   npm run bench:kernel-ab -- [--base HEAD] [--base-objects DIR] [--repeat 8] [--seconds 3]
- *       [--modes sampled-out,full] [--hooks tc,tracepoint] [--conntrack]
+ *       [--modes sampled-out,full] [--hooks tc,tracepoint] [--conntrack] [--ablate all|PART,...]
  *
  * A (base): bpf/ of git revision --base (default HEAD: the working tree's changes are the
  * candidate), built into a temporary directory with this tree's vmlinux.h, or the objects
@@ -19,6 +19,10 @@
  * 128 KiB writes over a veth pair between two namespaces of the bench's own. With
  * --conntrack both namespaces use conntrack (a nat table rule that changes nothing), as
  * the lab's nodes do: packets carry an entry, so the CT record path runs too.
+ *
+ * --ablate: a profile of the device program by subtraction. A is this tree's build; each B
+ * is a copy of it with one part removed (bench/live/ablations.ts: the clock read, the
+ * emission, conntrack, ...), and the table gives what each part costs per run.
  */
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
@@ -27,6 +31,7 @@ import { join, resolve } from 'node:path';
 import { createLiveSource, parseLiveOptions, type LiveSource } from '../services/agent/live/index.js';
 import type { DeviceHooks } from '../services/agent/live/options.js';
 import { median, numArg, strArg, withBpfStats } from './common.js';
+import { ablate, ablation, ABLATIONS, type Ablation } from './live/ablations.js';
 import { createLab, type BenchLab } from './live/lab.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
@@ -35,24 +40,40 @@ const SECONDS = numArg('seconds', 3);
 const MODES = strArg('modes', 'sampled-out,full').split(',') as ('sampled-out' | 'full')[];
 const HOOKS = strArg('hooks', 'tc,tracepoint').split(',') as DeviceHooks[];
 const CONNTRACK = process.argv.includes('--conntrack');
+/** This tree's build: the candidate of an A/B, the whole program of a profile (--ablate). */
+const CANDIDATE = join(ROOT, 'bpf/.output');
 /** Device hook programs, by the tracepoint (or tcx attach point) they run at. */
 const DEVICE: Record<DeviceHooks, [string, string]> = { tc: ['tcx/ingress', 'tcx/egress'], tracepoint: ['netif_receive_skb', 'net_dev_queue'] };
 
 for (const m of MODES) if (m !== 'sampled-out' && m !== 'full') throw new Error(`--modes: ${m}? (sampled-out, full)`);
 for (const h of HOOKS) if (h !== 'tc' && h !== 'tracepoint') throw new Error(`--hooks: ${h}? (tc, tracepoint)`);
 
+/** bpf/ placed in a temporary directory by `place`, built there: its objects, and how to remove it. */
+function buildCopy(place: (tmp: string) => void): { dir: string; cleanup: () => void } {
+  const tmp = mkdtempSync(join(tmpdir(), 'hoptrace-kernel-ab-'));
+  const cleanup = () => rmSync(tmp, { recursive: true, force: true });
+  try {
+    place(tmp);
+    execFileSync('make', ['-s', '-C', join(tmp, 'bpf')], { stdio: ['ignore', 'ignore', 'inherit'] });
+  } catch (err) {
+    cleanup();
+    throw err;
+  }
+  return { dir: join(tmp, 'bpf/.output'), cleanup };
+}
+
 /** The base build's objects: --base-objects, or bpf/ of --base built in a temporary directory. */
 function baseObjects(): { dir: string; label: string; cleanup: () => void } {
   const given = strArg('base-objects', '');
   if (given) return { dir: resolve(given), label: given, cleanup: () => {} };
   const rev = strArg('base', 'HEAD');
-  const tmp = mkdtempSync(join(tmpdir(), 'hoptrace-kernel-ab-'));
-  const tar = execFileSync('git', ['-C', ROOT, 'archive', rev, 'bpf'], { maxBuffer: 1 << 30 });
-  execFileSync('tar', ['-x', '-C', tmp], { input: tar });
-  copyFileSync(join(ROOT, 'bpf/vmlinux.h'), join(tmp, 'bpf/vmlinux.h'));
-  execFileSync('make', ['-s', '-C', join(tmp, 'bpf')], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const built = buildCopy((tmp) => {
+    const tar = execFileSync('git', ['-C', ROOT, 'archive', rev, 'bpf'], { maxBuffer: 1 << 30 });
+    execFileSync('tar', ['-x', '-C', tmp], { input: tar });
+    copyFileSync(join(ROOT, 'bpf/vmlinux.h'), join(tmp, 'bpf/vmlinux.h'));
+  });
   const sha = execFileSync('git', ['-C', ROOT, 'rev-parse', '--short', rev], { encoding: 'utf8' }).trim();
-  return { dir: join(tmp, 'bpf/.output'), label: `${rev} (${sha})`, cleanup: () => rmSync(tmp, { recursive: true, force: true }) };
+  return { ...built, label: `${rev} (${sha})` };
 }
 
 interface Pair {
@@ -85,45 +106,98 @@ async function pairRun(lab: BenchLab, order: string[], hooks: DeviceHooks, mode:
   }
 }
 
+/** Both builds on the same packets, R repeats with the link order alternating: the pairs, by "hooks mode". */
+async function compare(lab: BenchLab, aDir: string, bDir: string, port: { next: number }): Promise<Map<string, Pair[]>> {
+  const results = new Map<string, Pair[]>();
+  for (let i = 0; i < R; i++) {
+    for (const hooks of HOOKS) {
+      for (const mode of MODES) {
+        const aFirst = i % 2 === 0;
+        const [first, second] = await pairRun(lab, aFirst ? [aDir, bDir] : [bDir, aDir], hooks, mode, port.next);
+        port.next += 4;
+        const key = `${hooks} ${mode}`;
+        results.set(key, [...(results.get(key) ?? []), { a: aFirst ? first! : second!, b: aFirst ? second! : first!, aFirst }]);
+      }
+    }
+  }
+  return results;
+}
+
+/** Per device hook of one "hooks mode": median A and B ns/run, and B/A in each link order and their mean. */
+function summarize(pairs: Pair[], j: number) {
+  const ratio = (aFirst: boolean) => median(pairs.filter((p) => p.aFirst === aFirst).map((p) => p.b[j]! / p.a[j]!));
+  const r1 = ratio(true);
+  const r2 = ratio(false);
+  return { a: median(pairs.map((p) => p.a[j]!)), b: median(pairs.map((p) => p.b[j]!)), r1, r2, mean: (r1 + r2) / 2 };
+}
+
+const f = (x: number, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : '-');
+
 async function main(): Promise<void> {
-  const base = baseObjects();
-  const cand = join(ROOT, 'bpf/.output');
+  const ablateArg = strArg('ablate', '');
+  const parts = ablateArg === 'all' ? ABLATIONS : ablateArg ? ablateArg.split(',').map(ablation) : [];
   const lab = createLab();
   if (CONNTRACK) for (const ns of [lab.a, lab.b]) execFileSync('ip', ['netns', 'exec', ns, 'iptables', '-t', 'nat', '-A', 'POSTROUTING', '-p', 'tcp', '-j', 'RETURN']);
-  const results = new Map<string, Pair[]>();
+  const port = { next: 9100 };
+  const head = `${R} repeats of ${SECONDS} s, link order alternating${CONNTRACK ? ', conntrack in use' : ''}; kernel.bpf_stats_enabled adds ~2 clock reads to every run of both`;
   try {
-    await withBpfStats(async () => {
-      let port = 9100;
-      for (let i = 0; i < R; i++) {
-        for (const hooks of HOOKS) {
-          for (const mode of MODES) {
-            const aFirst = i % 2 === 0;
-            const [first, second] = await pairRun(lab, aFirst ? [base.dir, cand] : [cand, base.dir], hooks, mode, port);
-            port += 4;
-            const key = `${hooks} ${mode}`;
-            results.set(key, [...(results.get(key) ?? []), { a: aFirst ? first! : second!, b: aFirst ? second! : first!, aFirst }]);
-          }
-        }
-      }
-    });
+    if (parts.length) {
+      await profile(lab, parts, port, head);
+      return;
+    }
+    const base = baseObjects();
+    let results: Map<string, Pair[]>;
+    try {
+      results = await withBpfStats(() => compare(lab, base.dir, CANDIDATE, port));
+    } finally {
+      base.cleanup();
+    }
+    console.log(`kernel A/B on the same packets: A = ${base.label}, B = this tree's bpf/.output; ${head}\n`);
+    console.log('| device hooks | capture | hook | A ns/run | B ns/run | B/A, A linked first | B/A, B linked first | B/A (mean of both orders) |');
+    console.log('| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |');
+    for (const [key, pairs] of results) {
+      const [hooks, mode] = key.split(' ') as [DeviceHooks, string];
+      DEVICE[hooks].forEach((h, j) => {
+        const s = summarize(pairs, j);
+        console.log(`| ${hooks} | ${mode} | ${h} | ${f(s.a)} | ${f(s.b)} | ${f(s.r1, 3)} | ${f(s.r2, 3)} | ${f(s.mean, 3)} |`);
+      });
+    }
   } finally {
     lab.remove();
-    base.cleanup();
   }
+}
 
-  console.log(`kernel A/B on the same packets: A = ${base.label}, B = this tree's bpf/.output; ${R} repeats of ${SECONDS} s, link order alternating${CONNTRACK ? ', conntrack in use' : ''}; kernel.bpf_stats_enabled adds ~2 clock reads to every run of both\n`);
-  console.log('| device hooks | capture | hook | A ns/run | B ns/run | B/A, A linked first | B/A, B linked first | B/A (mean of both orders) |');
-  console.log('| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |');
-  for (const [key, pairs] of results) {
-    const [hooks, mode] = key.split(' ') as [DeviceHooks, string];
-    DEVICE[hooks].forEach((h, j) => {
-      const ratio = (aFirst: boolean) => median(pairs.filter((p) => p.aFirst === aFirst).map((p) => p.b[j]! / p.a[j]!));
-      const r1 = ratio(true);
-      const r2 = ratio(false);
-      const f = (x: number, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : '-');
-      console.log(`| ${hooks} | ${mode} | ${h} | ${f(median(pairs.map((p) => p.a[j]!)))} | ${f(median(pairs.map((p) => p.b[j]!)))} | ${f(r1, 3)} | ${f(r2, 3)} | ${f((r1 + r2) / 2, 3)} |`);
-    });
-  }
+/**
+ * --ablate: this tree's build (A) against copies of it with one part of the device program
+ * removed (B, bench/live/ablations.ts), part by part: what each part costs per run.
+ */
+async function profile(lab: BenchLab, parts: readonly Ablation[], port: { next: number }, head: string): Promise<void> {
+  const rows: string[] = [];
+  await withBpfStats(async () => {
+    for (const part of parts) {
+      const copy = buildCopy((tmp) => {
+        execFileSync('cp', ['-r', join(ROOT, 'bpf'), tmp]);
+        rmSync(join(tmp, 'bpf/.output'), { recursive: true, force: true });
+        ablate(join(tmp, 'bpf/packet.bpf.c'), part);
+      });
+      try {
+        const results = await compare(lab, CANDIDATE, copy.dir, port);
+        for (const [key, pairs] of results) {
+          const [hooks, mode] = key.split(' ') as [DeviceHooks, string];
+          DEVICE[hooks].forEach((h, j) => {
+            const s = summarize(pairs, j);
+            rows.push(`| ${part.part} | ${hooks} | ${mode} | ${h} | ${f(s.a)} | ${f(s.b)} | ${f(s.a * (1 - s.mean))} | ${f(100 * (1 - s.mean), 1)}% | ${part.what} |`);
+          });
+        }
+      } finally {
+        copy.cleanup();
+      }
+    }
+  });
+  console.log(`device program profile by subtraction, on the same packets: this tree's build against copies with one part removed; ${head}. "saved" is the whole run's ns times (1 - B/A, mean of both link orders)\n`);
+  console.log('| part removed | device hooks | capture | hook | whole run ns | without it ns | saved ns/run | share of the run | the part |');
+  console.log('| --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- |');
+  for (const r of rows) console.log(r);
 }
 
 main().then(
