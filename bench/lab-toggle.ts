@@ -12,7 +12,9 @@
  *
  *   full   every node and pod namespace of the lab, as bench:live's `one-full` row (with
  *          `--sample N`, 1 connection in N kept, as its `one-sampled` row: each connection
- *          is chosen at its handshake, made while the agent owns the lab)
+ *          is chosen at its handshake, made while the agent owns the lab, by its ISNs, so
+ *          the share kept varies from run to run; the bench prints it, from the kernel's
+ *          counters, and more connections (`--conns`) bring it nearer 1 in N)
  *   off    one empty namespace of its own: the device programs are unlinked from every
  *          lab device (tcx), so no packet of the traffic runs a program; the agent stays
  *          up, idle, and the socket and drop tracepoints stay attached (they fire for a
@@ -48,6 +50,8 @@ interface Window {
   brokerCpu: number;
   recordsPerS: number;
   lost: number;
+  /** Of the packets' device runs the programs judged, the share that wrote a record (1 at full capture). */
+  kept: number;
 }
 
 /** Received bytes of every device but lo in the namespace of process `pid`. */
@@ -162,7 +166,9 @@ async function main(): Promise<void> {
       const k1 = kafkaCpuS();
       const s1 = await stats();
       const delta = (k: string) => s1[k]! - s0[k]!;
-      const window: Window = { mode, gbps: ((b1 - b0) * 8) / el / 1e9, agentCpu: (c1 - c0) / el, brokerCpu: (k1 - k0) / el, recordsPerS: delta('read') / el, lost: lostOf(s1) - lostOf(s0) };
+      const written = delta('kernel_emitted');
+      const kept = written / (written + delta('kernel_sampled_out') + delta('kernel_sampled_out_seen'));
+      const window: Window = { mode, gbps: ((b1 - b0) * 8) / el / 1e9, agentCpu: (c1 - c0) / el, brokerCpu: (k1 - k0) / el, recordsPerS: delta('read') / el, lost: lostOf(s1) - lostOf(s0), kept };
       return { window, el, delta };
     };
     const out: Window[] = [];
@@ -194,6 +200,8 @@ async function main(): Promise<void> {
       console.log(`| ${cells.join(' | ')} |`);
     }
     console.log('\nCPU figures are percent of one CPU; "off" still runs the idle agent process.');
+    // Which connections a sample keeps depends on their ISNs: say how much of the traffic it kept.
+    if (sampleN > 1) console.log(`Kept by the sample: ${fmt(median(of('full').map((w) => w.kept)) * 100, 1)}% of the device runs the programs judged (records written over records written and packets sampled out, median of the full windows; 1 in ${sampleN} is ${fmt(100 / sampleN, 1)}%).`);
     const full = of('full');
     const overOff = (f: (w: Window) => number) => median(full.map(f)) - median(of('off').map(f));
     console.log(`\nWhere full capture's CPU goes, percent of one CPU (of ${cpus().length}): agent process ${fmt(overOff((w) => w.agentCpu) * 100, 1)}%, broker ${fmt(overOff((w) => w.brokerCpu) * 100, 1)}% (both over off), device and socket programs ${fmt(timed.cpu * 100, 1)}% (${fmt(timed.runsPerS)} runs/s, ${fmt(timed.nsPerRun)} ns per run, one timed full window; with nothing kept: --sample 1048576). Throughput lost: ${fmt((1 - r.median) * 100, 1)}% of the traffic's.`);
