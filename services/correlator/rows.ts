@@ -7,14 +7,11 @@ import type { DecodedBatch } from '../shared/batch.js';
 import { connFlowId, direction, flowId, sentByClient } from '../shared/flowkey.js';
 import { checkRecord, decodeRecord, formatAddr, Kind, RECORD_SIZE, type CorruptReason } from '../shared/record.js';
 
-export interface HopEventRow {
-  event_date: string;
-  flow_id: number;
-  wall_ts_ns: string;
-  kernel_ts_ns: string;
-  agent: string;
-  boot: number;
-  seq: number;
+/**
+ * What a stored hop event says about its packet or socket: the columns that the stored row
+ * (HopEventRow) and the timeline's reading of it (timeline.ts TimelineRow) share.
+ */
+export interface HopFields {
   node: string;
   netns_ino: number;
   netns: string;
@@ -25,6 +22,7 @@ export interface HopEventRow {
   kind: number;
   family: number;
   proto: number;
+  /** 0 when saddr:sport is the canonical first endpoint of the flow, 1 otherwise. */
   dir: number;
   saddr: string;
   daddr: string;
@@ -45,6 +43,16 @@ export interface HopEventRow {
   reply_sport: number;
   reply_dport: number;
   reason: number;
+}
+
+export interface HopEventRow extends HopFields {
+  event_date: string;
+  flow_id: number;
+  wall_ts_ns: string;
+  kernel_ts_ns: string;
+  agent: string;
+  boot: number;
+  seq: number;
   /** Kernel name of the drop or reset reason, from the capturing node's BTF ('' when unknown). */
   reason_name: string;
   /** Kernel function that freed a dropped skb ('' when unknown). */

@@ -18,47 +18,17 @@
  */
 import { sentByClient } from '../shared/flowkey.js';
 import { Hook, Kind, TcpState } from '../shared/record.js';
+import type { HopFields } from './rows.js';
 
 /** ClickHouse returns UInt64 as a decimal string (JSON); tests may pass numbers or bigints. */
 export type U64 = string | number | bigint;
 
 /** A hop_events row as the timeline reads it (column names kept; a subset of correlator/rows.ts HopEventRow). */
-export interface TimelineRow {
+export interface TimelineRow extends HopFields {
   wall_ts_ns: U64;
   agent: string;
   boot: U64;
   seq: U64;
-  node: string;
-  netns_ino: number;
-  netns: string;
-  pod: string;
-  ifindex: number;
-  ifname: string;
-  hook: number;
-  kind: number;
-  family: number;
-  proto: number;
-  /** 0 when saddr:sport is the canonical first endpoint of the flow, 1 otherwise. */
-  dir: number;
-  saddr: string;
-  daddr: string;
-  sport: number;
-  dport: number;
-  tcp_seq: number;
-  tcp_ack: number;
-  tcp_flags: number;
-  tcp_window: number;
-  payload_len: number;
-  ip_id: number;
-  flags: number;
-  ct_id: number;
-  ct_status: number;
-  ct_info: number;
-  reply_saddr: string;
-  reply_daddr: string;
-  reply_sport: number;
-  reply_dport: number;
-  reason: number;
   sk_state: number;
   /** Kernel names of the reason and of a drop's freeing function; aux words (bpf/events.h). Optional: older callers omit them. */
   reason_name?: string;
