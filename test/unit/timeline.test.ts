@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { buildTimeline, hookName, isoNs, kindName, nsToUs, tcpFlagNames, tcpStateName, type TimelineRow } from '../../services/correlator/timeline.js';
 import { Hook, Kind, TcpState } from '../../services/shared/record.js';
-import { flowRows } from './fixtures/flows.js';
+import { flowRows, PLAIN_PACKET } from './fixtures/flows.js';
 
 const FIN = 0x01;
 const SYN = 0x02;
@@ -46,17 +46,7 @@ function row(dt: number, from: 'client' | 'server', o: Partial<TimelineRow> = {}
     tcp_flags: ACK,
     tcp_window: 64240,
     payload_len: 0,
-    ip_id: 0,
-    flags: 0,
-    ct_id: 0,
-    ct_status: 0,
-    ct_info: 0,
-    reply_saddr: '',
-    reply_daddr: '',
-    reply_sport: 0,
-    reply_dport: 0,
-    reason: 0,
-    sk_state: 0,
+    ...PLAIN_PACKET,
     ...o,
   };
 }
