@@ -32,7 +32,7 @@ import { createLiveSource, parseLiveOptions, type LiveSource } from '../services
 import type { DeviceHooks } from '../services/agent/live/options.js';
 import { median, numArg, strArg, withBpfStats } from './common.js';
 import { ablate, ablation, ABLATIONS, type Ablation } from './live/ablations.js';
-import { createLab, type BenchLab } from './live/lab.js';
+import { BULK_WRITE, createLab, type BenchLab } from './live/lab.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const R = numArg('repeat', 8);
@@ -97,7 +97,7 @@ async function pairRun(lab: BenchLab, order: string[], hooks: DeviceHooks, mode:
     }
     const stats = () => sources.map((s) => new Map(s.programStats().map((p) => [p.tracepoint, p])));
     let before = stats();
-    await lab.tcp({ streams: 1, port, seconds: SECONDS, size: 131072 }, () => (before = stats()));
+    await lab.tcp({ streams: 1, port, seconds: SECONDS, size: BULK_WRITE }, () => (before = stats()));
     const after = stats();
     return sources.map((_, k) => DEVICE[hooks].map((h) => (after[k]!.get(h)!.runNs - before[k]!.get(h)!.runNs) / (after[k]!.get(h)!.runs - before[k]!.get(h)!.runs)));
   } finally {

@@ -44,9 +44,11 @@ export function ablation(part: string): Ablation {
 /** Removes part `a` from the packet.bpf.c at `file`, in place. */
 export function ablate(file: string, a: Ablation): void {
   let src = readFileSync(file, 'utf8');
-  for (const [from, to] of a.edits) {
+  // hop_keep's definition goes in first, before the program's license, checked like the part's own edits
+  const license: [string, string] = ['char LICENSE[]', KEEP + '\nchar LICENSE[]'];
+  for (const [from, to] of [license, ...a.edits]) {
     if (!src.includes(from)) throw new Error(`--ablate ${a.part}: ${JSON.stringify(from.slice(0, 60))}... is no longer in ${file}; update bench/live/ablations.ts`);
     src = src.replace(from, to);
   }
-  writeFileSync(file, src.replace('char LICENSE[]', KEEP + '\nchar LICENSE[]'));
+  writeFileSync(file, src);
 }
