@@ -231,7 +231,8 @@ LIMIT ${uint(f.maxRows + 1)}`;
 }
 
 export function listIncidentsSql(f: IncidentFilter): string {
-  const c: string[] = [];
+  // After FINAL (WHERE, which 18.16 leaves there): a verdict retracted by a later judgement is out.
+  const c: string[] = ['retracted = 0'];
   if (f.kind !== undefined) c.push(`kind = ${str(f.kind)}`);
   if (f.namespace !== undefined) c.push(`netns = ${str(f.namespace)}`);
   if (f.pod !== undefined) c.push(`(pod = ${str(f.pod)} OR netns = ${str(f.pod)})`);

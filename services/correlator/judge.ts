@@ -37,6 +37,8 @@ export interface IncidentRow {
   evidence: string;
   fix: string;
   judged_at_ms: number;
+  /** 1: a verdict judging the flow again no longer gave (readers leave it out). */
+  retracted: number;
 }
 
 export function incidentRow(flowId: string, v: Verdict, judgedAtMs: number): IncidentRow {
@@ -58,7 +60,18 @@ export function incidentRow(flowId: string, v: Verdict, judgedAtMs: number): Inc
     evidence: JSON.stringify(v.evidence),
     fix: v.fix ?? '',
     judged_at_ms: judgedAtMs,
+    retracted: 0,
   };
+}
+
+/**
+ * Retractions of the stored verdicts (`stored`, live rows) of flows judged again whose
+ * new verdicts (`judged`) no longer include them: copies with retracted = 1, newer.
+ * Only flows in `complete`, whose events were read in full.
+ */
+export function retractions(stored: IncidentRow[], judged: IncidentRow[], complete: ReadonlySet<string>, judgedAtMs: number): IncidentRow[] {
+  const kept = new Set(judged.map((r) => `${r.flow_id}/${r.incident_key}`));
+  return stored.filter((r) => complete.has(r.flow_id) && !kept.has(`${r.flow_id}/${r.incident_key}`)).map((r) => ({ ...r, retracted: 1, judged_at_ms: judgedAtMs }));
 }
 
 export interface JudgeOptions {
@@ -76,33 +89,44 @@ export interface Judge {
   /** Re-judges recent anomalies, then judges notified flows as they settle. */
   start(): Promise<void>;
   stop(): Promise<void>;
-  stats(): { judged: number; incidents: number; pending: number; errors: number };
+  stats(): { judged: number; incidents: number; retracted: number; pending: number; errors: number };
 }
 
 
 export function createJudge(o: JudgeOptions): Judge {
   const due = new Map<number, number>();
   const backlog: number[] = [];
-  const totals = { judged: 0, incidents: 0, errors: 0 };
+  const totals = { judged: 0, incidents: 0, retracted: 0, errors: 0 };
+  const maxRows = o.maxRows ?? 1_000_000;
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> = Promise.resolve();
 
   async function judge(ids: number[]) {
+    const list = ids.map(uint).join(', ');
     // PREWHERE: with FINAL, 18.16 leaves a WHERE where it is and reads every column of a granule per part and id first (~600 ms per flow at 100M events, bench/timeline-lookup.ts).
-    const query = `SELECT flow_id AS fid, ${EVENT_READ_COLUMNS} FROM hop_events FINAL PREWHERE flow_id IN (${ids.map(uint).join(', ')}) ORDER BY fid, wall_ts_ns LIMIT ${uint(o.maxRows ?? 1_000_000)}`;
+    const query = `SELECT flow_id AS fid, ${EVENT_READ_COLUMNS} FROM hop_events FINAL PREWHERE flow_id IN (${list}) ORDER BY fid, wall_ts_ns LIMIT ${uint(maxRows)}`;
+    const events = await queryEventRows(o.ch, query, true);
     const byFlow = new Map<string, TimelineRow[]>();
-    for (const r of await queryEventRows(o.ch, query, true)) {
+    for (const r of events) {
       let l = byFlow.get(r.fid);
       if (!l) byFlow.set(r.fid, (l = []));
       l.push(r);
     }
+    // At the row limit the last flow read may be cut short: judged on what was read, nothing of it retracted.
+    const complete = new Set(byFlow.keys());
+    if (events.length >= maxRows) complete.delete(events.at(-1)!.fid);
+    // WHERE, not PREWHERE: applied after FINAL, so a key whose newest row is a retraction stays out.
+    const rs = await o.ch.query({ query: `SELECT * FROM incidents FINAL PREWHERE flow_id IN (${list}) WHERE retracted = 0`, format: 'JSONEachRow' });
+    const stored = await rs.json<IncidentRow>();
     const now = Date.now();
     const rows: IncidentRow[] = [];
     for (const [fid, events] of byFlow) for (const v of judgeFlow(events)) rows.push(incidentRow(fid, v, now));
-    if (rows.length) await o.ch.insert({ table: 'incidents', values: rows, format: 'JSONEachRow' });
+    const gone = retractions(stored, rows, complete, now);
+    if (rows.length || gone.length) await o.ch.insert({ table: 'incidents', values: [...rows, ...gone], format: 'JSONEachRow' });
     totals.judged += byFlow.size;
     totals.incidents += rows.length;
-    if (rows.length) o.log.info({ flows: byFlow.size, incidents: rows.length, kinds: [...new Set(rows.map((r) => r.kind))] }, 'incidents judged');
+    totals.retracted += gone.length;
+    if (rows.length || gone.length) o.log.info({ flows: byFlow.size, incidents: rows.length, retracted: gone.length, kinds: [...new Set(rows.map((r) => r.kind))] }, 'incidents judged');
   }
 
   async function round() {

@@ -137,7 +137,10 @@ ORDER BY origin`;
 /**
  * Verdicts (services/correlator/verdicts.ts) stored as incidents, one row per
  * (flow, incident key). Judging a flow again (late events) writes a newer
- * judged_at_ms, which replaces the row.
+ * judged_at_ms, which replaces the row; a verdict the flow no longer gets is replaced
+ * by a copy with `retracted` = 1 (since migration 8), which readers leave out after
+ * FINAL. FINAL collapses a key's rows across partitions too, so a verdict whose time
+ * moved to another day is still one incident.
  */
 const INCIDENTS = `CREATE TABLE IF NOT EXISTS incidents (
   event_date Date,
@@ -160,6 +163,20 @@ const INCIDENTS = `CREATE TABLE IF NOT EXISTS incidents (
 ) ENGINE = ReplacingMergeTree(judged_at_ms)
 PARTITION BY event_date
 ORDER BY (flow_id, incident_key)`;
+
+/**
+ * Migration 8: incidents get `retracted`. 18.16 has no ADD COLUMN IF NOT EXISTS: a
+ * correlator that loses the race to another one finds the column there.
+ */
+async function addRetracted(ch: ClickHouseClient, database: string): Promise<void> {
+  const has = () => exists(ch, `system.columns WHERE database = ${str(database)} AND table = 'incidents' AND name = 'retracted'`);
+  if (await has()) return;
+  try {
+    await ch.command({ query: `ALTER TABLE incidents ADD COLUMN retracted UInt8 DEFAULT 0` });
+  } catch (err) {
+    if (!(await has())) throw err;
+  }
+}
 
 const MIGRATIONS_TABLE = `CREATE TABLE IF NOT EXISTS schema_migrations (
   version UInt32,
@@ -238,6 +255,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { up: packHopEvents, fresh: '' },
   { up: monthlyFlowParts, fresh: '' },
   { up: wallDayHopEvents, fresh: '' },
+  { up: addRetracted }, // a new database too: an ALTER of an empty table
 ];
 
 /**

@@ -89,7 +89,7 @@ describe('insert formats', () => {
 
 const PART: FlowPartRow = { event_date: '2026-11-30', flow_id: 7, part_key: 'a', proto: 6, a_addr: '10.0.0.1', a_port: 1, b_addr: '10.0.0.2', b_port: 2, first_ts_ns: '1', last_ts_ns: '2', events: 1, packets: 1, bytes: 0, drops: 0, resets: 0, retrans: 0, nodes: ['n'] };
 
-describe('migrations 5-7 (packed hop_events, flow_parts by month, hop_events by the day of wall_ts_ns)', () => {
+describe('migrations 5-8 (packed hop_events, flow_parts by month, hop_events by the day of wall_ts_ns, retracted incidents)', () => {
   let cfg: Config;
   // Each test that sets cfg has a database of its own.
   afterEach(async () => {
@@ -108,6 +108,7 @@ describe('migrations 5-7 (packed hop_events, flow_parts by month, hop_events by 
       const [v] = await query<{ n: string }>(fresh, 'SELECT count() AS n FROM system.columns WHERE database = currentDatabase() AND table = \'hop_events\' AND name = \'packed\'');
       expect(v!.n).toBe('1');
       expect(await query(fresh, 'SELECT partition_key FROM system.tables WHERE database = currentDatabase() AND name = \'hop_events\'')).toEqual([{ partition_key: HOP_EVENTS_PARTITION }]);
+      expect(await query(fresh, 'SELECT type, default_expression AS d FROM system.columns WHERE database = currentDatabase() AND table = \'incidents\' AND name = \'retracted\'')).toEqual([{ type: 'UInt8', d: '0' }]);
     } finally {
       await dropDatabase(fresh);
     }
@@ -193,6 +194,17 @@ describe('migrations 5-7 (packed hop_events, flow_parts by month, hop_events by 
       const [d] = await query<{ n: string; same: string }>(cfg, `SELECT count() AS n, countIf(event_date = ${HOP_EVENTS_PARTITION}) AS same FROM hop_events WHERE wall_ts_ns < 4294967295000000000`);
       expect(Number(d!.n)).toBeGreaterThan(1);
       expect(d!.same).toBe(d!.n);
+    } finally {
+      await ch.close();
+    }
+  });
+
+  it('migration 8 gives incidents a retracted column, 0 for the verdicts stored before it', async () => {
+    const ch = await databaseAt(7, (m) => (m.fresh !== undefined ? m.fresh : (m.up as string)));
+    try {
+      await ch.command({ query: "INSERT INTO incidents (event_date, flow_id, incident_key, kind, judged_at_ms) VALUES ('2026-12-06', 9, 'drop:a/1/1', 'drop', 5)" });
+      await Promise.all([migrate(cfg), migrate(cfg)]); // two correlators starting together
+      expect(await query(cfg, 'SELECT toString(flow_id) AS f, incident_key AS k, retracted FROM incidents FINAL')).toEqual([{ f: '9', k: 'drop:a/1/1', retracted: 0 }]);
     } finally {
       await ch.close();
     }

@@ -1,8 +1,10 @@
 // The correlator's judge against a real ClickHouse: at start it re-judges the anomalies of
-// its lookback (and only those), then the flows it is told of; verdicts land in `incidents`.
+// its lookback (and only those), then the flows it is told of; verdicts land in `incidents`,
+// and a verdict that late events take back is retracted.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { insertRows } from '../../services/correlator/correlator.js';
 import { hopEventEncoder } from '../../services/correlator/encode.js';
+import { createFlowStore } from '../../services/api/queries.js';
 import { createJudge, type Judge } from '../../services/correlator/judge.js';
 import { eventDate, type HopEventRow } from '../../services/correlator/rows.js';
 import type { TimelineRow } from '../../services/correlator/timeline.js';
@@ -15,15 +17,25 @@ import { dropDatabase, isolatedConfig, query, quietLog, waitFor } from './env.js
 const HOUR_NS = 3_600_000_000_000n;
 const NOW_NS = BigInt(Date.now()) * 1_000_000n;
 
+/** `rows` stored as flow `flowId`, moved in time so that the first starts at `startNs`. */
+function stored(flowId: number, startNs: bigint, rows: TimelineRow[], base = BigInt(rows[0]!.wall_ts_ns)): HopEventRow[] {
+  return rows.map((r) => {
+    const ts = startNs + BigInt(r.wall_ts_ns) - base;
+    return { reason_name: '', location: '', aux0: 0, aux1: 0, aux2: 0, isn_c: 0, isn_s: 0, ...r, seq: r.seq + flowId * 1000, event_date: eventDate(ts), flow_id: flowId, wall_ts_ns: ts.toString(), kernel_ts_ns: ts.toString(), skb_id: '0', mark: 0 } as HopEventRow;
+  });
+}
+
 /** A SYN to a closed port, answered by a reset, starting at `startNs`, stored as flow `flowId`. */
 function refused(flowId: number, startNs: bigint): HopEventRow[] {
   const rows = flowRows().slice(0, 3);
   const rst: TimelineRow = { ...rows[0]!, seq: 500, kind: Kind.RST_SENT, hook: Hook.TCP_SEND_RESET, node: 'node-c', saddr: POD.addr, sport: POD.port, daddr: C.addr, dport: C.port, sk_state: 0, reason_name: 'NO_SOCKET' };
-  const base = BigInt(rows[0]!.wall_ts_ns);
-  return [...rows, rst].map((r) => {
-    const ts = startNs + BigInt(r.wall_ts_ns) - base;
-    return { reason_name: '', location: '', aux0: 0, aux1: 0, aux2: 0, isn_c: 0, isn_s: 0, ...r, seq: r.seq + flowId * 1000, event_date: eventDate(ts), flow_id: flowId, wall_ts_ns: ts.toString(), kernel_ts_ns: ts.toString(), skb_id: '0', mark: 0 } as HopEventRow;
-  });
+  return stored(flowId, startNs, [...rows, rst]);
+}
+
+/** The server's retransmissions of its response, at 200 ms steps (i = 1, 2, ...) after `rows`' first packet of it. */
+function retransmissions(rows: TimelineRow[], steps: number[]): TimelineRow[] {
+  const rt = rows.find((r) => r.tcp_seq === 7_000_001 && r.payload_len === 500)!;
+  return steps.map((i) => ({ ...rt, seq: 8000 + i, kind: Kind.RETRANS, hook: Hook.TCP_RETRANSMIT, wall_ts_ns: (BigInt(rt.wall_ts_ns) + BigInt(i) * 200_000_000n).toString() }));
 }
 
 describe('judge on a real ClickHouse', () => {
@@ -56,6 +68,39 @@ describe('judge on a real ClickHouse', () => {
     judge.notify([3]);
     expect(await waitFor(async () => (await incidents()).length === 2, 10_000)).toBe(true);
     expect((await incidents()).map((r) => r.flow_id)).toEqual(['1', '3']);
-    expect(judge.stats()).toMatchObject({ judged: 2, incidents: 2, errors: 0 });
+    expect(judge.stats()).toMatchObject({ judged: 2, incidents: 2, retracted: 0, errors: 0 });
+  });
+
+  it('retracts a verdict that late events take back, and keeps it out of the API\'s incidents', async () => {
+    // Flow 4: three retransmissions judged as a burst keyed by the first; then an agent
+    // catching up delivers one before them, which becomes the burst's first.
+    const rows = flowRows();
+    const start = NOW_NS - HOUR_NS / 30n;
+    const base = BigInt(rows[0]!.wall_ts_ns);
+    await insertRows(ch, 'hop_events', stored(4, start, [...rows, ...retransmissions(rows, [2, 3, 4])], base), hopEventEncoder);
+    judge!.notify([4]);
+    const burst = async () => query<{ key: string; retracted: number }>(cfg, 'SELECT incident_key AS key, retracted FROM incidents FINAL WHERE flow_id = 4 ORDER BY key');
+    expect(await waitFor(async () => (await burst()).length === 1, 10_000)).toBe(true);
+    const [first] = await burst();
+    expect(first).toEqual({ key: expect.stringMatching(/^retrans:/), retracted: 0 });
+
+    await insertRows(ch, 'hop_events', stored(4, start, retransmissions(rows, [1]), base), hopEventEncoder);
+    judge!.notify([4]);
+    expect(await waitFor(async () => (await burst()).length === 2, 10_000)).toBe(true);
+    const now = await burst();
+    expect(now.find((r) => r.key === first!.key)).toEqual({ key: first!.key, retracted: 1 });
+    expect(now.filter((r) => r.retracted === 0)).toHaveLength(1);
+    expect(judge!.stats()).toMatchObject({ retracted: 1, errors: 0 });
+
+    const store = createFlowStore(ch, cfg.clickhouseUrl);
+    const listed = (await store.listIncidents({ limit: 100 })).filter((i) => i.flowId === '4');
+    expect(listed.map((i) => i.key)).toEqual(now.filter((r) => r.retracted === 0).map((r) => r.key));
+
+    // Judged again with nothing new: nothing more retracted, the retraction stands.
+    const judged = judge!.stats().judged;
+    judge!.notify([4]);
+    expect(await waitFor(async () => judge!.stats().judged > judged, 10_000)).toBe(true);
+    expect(judge!.stats()).toMatchObject({ retracted: 1, errors: 0 });
+    expect(await burst()).toEqual(now);
   });
 });

@@ -164,7 +164,7 @@ describePrivileged('lab end to end', () => {
     await runRequests(200);
     // Incidents are judged after the settle time; wait until the drop verdicts are in.
     const incidents = await waitFor(async () => {
-      const rs = await ch.query({ query: `SELECT kind, node, netns, sk_state, reason_name, toString(flow_id) AS fid FROM incidents FINAL WHERE ts_ns >= ${since}`, format: 'JSONEachRow' });
+      const rs = await ch.query({ query: `SELECT kind, node, netns, sk_state, reason_name, toString(flow_id) AS fid FROM incidents FINAL WHERE ts_ns >= ${since} AND retracted = 0`, format: 'JSONEachRow' });
       const rows = await rs.json<{ kind: string; node: string; netns: string; sk_state: string; reason_name: string; fid: string }>();
       return rows.some((r) => r.kind === 'drop') && rows.some((r) => r.kind === 'nat_bypass_reset') ? rows : undefined;
     }, 60_000, 1000);
