@@ -79,7 +79,7 @@ export interface JudgeOptions {
   log: Logger;
   settleMs: number;
   lookbackMs: number;
-  /** Most events read per judging round. */
+  /** Most events read per judging round (flows past it wait for the next). */
   maxRows?: number;
 }
 
@@ -89,19 +89,20 @@ export interface Judge {
   /** Re-judges recent anomalies, then judges notified flows as they settle. */
   start(): Promise<void>;
   stop(): Promise<void>;
-  stats(): { judged: number; incidents: number; retracted: number; pending: number; errors: number };
+  stats(): { judged: number; incidents: number; retracted: number; truncated: number; pending: number; errors: number };
 }
 
 
 export function createJudge(o: JudgeOptions): Judge {
   const due = new Map<number, number>();
   const backlog: number[] = [];
-  const totals = { judged: 0, incidents: 0, retracted: 0, errors: 0 };
+  const totals = { judged: 0, incidents: 0, retracted: 0, truncated: 0, errors: 0 };
   const maxRows = o.maxRows ?? 1_000_000;
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> = Promise.resolve();
 
-  async function judge(ids: number[]) {
+  /** Judges the flows `ids`; returns those to judge again in a later round (not read in full). */
+  async function judge(ids: number[]): Promise<number[]> {
     const list = ids.map(uint).join(', ');
     // PREWHERE: with FINAL, 18.16 leaves a WHERE where it is and reads every column of a granule per part and id first (~600 ms per flow at 100M events, bench/timeline-lookup.ts).
     const query = `SELECT flow_id AS fid, ${EVENT_READ_COLUMNS} FROM hop_events FINAL PREWHERE flow_id IN (${list}) ORDER BY fid, wall_ts_ns LIMIT ${uint(maxRows)}`;
@@ -112,9 +113,21 @@ export function createJudge(o: JudgeOptions): Judge {
       if (!l) byFlow.set(r.fid, (l = []));
       l.push(r);
     }
-    // At the row limit the last flow read may be cut short: judged on what was read, nothing of it retracted.
+    // At the row limit the last flow read may be cut short, and those after it (by flow_id) were
+    // not read: they go back for a later round. A flow alone over the limit is judged on its
+    // first maxRows events, and nothing of it retracted.
     const complete = new Set(byFlow.keys());
-    if (events.length >= maxRows) complete.delete(events.at(-1)!.fid);
+    let again: number[] = [];
+    if (events.length >= maxRows) {
+      const last = events.at(-1)!.fid;
+      complete.delete(last);
+      if (byFlow.size > 1) byFlow.delete(last);
+      else {
+        totals.truncated++;
+        o.log.warn(`flow ${last} has over ${maxRows} events: judged on its first ${maxRows}`);
+      }
+      again = ids.filter((id) => id > Number(last) || (id === Number(last) && !byFlow.has(last)));
+    }
     // WHERE, not PREWHERE: applied after FINAL, so a key whose newest row is a retraction stays out.
     const rs = await o.ch.query({ query: `SELECT * FROM incidents FINAL PREWHERE flow_id IN (${list}) WHERE retracted = 0`, format: 'JSONEachRow' });
     const stored = await rs.json<IncidentRow>();
@@ -127,6 +140,7 @@ export function createJudge(o: JudgeOptions): Judge {
     totals.incidents += rows.length;
     totals.retracted += gone.length;
     if (rows.length || gone.length) o.log.info({ flows: byFlow.size, incidents: rows.length, retracted: gone.length, kinds: [...new Set(rows.map((r) => r.kind))] }, 'incidents judged');
+    return again;
   }
 
   async function round() {
@@ -139,7 +153,7 @@ export function createJudge(o: JudgeOptions): Judge {
     for (let i = 0; i < ready.length; i += 500) {
       const ids = ready.slice(i, i + 500);
       try {
-        await judge(ids);
+        for (const id of await judge(ids)) if (!due.has(id)) due.set(id, 0);
       } catch (err) {
         // Put them back: ClickHouse may be away; they are judged when it returns.
         totals.errors++;

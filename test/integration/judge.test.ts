@@ -103,4 +103,32 @@ describe('judge on a real ClickHouse', () => {
     expect(judge!.stats()).toMatchObject({ retracted: 1, errors: 0 });
     expect(await burst()).toEqual(now);
   });
+
+  it('judges the flows past its row limit in later rounds, and a flow alone over it on its first rows', async () => {
+    // 4 events a flow, 5 a round: each round reads one flow whole and the next one's first event.
+    const small = createJudge({ ch, log: quietLog, settleMs: 100, lookbackMs: 1, maxRows: 5 });
+    await small.start();
+    try {
+      await insertRows(ch, 'hop_events', [5, 6, 7].flatMap((f) => refused(f, NOW_NS - HOUR_NS / 60n)), hopEventEncoder);
+      small.notify([7, 5, 6]);
+      const refusedFlows = async () => (await incidents()).filter((r) => ['5', '6', '7'].includes(r.flow_id));
+      expect(await waitFor(async () => (await refusedFlows()).length === 3, 10_000)).toBe(true);
+      expect(await refusedFlows()).toEqual(['5', '6', '7'].map((flow_id) => ({ flow_id, kind: 'reset_refused' })));
+      expect(small.stats()).toMatchObject({ judged: 3, truncated: 0, pending: 0, errors: 0 });
+    } finally {
+      await small.stop();
+    }
+
+    // A flow of 4 events, 3 a round: judged on its first 3, counted, and not put back.
+    const tiny = createJudge({ ch, log: quietLog, settleMs: 100, lookbackMs: 1, maxRows: 3 });
+    await tiny.start();
+    try {
+      await insertRows(ch, 'hop_events', refused(8, NOW_NS - HOUR_NS / 60n), hopEventEncoder);
+      tiny.notify([8]);
+      expect(await waitFor(async () => tiny.stats().judged === 1, 10_000)).toBe(true);
+      expect(tiny.stats()).toMatchObject({ judged: 1, truncated: 1, pending: 0, errors: 0 });
+    } finally {
+      await tiny.stop();
+    }
+  });
 });
