@@ -108,7 +108,9 @@ const pointOf = (r: TimelineRow) => `${r.node}\u0000${r.netns_ino}\u0000${r.ifin
 
 export function labelOf(r: TimelineRow): string {
   const where = r.pod || r.netns || (r.netns_ino ? `netns:${r.netns_ino}` : '');
-  return `${r.node}${where ? `/${where}` : ''} ${r.ifname || `if${r.ifindex}`} ${hookName(r.hook)}`;
+  // Socket events, and drops before a device was set, have no device: ifindex 0.
+  const dev = r.ifname || (r.ifindex ? `if${r.ifindex}` : '');
+  return `${r.node}${where ? `/${where}` : ''}${dev ? ` ${dev}` : ''} ${hookName(r.hook)}`;
 }
 
 function dedupe(rows: readonly TimelineRow[]): TimelineRow[] {

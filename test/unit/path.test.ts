@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { buildPath, describeHop } from '../../services/correlator/path.js';
+import { buildPath, describeHop, labelOf } from '../../services/correlator/path.js';
+import { Hook, Kind } from '../../services/shared/record.js';
 import { latencyReport } from '../../services/correlator/report.js';
 import { C, flowRows, POD } from './fixtures/flows.js';
 
@@ -60,6 +61,13 @@ describe('flow path across NAT', () => {
   it('describes a hop in one line', () => {
     const p = buildPath(flowRows());
     expect(describeHop(p.paths.forward[3]!)).toBe('node-lb/node-lb to-c net_dev_queue: 10.10.1.2:40000 -> 10.10.3.2:8080  [DNAT 10.96.0.10:80 -> 10.10.3.2:8080]  (conntrack: DNAT 10.96.0.10:80 -> 10.10.3.2:8080)  joined by isn+conntrack');
+  });
+
+  it('names a device only where there is one: a socket event\'s place is its namespace and hook', () => {
+    const [r] = flowRows();
+    expect(labelOf(r!)).toBe('node-a/pod-client eth0 net_dev_queue');
+    expect(labelOf({ ...r!, kind: Kind.RST_SENT, hook: Hook.TCP_SEND_RESET, ifname: '', ifindex: 0 })).toBe('node-a/pod-client tcp_send_reset');
+    expect(labelOf({ ...r!, ifname: '', ifindex: 7 })).toBe('node-a/pod-client if7 net_dev_queue');
   });
 });
 
