@@ -24,6 +24,40 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+#define HOP_IPS_NAT_MASK 0x30 /* IPS_SRC_NAT | IPS_DST_NAT */
+
+/* Scratch for the CT record, as in packet.bpf.c: the drop record already takes 128 bytes of stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hop_event);
+} hop_drop_scratch SEC(".maps");
+
+/*
+ * The NAT entry of a dropped packet, as a CT record beside the drop. A node that
+ * translates a packet and then drops it (a policy in FORWARD after a service's DNAT)
+ * records the drop with the translated tuple, which no other record of the connection
+ * on that node carries when the packet never left it: the entry's original tuple is
+ * the one its SYN came in with, and lets the agent put the drop in that connection
+ * (connections.ts). Not deduplicated as packet.bpf.c's are: drops are few, and each
+ * dropped packet gets its entry.
+ */
+static __always_inline void emit_nat_entry(const struct hop_event *drop, const struct nf_conn *ct)
+{
+	if (!(drop->ct_status & HOP_IPS_NAT_MASK))
+		return;
+	__u32 zero = 0;
+	struct hop_event *e = bpf_map_lookup_elem(&hop_drop_scratch, &zero);
+	if (!e)
+		return;
+	struct nf_conntrack_tuple orig, reply;
+	hop_ct_read_tuple(&orig, ct, 0);
+	hop_ct_read_tuple(&reply, ct, 1);
+	hop_ct_record_for(e, drop, &orig, &reply);
+	hop_emit(e);
+}
+
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(hop_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason,
 	     struct sock *rx_sk)
@@ -88,7 +122,9 @@ int BPF_PROG(hop_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_r
 	e->pkt.aux[1] = (__u32)((__u64)location >> 32);
 	e->pkt.aux[2] = hop_skb_stage(skb, received, e->family);
 	/* Where in the stack the drop happened is unknown here, so no CT_MISSING. */
-	hop_fill_ct(e, skb, false);
+	struct nf_conn *ct = hop_fill_ct(e, skb, false);
 	hop_emit(e);
+	if (ct)
+		emit_nat_entry(e, ct);
 	return 0;
 }

@@ -107,17 +107,7 @@ static __always_inline void maybe_emit_ct(const struct hop_event *pkt, const str
 	struct hop_event *e = bpf_map_lookup_elem(&hop_scratch, &zero);
 	if (!e)
 		return;
-	__builtin_memset(e, 0, sizeof(*e));
-	hop_fill_ct_record(e, &orig, &reply);
-	e->ts_ns = pkt->ts_ns;
-	e->skb_id = pkt->skb_id;
-	e->netns_ino = pkt->netns_ino;
-	e->ifindex = pkt->ifindex;
-	e->hook = pkt->hook;
-	e->ct_id = pkt->ct_id;
-	e->ct_status = pkt->ct_status;
-	e->ct_info = pkt->ct_info;
-	e->flags = HOP_F_CT | (pkt->flags & (HOP_F_INGRESS | HOP_F_EGRESS));
+	hop_ct_record_for(e, pkt, &orig, &reply);
 	hop_emit(e);
 }
 

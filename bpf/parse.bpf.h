@@ -169,6 +169,25 @@ static __always_inline void hop_fill_ct_record(struct hop_event *e, const struct
 	}
 }
 
+/* The CT record (into e) of the entry with tuples orig and reply that packet record pkt
+ * carries: at pkt's time, skb, place and conntrack state. */
+static __always_inline void hop_ct_record_for(struct hop_event *e, const struct hop_event *pkt,
+					      const struct nf_conntrack_tuple *orig,
+					      const struct nf_conntrack_tuple *reply)
+{
+	__builtin_memset(e, 0, sizeof(*e));
+	hop_fill_ct_record(e, orig, reply);
+	e->ts_ns = pkt->ts_ns;
+	e->skb_id = pkt->skb_id;
+	e->netns_ino = pkt->netns_ino;
+	e->ifindex = pkt->ifindex;
+	e->hook = pkt->hook;
+	e->ct_id = pkt->ct_id;
+	e->ct_status = pkt->ct_status;
+	e->ct_info = pkt->ct_info;
+	e->flags = HOP_F_CT | (pkt->flags & (HOP_F_INGRESS | HOP_F_EGRESS));
+}
+
 /* Fingerprint of an entry's tuples: detects reuse of an nf_conn address (a new
  * connection) and a NAT mapping that changed after the entry was first seen. */
 static __always_inline __u32 hop_ct_fingerprint(const struct nf_conntrack_tuple *o, const struct nf_conntrack_tuple *r)

@@ -9,6 +9,13 @@
  * `holdNs` of event time (or `holdMs` of wall time) have gone by, then released
  * with the server ISN unknown (0).
  *
+ * A node that translates a connection (DNAT, SNAT) sees its packets on two tuples, and
+ * learns each from the SYN it sees on it. A packet translated and then dropped on the
+ * node never shows its translated SYN, so its drop would carry a tuple nothing learned:
+ * CT records with a NAT mapping alias the translated tuple to the original one (the
+ * kernel writes one beside such a drop, drop.bpf.c), and records without an entry of
+ * their own take the aliased connection's.
+ *
  * Records of a connection whose handshake this agent did not see (it started
  * before capture) keep an unknown identity and are joined by tuple downstream.
  * Pure bookkeeping over record bytes: no I/O, clocks passed in.
@@ -54,6 +61,10 @@ const W_ISN_S = 31;
 const WORDS = RECORD_SIZE >>> 2;
 const KIND = 25;
 const L4PROTO = 28;
+/** bpf/events.h: the record's tuple, and a CT record's REPLY tuple. */
+const TUPLE_OFF = 48;
+const CT_REPLY = 84;
+const TUPLE_BYTES = 36;
 
 /** Record i's kernel timestamp as a double: exact to 256 ns at 2^60 ns of uptime, plenty for hold times. */
 const tsOf = (w: Uint32Array, i: number) => w[i * WORDS + W_TS + 1]! * 0x1_0000_0000 + w[i * WORDS + W_TS]!;
@@ -84,7 +95,7 @@ export interface ConnTracker {
   /** Releases holds past their time (all of them when `all`). */
   expire(nowMs: number, all?: boolean): AnnotatedChunk[];
   readonly held: number;
-  stats(): { connections: number; held: number; releasedUnanswered: number; releasedEarly: number };
+  stats(): { connections: number; natAliases: number; held: number; releasedUnanswered: number; releasedEarly: number };
 }
 
 class Out {
@@ -123,6 +134,26 @@ export function createConnTracker(o: ConnTrackerOptions = {}): ConnTracker {
    * port), and its first, unanswered tuple then joins the answered connection.
    */
   const answered = new Map<number, number>();
+  /** Original tuple's key by translated tuple's key, from CT records with a NAT mapping. */
+  const natAlias = new Map<number, number>();
+  const natScratch = Buffer.alloc(RECORD_SIZE);
+  /** Learns the translated tuple of the CT record at off (its REPLY tuple, at the packet tuple's place in a scratch record). */
+  function learnNat(buf: Buffer, off: number) {
+    buf.copy(natScratch, 0, off, off + CT_REPLY);
+    buf.copy(natScratch, TUPLE_OFF, off + CT_REPLY, off + CT_REPLY + TUPLE_BYTES);
+    const translated = flowId(natScratch, 0);
+    const original = flowId(buf, off);
+    if (translated === original || natAlias.get(translated) === original) return;
+    natAlias.set(translated, original);
+    if (natAlias.size > maxEntries) natAlias.delete(natAlias.keys().next().value!);
+  }
+  /** The connection of a tuple key: its own, or the one its NAT alias names. */
+  function entryOf(key: number): Entry | undefined {
+    const e = conns.get(key);
+    if (e) return e;
+    const original = natAlias.get(key);
+    return original === undefined ? undefined : conns.get(original);
+  }
   const holding = new Set<Entry>();
   let held = 0;
   let watermarkNs = 0;
@@ -183,7 +214,9 @@ export function createConnTracker(o: ConnTrackerOptions = {}): ConnTracker {
         if (ts > watermarkNs) watermarkNs = ts;
         const kind = buf[off + KIND]!;
         if (kind !== Kind.PACKET) namesNeeded ||= needsNames(kind);
-        if (kind !== Kind.PACKET || buf[off + L4PROTO] !== 6) continue;
+        if (buf[off + L4PROTO] !== 6) continue;
+        if (kind === Kind.CT) learnNat(buf, off);
+        if (kind !== Kind.PACKET) continue;
         const flags = buf[off + 29]!;
         if (!(flags & SYN)) continue;
         const key = flowId(buf, off);
@@ -229,7 +262,7 @@ export function createConnTracker(o: ConnTrackerOptions = {}): ConnTracker {
             isnC = w[i * WORDS + W_ISN_C]!;
             isnS = kernelIsnS;
           } else {
-            const e = conns.get(flowId(buf, off));
+            const e = entryOf(flowId(buf, off));
             if (e && e.isnS === 0) {
               if (!e.held) {
                 e.held = { recs: [], seqs: [], offsets: [], sinceNs: tsOf(w, i), sinceMs: nowMs };
@@ -277,6 +310,6 @@ export function createConnTracker(o: ConnTrackerOptions = {}): ConnTracker {
     get held() {
       return held;
     },
-    stats: () => ({ connections: conns.size, held, releasedUnanswered, releasedEarly }),
+    stats: () => ({ connections: conns.size, natAliases: natAlias.size, held, releasedUnanswered, releasedEarly }),
   };
 }

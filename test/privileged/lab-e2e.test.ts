@@ -18,6 +18,7 @@ import { dropClear, dropRule, injectOow, labDown, labUp, netem, runRequests, set
 import { createClickHouse, type ClickHouseClient } from '../../services/shared/clickhouse.js';
 import type { Config } from '../../services/shared/config.js';
 import { EVENT_COLUMNS, type TimelineRow } from '../../services/correlator/timeline.js';
+import { Kind } from '../../services/shared/record.js';
 import { dropDatabase, isolatedConfig, quietLog, waitFor } from '../integration/env.js';
 import { describePrivileged, REPO } from './preflight.js';
 
@@ -173,10 +174,20 @@ describePrivileged('lab end to end', () => {
     expect([...kinds].sort()).toEqual(['drop', 'nat_bypass_reset']);
     const reset = incidents!.filter((i) => i.kind === 'nat_bypass_reset');
     expect(reset).toEqual([expect.objectContaining({ node: 'node-c', netns: 'hopt-pod-server', sk_state: 'LISTEN', reason_name: 'TCP_FLAGS' })]);
-    for (const d of incidents!.filter((i) => i.kind === 'drop')) expect(d).toMatchObject({ node: 'node-lb', netns: 'hopt-node-lb', reason_name: 'NETFILTER_DROP' });
+    const flowEvents = async (fid: string) => {
+      const rs = await ch.query({ query: `SELECT ${EVENT_COLUMNS.join(', ')} FROM hop_events FINAL WHERE flow_id = ${fid}`, format: 'JSONEachRow', clickhouse_settings: { output_format_json_quote_64bit_integers: 1 } });
+      return rs.json<TimelineRow>();
+    };
+    for (const d of incidents!.filter((i) => i.kind === 'drop')) {
+      expect(d).toMatchObject({ node: 'node-lb', netns: 'hopt-node-lb', reason_name: 'NETFILTER_DROP' });
+      // The drop (after node-lb's DNAT, on the translated tuple) is in the connection the client
+      // made: its flow holds the client's SYNs on node-a and node-lb's NAT entry.
+      const events = await flowEvents(d.fid);
+      expect(events.some((e) => e.node === 'node-a' && e.kind === Kind.PACKET && (e.tcp_flags & 0x02) !== 0 && e.dport === 80), `flow ${d.fid}: no client SYN`).toBe(true);
+      expect(events.some((e) => e.node === 'node-lb' && e.kind === Kind.CT && e.dport === 80), `flow ${d.fid}: no NAT entry`).toBe(true);
+    }
     // The reset verdict is on the injected connection, seen from the client.
-    const rs = await ch.query({ query: `SELECT ${EVENT_COLUMNS.join(', ')} FROM hop_events FINAL WHERE flow_id = ${reset[0]!.fid}`, format: 'JSONEachRow', clickhouse_settings: { output_format_json_quote_64bit_integers: 1 } });
-    const events = await rs.json<TimelineRow>();
+    const events = await flowEvents(reset[0]!.fid);
     expect(events.some((e) => e.node === 'node-a' && e.sport === oow.client.sport)).toBe(true);
     expect(oow.reset).toBe(true);
     expect(judgeFlow(events).map((v) => v.kind)).toEqual(['nat_bypass_reset']);

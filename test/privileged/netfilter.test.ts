@@ -123,6 +123,26 @@ describePrivileged('live capture: netfilter and conntrack', () => {
     server.kill();
   }
 
+  it('writes the NAT entry of a packet dropped after its DNAT beside the drop: the tuple it came in on', async () => {
+    const vip = link.addrB.replace(/\.\d+\.2$/, '.200.3');
+    const port = 8093;
+    cli.run('ip', ['route', 'add', `${vip}/32`, 'via', link.addrB]);
+    srv.run('iptables', ['-t', 'nat', '-A', 'PREROUTING', '-d', vip, '-p', 'tcp', '--dport', '80', '-j', 'DNAT', '--to-destination', `${link.addrB}:${port}`]);
+    srv.run('iptables', ['-A', 'INPUT', '-p', 'tcp', '--dport', String(port), '-j', 'DROP']);
+    expect(JSON.parse(cli.run('node', ['-e', TCP_CLIENT, vip, '80', 'x', '300']).trim()).error).toBeDefined();
+
+    const [drop] = await cap.waitFor((r) => r.kind === Kind.DROP && r.netnsIno === srv.inode && r.tuple.dport === port, { what: 'DROP after DNAT' });
+    expect(drop!.tuple).toMatchObject({ saddr: link.addrA, daddr: link.addrB });
+    expect(drop!.flags & Flag.CT).toBeTruthy();
+    const [ct] = await cap.waitFor((r) => r.kind === Kind.CT && r.skbId === drop!.skbId && r.hook === Hook.KFREE_SKB, { what: 'CT record of the dropped packet' });
+    expect(ct!.tuple).toEqual({ saddr: link.addrA, daddr: vip, sport: drop!.tuple.sport, dport: 80 });
+    expect(ct!.reply).toEqual({ saddr: link.addrB, daddr: link.addrA, sport: port, dport: drop!.tuple.sport });
+    expect(ct).toMatchObject({ netnsIno: srv.inode, ctId: drop!.ctId, tsNs: drop!.tsNs });
+    expect(ct!.ctStatus & IPS_DST_NAT).toBeTruthy();
+    // A drop without NAT gets no CT record (the INPUT DROP test above): only translated entries.
+    expect(cap.records.some((r) => r.kind === Kind.CT && r.hook === Hook.KFREE_SKB && r.tuple.daddr === link.addrB)).toBe(false);
+  });
+
   it('shows an INVALID segment that escaped a REDIRECT and was reset by the listener', async () => {
     const appPort = 9080;
     const proxyPort = 15006;

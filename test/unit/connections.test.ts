@@ -63,6 +63,27 @@ describe('connection tracker', () => {
     expect(ids(t.expire(200))).toEqual([[0, 77, 99]]);
   });
 
+  it('a packet translated and then dropped on this node joins the connection its SYN came in on, through the CT record beside the drop', () => {
+    const t = createConnTracker({ holdMs: 100, holdNs: 10n ** 12n });
+    const nat = { reply: { saddr: POD[0], sport: POD[1], daddr: C[0], dport: C[1] } };
+    // The SYN came in to the VIP; DNAT sent it on to the pod, where a FORWARD rule dropped it.
+    const drop = pkt(...C, ...POD, { kind: Kind.DROP, tcpFlags: SYN, seq: 10 });
+    expect(t.process(chunk([pkt(...C, ...VIP, { tcpFlags: SYN, seq: 10 }), drop, pkt(...C, ...VIP, { kind: Kind.CT, ...nat })]), 0)).toEqual([]);
+    expect(t.stats()).toMatchObject({ held: 3, natAliases: 1 });
+    // Never answered: all three leave with the client ISN, as the client node's records of it do.
+    expect(ids(t.expire(100)).sort()).toEqual([[0, 10, 0], [1, 10, 0], [2, 10, 0]]);
+    // Answered later (the SYN sent again once the rule was gone): the drop of the same tuple joins the whole connection.
+    t.process(chunk([pkt(...C, ...VIP, { tcpFlags: SYN, seq: 10 }), pkt(...C, ...VIP, { kind: Kind.CT, ...nat }), pkt(...C, ...POD, { kind: Kind.DROP, tcpFlags: SYN, seq: 10 })], 3), 200);
+    const answered = t.process(chunk([pkt(...VIP, ...C, { tcpFlags: SYN | ACK, seq: 20, ack: 11 })], 6), 210);
+    expect(ids(answered).sort()).toEqual([[3, 10, 20], [4, 10, 20], [5, 10, 20], [6, 10, 20]]);
+  });
+
+  it('a CT record without NAT aliases nothing', () => {
+    const t = createConnTracker();
+    t.process(chunk([pkt(...C, ...POD, { kind: Kind.CT, reply: { saddr: POD[0], sport: POD[1], daddr: C[0], dport: C[1] } })]), 0);
+    expect(t.stats().natAliases).toBe(0);
+  });
+
   it('records of connections whose handshake was not seen, and non-TCP, pass with no identity', () => {
     const t = createConnTracker();
     const out = t.process(chunk([pkt(...C, ...VIP, { tcpFlags: ACK, seq: 5 }), pkt(...C, ...VIP, { l4proto: 17 })]), 0);
