@@ -79,8 +79,12 @@ describePrivileged('records reach the ring buffer in runs', () => {
     const s = delta(single, before.single);
     expect(s.records).toBeGreaterThanOrEqual(12 * 16);
     expect(s.runs).toBe(s.records);
-    expect(r.records).toBe(s.records);
     expect(r.runs * 3).toBeLessThanOrEqual(r.records);
+    // The same records of the test's connections. Not the totals: a record of the links' own
+    // traffic written just before `before` can still be in the runs capture's open kernel run
+    // (up to 10 ms) when its count is read, so it counts in that capture's delta and not in the
+    // other's (once 588 against 582).
+    expect(fields(single, ports).length).toBeGreaterThanOrEqual(12 * 16);
     expect(fields(runs, ports)).toEqual(fields(single, ports));
     expect(runs.source.kernelCounters().ringbuf_full).toBe(0);
   });
