@@ -25,6 +25,7 @@ import { judgeFlow } from '../correlator/verdicts.js';
 import { latencyReport } from '../correlator/report.js';
 import { buildTimeline } from '../correlator/timeline.js';
 import { flowLinks, PROTOCOLS, type FlowFilter, type FlowStore, type IncidentFilter, type ReportFilter } from './queries.js';
+import { joinHandshakeSides } from './handshake.js';
 import { explainResponses, flowsQuerySchema, flowsResponses, healthResponses, incidentsQuerySchema, incidentsResponses, latencyQuerySchema, latencyResponses, PATTERN_HINTS, pathResponses, timelineParamsSchema, timelineResponses } from './schemas.js';
 import { parseTime, TIME_HINT } from './time.js';
 
@@ -127,7 +128,11 @@ export const app: FastifyPluginAsync<AppDeps> = async (f, deps) => {
     return out;
   }
 
-  /** A flow's summary and its first apiMaxRows events; 404 when it has neither. */
+  /**
+   * A flow's summary and its first apiMaxRows events, with those of the connection's other
+   * flow when its SYN-ACK did not reach every node (handshake.ts: `joined`); 404 when it has
+   * neither summary nor events.
+   */
   async function loadFlow(raw: string) {
     const id = BigInt(raw);
     if (id >= UINT64_LIMIT) throw bad('params/flowId', 'must be below 2^64');
@@ -137,8 +142,9 @@ export const app: FastifyPluginAsync<AppDeps> = async (f, deps) => {
     // No summary (none written yet, or events that count in none): its span is unknown.
     const rows = flow ? inSpan : await store.flowEvents(id, limit + 1, 'all');
     if (!flow && rows.length === 0) throw new HopError('HOP_NOT_FOUND', `flow ${id} not found`);
-    const truncated = rows.length > limit;
-    return { id, flow, events: truncated ? rows.slice(0, limit) : rows, truncated };
+    const { joined, events } = await joinHandshakeSides(store, id, rows, limit + 1);
+    const truncated = events.length > limit;
+    return { id, flow, events: truncated ? events.slice(0, limit) : events, truncated, joined };
   }
 
   // Before ajv: it strips unknown properties instead of rejecting them (a typo such as
@@ -216,8 +222,8 @@ export const app: FastifyPluginAsync<AppDeps> = async (f, deps) => {
     '/api/v1/flows/:flowId/timeline',
     { schema: { params: timelineParamsSchema, response: timelineResponses } },
     async (req) => {
-      const { flow, events, truncated } = await loadFlow(req.params.flowId);
-      return { flow, timeline: buildTimeline(events), truncated, eventLimit: cfg.apiMaxRows };
+      const { flow, events, truncated, joined } = await loadFlow(req.params.flowId);
+      return { flow, timeline: buildTimeline(events), truncated, eventLimit: cfg.apiMaxRows, joined };
     },
   );
 
@@ -225,8 +231,8 @@ export const app: FastifyPluginAsync<AppDeps> = async (f, deps) => {
     '/api/v1/flows/:flowId/path',
     { schema: { params: timelineParamsSchema, response: pathResponses } },
     async (req) => {
-      const { flow, events, truncated } = await loadFlow(req.params.flowId);
-      return { flow, path: buildPath(events), truncated };
+      const { flow, events, truncated, joined } = await loadFlow(req.params.flowId);
+      return { flow, path: buildPath(events), truncated, joined };
     },
   );
 
@@ -234,10 +240,10 @@ export const app: FastifyPluginAsync<AppDeps> = async (f, deps) => {
     '/api/v1/flows/:flowId/explain',
     { schema: { params: timelineParamsSchema, response: explainResponses } },
     async (req) => {
-      const { id, flow, events, truncated } = await loadFlow(req.params.flowId);
+      const { id, flow, events, truncated, joined } = await loadFlow(req.params.flowId);
       const path = buildPath(events);
       const verdicts = judgeFlow(events);
-      return { flow, path, verdicts, text: explainText(path, verdicts), truncated, links: flowLinks(id.toString()) };
+      return { flow, path, verdicts, text: explainText(path, verdicts, joined), truncated, joined, links: flowLinks(id.toString()) };
     },
   );
 

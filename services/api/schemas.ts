@@ -229,6 +229,13 @@ export const flowsResponses = {
   ...errors,
 } as const;
 
+/** api/handshake.ts */
+const joined = {
+  type: 'array',
+  items: { type: 'string' },
+  description: 'Flow ids read with this one: the same connection, recorded apart because its SYN-ACK did not reach every node (the client side carries no server ISN). Empty for most flows.',
+} as const;
+
 export const timelineResponses = {
   200: {
     type: 'object',
@@ -238,6 +245,7 @@ export const timelineResponses = {
       timeline: timeline,
       truncated: { type: 'boolean', description: 'The flow has more events than eventLimit; the first ones are shown.' },
       eventLimit: { type: 'integer' },
+      joined,
     },
   },
   ...errors,
@@ -301,6 +309,7 @@ export const pathResponses = {
         },
       },
       truncated: { type: 'boolean' },
+      joined,
     },
   },
   ...errors,
@@ -370,6 +379,7 @@ export const explainResponses = {
       verdicts: { type: 'array', items: verdict },
       text: { type: 'array', items: { type: 'string' }, description: 'The explanation, one line per item' },
       truncated: { type: 'boolean' },
+      joined,
       links,
     },
   },

@@ -8,12 +8,13 @@ import type { FlowPath, Segment } from '../correlator/path.js';
 import { describeHop } from '../correlator/path.js';
 import type { LatencyReport } from '../correlator/report.js';
 import type { Config } from '../shared/config.js';
-import { apiGet, defaultApiUrl, humanUs, table } from './query.js';
+import { apiGet, defaultApiUrl, humanUs, joinedLine, table } from './query.js';
 
 interface PathResponse {
   flow: FlowSummary | null;
   path: FlowPath;
   truncated: boolean;
+  joined?: string[];
 }
 
 function segmentTable(segments: Segment[]): string {
@@ -32,6 +33,7 @@ export function formatPath(r: PathResponse): string {
   const p = r.path;
   const out: string[] = [];
   if (p.client && p.server) out.push(`connection ${p.client.addr}:${p.client.port} -> ${p.server.addr}:${p.server.port}, ${p.packets} packets\n`);
+  if (joinedLine(r.joined)) out.push(`${joinedLine(r.joined)}\n`);
   for (const dir of ['forward', 'reverse'] as const) {
     const hops = p.paths[dir];
     if (!hops.length) continue;

@@ -22,6 +22,13 @@ interface TimelineResponse {
   timeline: Timeline | null;
   truncated: boolean;
   eventLimit: number;
+  /** The connection's other flows read with this one (api/handshake.ts); absent from older APIs. */
+  joined?: string[];
+}
+
+/** The line that says which other flows of the connection were read with this one, or ''. */
+export function joinedLine(joined: readonly string[] | undefined): string {
+  return joined?.length ? `with flow ${joined.join(', ')}: the same connection, recorded apart where its SYN-ACK did not arrive` : '';
 }
 
 const REQUEST_TIMEOUT_MS = 30_000;
@@ -159,6 +166,7 @@ export function formatTimeline(r: TimelineResponse): string {
     lines.push(`  ${shortTime(f.first)} .. ${shortTime(f.last)} UTC  (${humanUs(f.durationUs)})`);
     lines.push(`  events ${f.events}  packets ${f.packets}  bytes ${f.bytes}  drops ${f.drops}  resets ${f.resets}  retrans ${f.retrans}`);
     lines.push(`  nodes ${sanitize(f.nodes.join(', '))}`);
+    if (joinedLine(r.joined)) lines.push(`  ${joinedLine(r.joined)}`);
   } else if (t) {
     lines.push(`flow  ${ep(t.from)} -> ${ep(t.to)}  (summary not written yet)`);
   }

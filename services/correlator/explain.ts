@@ -6,7 +6,8 @@ import { describeHop, fmt, type FlowPath } from './path.js';
 import type { Verdict } from './verdicts.js';
 
 
-export function explainText(path: FlowPath, verdicts: readonly Verdict[]): string[] {
+/** `joined`: the connection's other flows read with this one (api/handshake.ts). */
+export function explainText(path: FlowPath, verdicts: readonly Verdict[], joined: readonly string[] = []): string[] {
   const lines: string[] = [];
   const fwd = path.paths.forward;
   const asSent = fwd[0]?.dst;
@@ -24,6 +25,7 @@ export function explainText(path: FlowPath, verdicts: readonly Verdict[]): strin
     const slow = [...path.segments].sort((a, b) => b.p50Us - a.p50Us)[0];
     if (slow && slow.p50Us >= 1000) lines.push(`Slowest segment: ${slow.from} -> ${slow.to}, p50 ${(slow.p50Us / 1000).toFixed(1)} ms over ${slow.samples} packets.`);
   }
+  if (joined.length) lines.push(`Its handshake did not complete, so the nodes its SYN-ACK reached and those it did not recorded it apart: read together with flow ${joined.join(', ')}.`);
   if (!verdicts.length) lines.push('No reset, drop or retransmission burst on this flow.');
   for (const v of verdicts) {
     lines.push('', `${v.kind.toUpperCase().replace(/_/g, ' ')}: ${v.title}`);

@@ -10,6 +10,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { joinHandshakeSides } from '../../services/api/handshake.js';
+import { createFlowStore } from '../../services/api/queries.js';
 import { judgeFlow } from '../../services/correlator/verdicts.js';
 import { startCorrelator } from '../../services/correlator/main.js';
 import { labAgentPlans, startAgents, stopAgents } from '../../services/lab/agents.js';
@@ -191,5 +193,34 @@ describePrivileged('lab end to end', () => {
     expect(events.some((e) => e.node === 'node-a' && e.sport === oow.client.sport)).toBe(true);
     expect(oow.reset).toBe(true);
     expect(judgeFlow(events).map((v) => v.kind)).toEqual(['nat_bypass_reset']);
+  });
+
+  it('a SYN-ACK dropped on its way back through node-lb: the client\'s flow and the server side\'s are read together', async () => {
+    const since = BigInt(Date.now()) * 1_000_000n;
+    const state = await labUp({});
+    await agents(cfg);
+    const backend = state.backends[0]!;
+    const rule = await dropRule('node-lb', { proto: 'tcp', src: backend.ip, sport: backend.port });
+    try {
+      await runRequests(1, { timeoutMs: 1500 }).catch(() => undefined);
+    } finally {
+      await dropClear({ id: rule.id });
+    }
+    // The server side (node-lb, node-c: they saw the SYN-ACK) is judged for the drop.
+    const drop = await waitFor(async () => {
+      const rs = await ch.query({ query: `SELECT toString(flow_id) AS fid FROM incidents FINAL WHERE ts_ns >= ${since} AND kind = 'drop' AND retracted = 0`, format: 'JSONEachRow' });
+      return (await rs.json<{ fid: string }>())[0];
+    }, 60_000, 1000);
+    expect(drop, 'no drop incident for the SYN-ACK').toBeDefined();
+    const store = createFlowStore(ch, cfg.clickhouseUrl);
+    const read = async (fid: string) => joinHandshakeSides(store, BigInt(fid), await store.flowEvents(BigInt(fid), 10_000, 'all'), 10_000);
+    // The client node's records (no server ISN) are released after the agent's hold: wait for them.
+    const fromServer = await waitFor(async () => ((await read(drop!.fid)).joined.length ? read(drop!.fid) : undefined), 30_000, 500);
+    expect(fromServer, 'the client side was never joined').toBeDefined();
+    const [clientSide] = fromServer!.joined;
+    expect(fromServer!.events.some((e) => e.node === 'node-a' && e.kind === Kind.PACKET && e.tcp_flags === 0x02)).toBe(true);
+    const fromClient = await read(clientSide!);
+    expect(fromClient.joined).toEqual([drop!.fid]);
+    expect(judgeFlow(fromClient.events).map((v) => [v.kind, v.node])).toContainEqual(['drop', 'node-lb']);
   });
 });
