@@ -25,7 +25,7 @@ import { judgeFlow } from '../correlator/verdicts.js';
 import { latencyReport } from '../correlator/report.js';
 import { buildTimeline } from '../correlator/timeline.js';
 import { flowLinks, PROTOCOLS, type FlowFilter, type FlowStore, type IncidentFilter, type ReportFilter } from './queries.js';
-import { joinHandshakeSides } from './handshake.js';
+import { joinHandshakeSides } from '../correlator/handshake.js';
 import { explainResponses, flowsQuerySchema, flowsResponses, healthResponses, incidentsQuerySchema, incidentsResponses, latencyQuerySchema, latencyResponses, PATTERN_HINTS, pathResponses, timelineParamsSchema, timelineResponses } from './schemas.js';
 import { parseTime, TIME_HINT } from './time.js';
 

@@ -229,7 +229,7 @@ export const flowsResponses = {
   ...errors,
 } as const;
 
-/** api/handshake.ts */
+/** correlator/handshake.ts */
 const joined = {
   type: 'array',
   items: { type: 'string' },

@@ -22,7 +22,7 @@ interface TimelineResponse {
   timeline: Timeline | null;
   truncated: boolean;
   eventLimit: number;
-  /** The connection's other flows read with this one (api/handshake.ts); absent from older APIs. */
+  /** The connection's other flows read with this one (correlator/handshake.ts); absent from older APIs. */
   joined?: string[];
 }
 

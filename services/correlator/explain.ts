@@ -6,7 +6,7 @@ import { describeHop, fmt, type FlowPath } from './path.js';
 import type { Verdict } from './verdicts.js';
 
 
-/** `joined`: the connection's other flows read with this one (api/handshake.ts). */
+/** `joined`: the connection's other flows read with this one (correlator/handshake.ts). */
 export function explainText(path: FlowPath, verdicts: readonly Verdict[], joined: readonly string[] = []): string[] {
   const lines: string[] = [];
   const fwd = path.paths.forward;

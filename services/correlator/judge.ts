@@ -9,7 +9,14 @@
  * re-judges flows with anomalies in the last `lookbackMs` of event time, so a
  * crash between the write and the judgement loses nothing. Several correlators
  * judging the same flow write the same rows.
+ *
+ * A connection whose SYN-ACK did not reach the client's node is two flows (handshake.ts):
+ * each is judged with the other's events and keeps the verdicts its own events trigger, so
+ * the client side's SYN retransmissions say how far the SYN got, and the drop stays with
+ * the side that recorded it. The server side, once judged, has the client side judged
+ * again, in case that was judged before the server side was stored.
  */
+import { createFlowStore } from '../api/queries.js';
 import type { ClickHouseClient } from '../shared/clickhouse.js';
 import { describeError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
@@ -17,7 +24,8 @@ import { uint } from '../shared/sql.js';
 import { eventDate } from './rows.js';
 import { EVENT_READ_COLUMNS, queryEventRows } from '../shared/stored-events.js';
 import type { TimelineRow } from './timeline.js';
-import { ANOMALY_SQL, judgeFlow, type Verdict } from './verdicts.js';
+import { handshakeOf, joinHandshakeSides, type FlowReads } from './handshake.js';
+import { ANOMALY_SQL, eventId, judgeFlow, type Verdict } from './verdicts.js';
 
 export interface IncidentRow {
   event_date: string;
@@ -81,6 +89,8 @@ export interface JudgeOptions {
   lookbackMs: number;
   /** Most events read per judging round (flows past it wait for the next). */
   maxRows?: number;
+  /** Where the other flow of a connection is read from (handshake.ts); ClickHouse through the API's queries by default. */
+  reads?: FlowReads;
 }
 
 export interface Judge {
@@ -98,6 +108,17 @@ export function createJudge(o: JudgeOptions): Judge {
   const backlog: number[] = [];
   const totals = { judged: 0, incidents: 0, retracted: 0, truncated: 0, errors: 0 };
   const maxRows = o.maxRows ?? 1_000_000;
+  const reads = o.reads ?? createFlowStore(o.ch, 'ClickHouse');
+
+  /** The flow's verdicts, judged with the connection's other flow where its handshake left one. */
+  async function verdictsOf(fid: string, events: TimelineRow[]): Promise<Verdict[]> {
+    const { joined, events: all } = await joinHandshakeSides(reads, BigInt(fid), events, maxRows);
+    if (!joined.length) return judgeFlow(events);
+    if (handshakeOf(events)?.isnS) for (const other of joined) if (!due.has(Number(other))) due.set(Number(other), 0);
+    // Keys name their trigger event (verdicts.ts): each side keeps those of its own events.
+    const own = new Set(events.map(eventId));
+    return judgeFlow(all).filter((v) => own.has(v.key.slice(v.key.indexOf(':') + 1)));
+  }
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> = Promise.resolve();
 
@@ -133,7 +154,7 @@ export function createJudge(o: JudgeOptions): Judge {
     const stored = await rs.json<IncidentRow>();
     const now = Date.now();
     const rows: IncidentRow[] = [];
-    for (const [fid, events] of byFlow) for (const v of judgeFlow(events)) rows.push(incidentRow(fid, v, now));
+    for (const [fid, events] of byFlow) for (const v of await verdictsOf(fid, events)) rows.push(incidentRow(fid, v, now));
     const gone = retractions(stored, rows, complete, now);
     if (rows.length || gone.length) await o.ch.insert({ table: 'incidents', values: [...rows, ...gone], format: 'JSONEachRow' });
     totals.judged += byFlow.size;

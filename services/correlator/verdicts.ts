@@ -52,7 +52,8 @@ export const RETRANS_BURST = 3;
 
 const src = (r: TimelineRow): Endpoint => ({ addr: r.saddr, port: r.sport });
 const dst = (r: TimelineRow): Endpoint => ({ addr: r.daddr, port: r.dport });
-const idOf = (r: TimelineRow) => `${r.agent}/${r.boot}/${r.seq}`;
+/** An event's id as verdict keys name their trigger: `<prefix>:<agent>/<boot>/<seq>`. */
+export const eventId = (r: TimelineRow) => `${r.agent}/${r.boot}/${r.seq}`;
 const ts = (r: TimelineRow) => BigInt(r.wall_ts_ns);
 const byTime = (a: TimelineRow, b: TimelineRow) => (ts(a) < ts(b) ? -1 : ts(a) > ts(b) ? 1 : 0);
 const place = (r: TimelineRow) => `${r.node}${r.pod || r.netns ? `/${r.pod || r.netns}` : ''}`;
@@ -141,7 +142,7 @@ function resetVerdict(rst: TimelineRow, rows: TimelineRow[], path: ReturnType<ty
   const local = src(rst);
   const remote = dst(rst);
   const trigger: PacketRef = { src: remote, dst: local, seq: rst.tcp_seq, ack: rst.tcp_ack, flags: tcpFlagNames(rst.tcp_flags), len: rst.payload_len };
-  const key = `${rst.kind}:${idOf(rst)}`;
+  const key = `${rst.kind}:${eventId(rst)}`;
   const established = handshakeDone(rows, ts(rst));
   const reasonName = rst.reason_name ?? '';
   const evidence: string[] = [];
@@ -242,7 +243,7 @@ export function judgeFlow(rowsIn: readonly TimelineRow[]): Verdict[] {
     if (recv) {
       const rstPkt = rows.find((r) => r.kind === Kind.PACKET && r.tcp_flags & RST);
       out.push({
-        ...base(recv, 'reset_received', `${recv.kind}:${idOf(recv)}`),
+        ...base(recv, 'reset_received', `${recv.kind}:${eventId(recv)}`),
         trigger: rstPkt ? packetRef(rstPkt) : null,
         title: `reset received on ${place(recv)} by ${fmt(src(recv))} from ${fmt(dst(recv))} (${stateOf(recv)}); no watched node sent it`,
         evidence: [
@@ -270,7 +271,7 @@ export function judgeFlow(rowsIn: readonly TimelineRow[]): Verdict[] {
     const stage = STAGES[r.aux2 ?? 0] ?? '';
     const at = `${place(r)}${r.ifname ? ` ${r.ifname}` : ''}${stage ? ` ${stage}` : ''}`;
     out.push({
-      ...base(r, 'drop', `drop:${idOf(r)}`),
+      ...base(r, 'drop', `drop:${eventId(r)}`),
       trigger: packetRef(r),
       title: `${list.length} packet${list.length > 1 ? 's' : ''} dropped at ${at}: ${name}${DROP_MEANING[r.reason_name ?? ''] ? ` (${DROP_MEANING[r.reason_name!]})` : ''}`,
       evidence: [
@@ -292,7 +293,7 @@ export function judgeFlow(rowsIn: readonly TimelineRow[]): Verdict[] {
     const original = instances.sort((a, b) => byTime(a.sightings[0]!.r, b.sightings[0]!.r))[0];
     const last = original ? [...original.sightings].sort((a, b) => byTime(a.r, b.r)).at(-1)!.r : undefined;
     out.push({
-      ...base(r, 'retrans_burst', `retrans:${idOf(r)}`),
+      ...base(r, 'retrans_burst', `retrans:${eventId(r)}`),
       trigger: packetRef(r),
       title: `${retrans.length} retransmissions from ${fmt(src(r))}${last ? `; the lost segment was last seen at ${labelOf(last)}` : ''}`,
       evidence: [

@@ -1,9 +1,10 @@
 // A connection whose SYN-ACK was dropped on its way back is stored as two flows: the client
 // node's records (client ISN only) and those of the nodes the SYN-ACK reached (both ISNs).
-// The API reads either with the other (api/handshake.ts), on a real ClickHouse.
+// The API reads either with the other (correlator/handshake.ts), on a real ClickHouse.
 import Fastify, { type FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { app } from '../../services/api/app.js';
+import { createJudge } from '../../services/correlator/judge.js';
 import { createFlowStore } from '../../services/api/queries.js';
 import { insertRows } from '../../services/correlator/correlator.js';
 import { hopEventEncoder } from '../../services/correlator/encode.js';
@@ -12,7 +13,7 @@ import { createClickHouse, migrate, type ClickHouseClient } from '../../services
 import type { Config } from '../../services/shared/config.js';
 import { connFlowId } from '../../services/shared/flowkey.js';
 import { Hook, Kind } from '../../services/shared/record.js';
-import { dropDatabase, isolatedConfig } from './env.js';
+import { dropDatabase, isolatedConfig, query, quietLog, waitFor } from './env.js';
 
 const SYN = 0x02;
 const ACK = 0x10;
@@ -54,11 +55,13 @@ function part(flow: string, node: string, rows: HopEventRow[]): FlowPartRow {
   };
 }
 
-// The client node: its SYN, sent again a second later; the SYN-ACK never came.
+// The client node: its SYN, sent again 3 times; the SYN-ACK never came.
 const clientSide = [
   hop(CLIENT_SIDE, 0, 'node-a', {}),
-  hop(CLIENT_SIDE, 1_000_000, 'node-a', { ip_id: 2 }),
-  hop(CLIENT_SIDE, 1_000_010, 'node-a', { kind: Kind.RETRANS, hook: Hook.TCP_RETRANSMIT }),
+  ...[1_000_000, 3_000_000, 7_000_000].flatMap((t, i) => [
+    hop(CLIENT_SIDE, t, 'node-a', { ip_id: 2 + i }),
+    hop(CLIENT_SIDE, t + 10, 'node-a', { kind: Kind.RETRANS, hook: Hook.TCP_RETRANSMIT }),
+  ]),
 ];
 // The load balancer (DNAT) and the server node: both SYNs arrived, each SYN-ACK was dropped on node-lb.
 const lb = { agent: 'node-lb', netns: 'node-lb' };
@@ -116,7 +119,7 @@ describe('the two flows of a connection whose SYN-ACK was lost, read together', 
   it('from the client side: the drop of the SYN-ACK on node-lb, the path to the server', async () => {
     const e = await explain(CLIENT_SIDE);
     expect(e.joined).toEqual([SERVER_SIDE]);
-    expect(e.verdicts.map((v) => [v.kind, v.node])).toEqual([['drop', 'node-lb']]);
+    expect(e.verdicts.map((v) => [v.kind, v.node])).toEqual([['drop', 'node-lb'], ['retrans_burst', 'node-a']]);
     expect([...new Set(e.path.paths.forward.map((h) => h.node))]).toEqual(['node-a', 'node-lb', 'node-c']);
     expect(e.text.join('\n')).toContain(`read together with flow ${SERVER_SIDE}`);
   });
@@ -134,5 +137,21 @@ describe('the two flows of a connection whose SYN-ACK was lost, read together', 
     const e = await explain(COMPLETE);
     expect(e.joined).toEqual([]);
     expect(reads).toEqual([COMPLETE]);
+  });
+
+  it('the judge: each side keeps the verdicts of its own events, judged with the other\'s', async () => {
+    const judge = createJudge({ ch, log: quietLog, settleMs: 50, lookbackMs: 1 });
+    await judge.start();
+    try {
+      judge.notify([Number(CLIENT_SIDE), Number(SERVER_SIDE)]);
+      const stored = () => query<{ f: string; kind: string; node: string; title: string }>(cfg, `SELECT toString(flow_id) AS f, kind, node, title FROM incidents FINAL WHERE retracted = 0 ORDER BY f, kind`);
+      expect(await waitFor(async () => (await stored()).length === 2, 10_000)).toBe(true);
+      const byFlow = Object.fromEntries((await stored()).map((r) => [r.f, r]));
+      expect(byFlow[SERVER_SIDE]).toMatchObject({ kind: 'drop', node: 'node-lb' });
+      // Not "last seen on node-a", as the client node's records alone would say: the SYN reached the server.
+      expect(byFlow[CLIENT_SIDE]).toMatchObject({ kind: 'retrans_burst', node: 'node-a', title: expect.stringMatching(/last seen at node-c/) });
+    } finally {
+      await judge.stop();
+    }
   });
 });

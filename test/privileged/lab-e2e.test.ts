@@ -10,7 +10,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { joinHandshakeSides } from '../../services/api/handshake.js';
+import { joinHandshakeSides } from '../../services/correlator/handshake.js';
 import { createFlowStore } from '../../services/api/queries.js';
 import { judgeFlow } from '../../services/correlator/verdicts.js';
 import { startCorrelator } from '../../services/correlator/main.js';
@@ -202,7 +202,8 @@ describePrivileged('lab end to end', () => {
     const backend = state.backends[0]!;
     const rule = await dropRule('node-lb', { proto: 'tcp', src: backend.ip, sport: backend.port });
     try {
-      await runRequests(1, { timeoutMs: 1500 }).catch(() => undefined);
+      // long enough for the client to send its SYN 3 more times (1, 3, 7 s): a retransmission burst
+      await runRequests(1, { timeoutMs: 8000 }).catch(() => undefined);
     } finally {
       await dropClear({ id: rule.id });
     }
@@ -222,5 +223,13 @@ describePrivileged('lab end to end', () => {
     const fromClient = await read(clientSide!);
     expect(fromClient.joined).toEqual([drop!.fid]);
     expect(judgeFlow(fromClient.events).map((v) => [v.kind, v.node])).toContainEqual(['drop', 'node-lb']);
+    // The judge gives the client side its SYNs' retransmissions, judged with the server side's
+    // records: the SYN got to the server (node-c), it was not lost on the way out.
+    const burst = await waitFor(async () => {
+      const rs = await ch.query({ query: `SELECT node, title FROM incidents FINAL WHERE flow_id = ${clientSide} AND kind = 'retrans_burst' AND retracted = 0`, format: 'JSONEachRow' });
+      return (await rs.json<{ node: string; title: string }>())[0];
+    }, 30_000, 1000);
+    expect(burst, 'no retransmission verdict on the client side').toBeDefined();
+    expect(burst).toMatchObject({ node: 'node-a', title: expect.stringMatching(/last seen at node-c/) });
   });
 });

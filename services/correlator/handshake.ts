@@ -15,14 +15,18 @@
  *     connFlowId(C, 0), whose records carry C alone.
  *
  * A completed handshake means every node that saw the connection saw the SYN-ACK pass
- * (the client's ACK followed it), so there is no other flow and nothing is read.
+ * (the client's ACK followed it), and a SYN answered by a reset had no SYN-ACK: either
+ * way there is no other flow, and nothing is read. The API reads both flows for a
+ * timeline, path or explanation; the judge judges the client side with the server's
+ * records (judge.ts).
  */
+import type { FlowStore } from '../api/queries.js';
 import { connFlowId } from '../shared/flowkey.js';
 import { Kind } from '../shared/record.js';
-import { isnC, isnS, type Endpoint, type TimelineRow } from '../correlator/timeline.js';
-import type { FlowStore } from './queries.js';
+import { isnC, isnS, type Endpoint, type TimelineRow } from './timeline.js';
 
 const SYN = 0x02;
+const RST = 0x04;
 const ACK = 0x10;
 const TCP = 6;
 /** How far around a client-side flow's own span its other side is looked for (hold times, clock offsets). */
@@ -38,15 +42,23 @@ export interface Handshake {
   client: Endpoint | null;
   /** Whether a client ACK of the SYN-ACK is among the records. */
   completed: boolean;
+  /** Whether a reset is among the records (a refused SYN's answer). */
+  reset: boolean;
 }
+
+/** The store reads a join needs (api/queries.ts FlowStore). */
+export type FlowReads = Pick<FlowStore, 'listFlows' | 'flowEvents'>;
 
 /** The handshake the flow's TCP records show; null when they carry no client ISN (not seen) or several. */
 export function handshakeOf(events: readonly TimelineRow[]): Handshake | null {
   let c = 0;
   let s = 0;
   let client: Endpoint | null = null;
+  let reset = false;
   for (const r of events) {
-    if (r.proto !== TCP || isnC(r) === 0) continue;
+    if (r.proto !== TCP) continue;
+    reset ||= r.kind === Kind.RST_SENT || r.kind === Kind.RST_RECV || (r.kind === Kind.PACKET && (r.tcp_flags & RST) !== 0);
+    if (isnC(r) === 0) continue;
     if (c !== 0 && isnC(r) !== c) return null;
     c = isnC(r);
     if (isnS(r) !== 0) s = isnS(r);
@@ -55,7 +67,7 @@ export function handshakeOf(events: readonly TimelineRow[]): Handshake | null {
   if (c === 0) return null;
   const ackOfSynAck = (s + 1) >>> 0;
   const completed = s !== 0 && events.some((r) => r.kind === Kind.PACKET && r.proto === TCP && (r.tcp_flags & (SYN | ACK)) === ACK && r.tcp_ack === ackOfSynAck && r.tcp_seq === ((c + 1) >>> 0));
-  return { isnC: c, isnS: s, client, completed };
+  return { isnC: c, isnS: s, client, completed, reset };
 }
 
 const wall = (r: TimelineRow) => BigInt(r.wall_ts_ns);
@@ -71,13 +83,13 @@ function byTime(a: TimelineRow, b: TimelineRow): number {
  * The other flow of the connection of flow `id` (events `events`), if its handshake left
  * one: its id and events, merged with `events` in time order (at most `limit` in all).
  */
-export async function joinHandshakeSides(store: FlowStore, id: bigint, events: TimelineRow[], limit: number): Promise<{ joined: string[]; events: TimelineRow[] }> {
+export async function joinHandshakeSides(store: FlowReads, id: bigint, events: TimelineRow[], limit: number): Promise<{ joined: string[]; events: TimelineRow[] }> {
   const none = { joined: [], events };
   const h = handshakeOf(events);
   if (!h || h.completed || events.length === 0) return none;
   let candidates: bigint[];
   if (h.isnS === 0) {
-    if (!h.client) return none;
+    if (!h.client || h.reset) return none;
     const times = events.map(wall);
     const first = times.reduce((a, b) => (a < b ? a : b));
     const last = times.reduce((a, b) => (a > b ? a : b));
