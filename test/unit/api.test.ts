@@ -205,7 +205,7 @@ describe('GET /api/v1/flows/:flowId/timeline', () => {
     const r = await get(`/api/v1/flows/${summary.flowId}/timeline`);
     expect(r.status).toBe(200);
     // Schema drift check: nothing the code built was dropped by the response schema.
-    expect(r.body).toEqual({ flow: summary, timeline: JSON.parse(JSON.stringify(buildTimeline(events))), truncated: false, eventLimit: MAX_ROWS });
+    expect(r.body).toEqual({ flow: summary, timeline: JSON.parse(JSON.stringify(buildTimeline(events))), truncated: false, eventLimit: MAX_ROWS, joined: [] });
     const t = r.body.timeline as { packets: { hops: { crossNode: boolean; deltaUs: number | null }[] }[]; events: { ct: unknown }[] };
     expect(t.packets[0]!.hops.map((h) => [h.deltaUs, h.crossNode])).toEqual([[null, false], [2, true]]);
     expect(t.events[2]!.ct).toEqual({ id: 5, status: 0, info: 0, reply: { src: { addr: '10.0.0.2', port: 15006 }, dst: { addr: '10.0.0.9', port: 40000 } } });
@@ -342,7 +342,7 @@ describe('GET /api/v1/flows/:flowId/path', () => {
   it('serves the path exactly as buildPath made it', async () => {
     const r = await get(`/api/v1/flows/${summary.flowId}/path`);
     expect(r.status).toBe(200);
-    expect(r.body).toEqual(JSON.parse(JSON.stringify({ flow: summary, path: buildPath(events), truncated: false })));
+    expect(r.body).toEqual(JSON.parse(JSON.stringify({ flow: summary, path: buildPath(events), truncated: false, joined: [] })));
   });
   it.each([
     ['/api/v1/flows/12x/path', 400, /params\/flowId/],
