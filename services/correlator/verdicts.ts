@@ -7,7 +7,7 @@
  * state and the kernel's reason, the packet that triggered it, a chain of evidence
  * a person can check, and a fix where one is known.
  */
-import { Flag, Kind, TcpState } from '../shared/record.js';
+import { Flag, Hook, Kind, TcpState } from '../shared/record.js';
 import { BENIGN_DROPS, buildPath, fmt, labelOf, packetInstances, same } from './path.js';
 import { tcpFlagNames, tcpStateName, type Endpoint, type TimelineRow } from './timeline.js';
 
@@ -83,6 +83,9 @@ const DROP_MEANING: Readonly<Record<string, string>> = {
 };
 
 const STAGES = ['', 'PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING'];
+
+/** Device hooks a packet passes on its way out of a namespace. */
+const LEAVING: ReadonlySet<number> = new Set([Hook.NET_DEV_QUEUE, Hook.NET_DEV_XMIT, Hook.TC_EGRESS]);
 
 function packetRef(r: TimelineRow): PacketRef {
   return { src: src(r), dst: dst(r), seq: r.tcp_seq, ack: r.tcp_ack, flags: tcpFlagNames(r.tcp_flags), len: r.payload_len };
@@ -237,21 +240,24 @@ export function judgeFlow(rowsIn: readonly TimelineRow[]): Verdict[] {
     out.push(v);
   }
 
-  // A reset received with no reset sent in the flow came from a peer or middlebox hoptrace does not watch.
+  // A reset received with no socket's reset in the flow: sent by a node's netfilter (first seen
+  // leaving a watched namespace, never arriving there), or by a peer or middlebox not watched.
   if (!sent.length) {
     const recv = rows.find((r) => r.kind === Kind.RST_RECV);
     if (recv) {
       const rstPkt = rows.find((r) => r.kind === Kind.PACKET && r.tcp_flags & RST);
+      const madeThere = rstPkt && ((rstPkt.flags & Flag.EGRESS) !== 0 || LEAVING.has(rstPkt.hook));
+      const whence = !rstPkt
+        ? ['the RST itself was not seen on any device hook', 'no node hoptrace watches sent it: the peer or a middlebox did']
+        : madeThere
+          ? [`the RST was first seen leaving ${place(rstPkt)} (${labelOf(rstPkt)}), and never arriving there`, `no socket there sent it (no tcp_send_reset): the kernel made it without one, as an iptables/nftables REJECT --reject-with tcp-reset does`]
+          : [`the RST was first seen at ${labelOf(rstPkt)}`, 'no node hoptrace watches sent it: the peer or a middlebox did'];
       out.push({
         ...base(recv, 'reset_received', `${recv.kind}:${eventId(recv)}`),
         trigger: rstPkt ? packetRef(rstPkt) : null,
-        title: `reset received on ${place(recv)} by ${fmt(src(recv))} from ${fmt(dst(recv))} (${stateOf(recv)}); no watched node sent it`,
-        evidence: [
-          `the socket ${fmt(src(recv))} -> ${fmt(dst(recv))} was ${stateOf(recv)} when a RST arrived (tcp_receive_reset)`,
-          rstPkt ? `the RST was first seen at ${labelOf(rstPkt)}` : 'the RST itself was not seen on any device hook',
-          'no node hoptrace watches sent it: the peer or a middlebox did',
-        ],
-        fix: null,
+        title: `reset received on ${place(recv)} by ${fmt(src(recv))} from ${fmt(dst(recv))} (${stateOf(recv)}); ${madeThere ? `${place(rstPkt)} sent it without a socket (a firewall REJECT, most likely)` : 'no watched node sent it'}`,
+        evidence: [`the socket ${fmt(src(recv))} -> ${fmt(dst(recv))} was ${stateOf(recv)} when a RST arrived (tcp_receive_reset)`, ...whence],
+        fix: madeThere ? `find the rule: iptables-save | grep -i reject (or nft list ruleset) in ${place(rstPkt)}` : null,
       });
     }
   }

@@ -120,6 +120,25 @@ describe('verdicts', () => {
     expect(v!.kind).toBe('reset_received');
   });
 
+  it('a reset that a watched node made without a socket (a firewall REJECT): named, with where to look', () => {
+    const rows = flowRows().slice(0, 3); // the SYN, up to node-lb's ingress
+    const syn = rows[2]!;
+    const t = BigInt(syn.wall_ts_ns);
+    // node-lb answers the SYN itself: a RST leaves it toward the client and reaches the client's socket
+    const rst = { saddr: '10.96.0.10', sport: 80, daddr: syn.saddr, dport: syn.sport, tcp_flags: 0x14, tcp_seq: 0, tcp_ack: syn.tcp_seq + 1, payload_len: 0 };
+    const out = { ...syn, ...rst, seq: 901, hook: Hook.NET_DEV_QUEUE, wall_ts_ns: (t + 10_000n).toString() };
+    const inA = { ...rows[1]!, ...rst, seq: 902, hook: Hook.NETIF_RECEIVE, wall_ts_ns: (t + 50_000n).toString() };
+    const recv = { ...rows[0]!, seq: 903, kind: Kind.RST_RECV, hook: Hook.TCP_RECEIVE_RESET, sk_state: TcpState.SYN_SENT, wall_ts_ns: (t + 60_000n).toString() };
+    const [v] = judgeFlow([...rows, out, inA, recv]);
+    expect(v).toMatchObject({ kind: 'reset_received', node: 'node-a', fix: expect.stringMatching(/iptables-save \| grep -i reject .* in node-lb/) });
+    expect(v!.title).toMatch(/node-lb\/node-lb sent it without a socket \(a firewall REJECT, most likely\)$/);
+    expect(v!.evidence[1]).toMatch(/first seen leaving node-lb\/node-lb .*never arriving there/);
+    // first seen arriving somewhere (it came from outside what is watched): not a watched node's
+    const [w] = judgeFlow([...rows, inA, recv]);
+    expect(w!.title).toMatch(/no watched node sent it$/);
+    expect(w!.fix).toBeNull();
+  });
+
   it('drops: reason and place, grouped; benign reasons ignored', () => {
     const rows = flowRows();
     const p = rows.find((r) => r.node === 'node-lb' && r.hook === Hook.NETIF_RECEIVE)!;
