@@ -1,7 +1,7 @@
 /** `hoptrace lab ...`: the lab's commands. Human-readable output by default, `--json` for scripts. */
 import { Argument, Command, InvalidArgumentError, Option } from 'commander';
 import { injectOow, type OowResult } from './incidents.js';
-import { applyFix, dropClear, dropRule, FIXES, netem, parseDurationMs, parsePercent, setClockOffset, type DropHook, type Fix } from './knobs.js';
+import { applyFix, dropClear, dropRule, FIXES, netem, parseDurationMs, parsePercent, setClockOffset, targetOf, type DropHook, type Fix } from './knobs.js';
 import { labDown, labStatus, labUp, runRequests, type LabStatus, type RequestResult } from './lab.js';
 import { agentsStatus, labAgentPlans, startAgents, stopAgents } from './agents.js';
 import { runCheck } from './check.js';
@@ -42,7 +42,7 @@ function describeState(s: LabState): string {
   }
   const netems = Object.entries(s.links).filter(([, l]) => l.netem);
   for (const [id, l] of netems) lines.push(`netem ${id}: delay ${l.netem!.delayMs} ms jitter ${l.netem!.jitterMs} ms loss ${l.netem!.lossPct}%`);
-  for (const d of s.drops) lines.push(`drop ${d.id}: ${d.netns} ${d.hook} ${d.match.join(' ')}`);
+  for (const d of s.drops) lines.push(`drop ${d.id}: ${d.netns} ${d.hook} ${d.match.join(' ')} -j ${targetOf(d).join(' ')}`);
   if (s.fixes.length) lines.push(`fixes in backend pods: ${s.fixes.join(', ')}`);
   return lines.join('\n');
 }
@@ -169,16 +169,17 @@ export function registerLabCommands(program: Command): void {
     .option('--sport <port>', 'source port', int(1, 65535))
     .option('--dport <port>', 'destination port', int(1, 65535))
     .option('--probability <p>', 'drop only this fraction of matching packets', (v: string) => Number(v))
+    .option('--reject', 'answer instead of dropping, as a firewall REJECT does: a TCP reset (tcp), ICMP port unreachable (others)')
     .option('--clear', 'remove every drop rule in <where>')
     .option('--id <id>', 'remove one drop rule by id')
-    .action(async (where: string, o: { hook?: DropHook; proto?: 'tcp' | 'udp' | 'icmp'; src?: string; dst?: string; sport?: number; dport?: number; probability?: number; clear?: boolean; id?: string }) => {
+    .action(async (where: string, o: { hook?: DropHook; proto?: 'tcp' | 'udp' | 'icmp'; src?: string; dst?: string; sport?: number; dport?: number; probability?: number; reject?: boolean; clear?: boolean; id?: string }) => {
       if (o.clear || o.id) {
         const gone = await dropClear(o.id ? { id: o.id } : { where });
         out(gone.length ? `removed ${gone.map((d) => d.id).join(', ')}` : 'no drop rules there');
         return;
       }
       const d = await dropRule(where, o);
-      out(`${d.id}: ${d.netns} ${d.hook} ${d.match.join(' ')} -j DROP`);
+      out(`${d.id}: ${d.netns} ${d.hook} ${d.match.join(' ')} -j ${targetOf(d).join(' ')}`);
     });
 
   lab

@@ -138,6 +138,8 @@ export interface DropSpec {
   dport?: number;
   /** Drop only this fraction of matching packets (statistic random), (0, 1]. */
   probability?: number;
+  /** Answer instead of dropping, as a firewall's REJECT does: a TCP reset for TCP, ICMP port unreachable otherwise. */
+  reject?: boolean;
 }
 
 const CIDR = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(\/(\d{1,2}))?$/;
@@ -193,7 +195,10 @@ export function dropMatch(state: LabState, netns: string, spec: DropSpec): { hoo
 
 const chainOf = (hook: DropHook) => `HOPT-DROP-${hook}`;
 
-/** Adds a DROP rule in a lab namespace (its own chain, jumped to first from the hook). */
+/** The rule's `-j` target and options. */
+export const targetOf = (d: Pick<DropState, 'target'>): string[] => d.target ?? ['DROP'];
+
+/** Adds a DROP (or REJECT) rule in a lab namespace (its own chain, jumped to first from the hook). */
 export async function dropRule(where: string, spec: DropSpec = {}): Promise<DropState> {
   const state = requireState();
   const netns = resolveNetns(state, where);
@@ -206,8 +211,9 @@ export async function dropRule(where: string, spec: DropSpec = {}): Promise<Drop
   let i = 1;
   while (used.has(`hopt-drop-${i}`)) i++;
   const id = `hopt-drop-${i}`;
-  await ipt(['-A', chain, ...match, '-m', 'comment', '--comment', id, '-j', 'DROP']);
-  const d: DropState = { id, netns, hook, match };
+  const target = spec.reject ? ['REJECT', '--reject-with', match.includes('tcp') ? 'tcp-reset' : 'icmp-port-unreachable'] : ['DROP'];
+  await ipt(['-A', chain, ...match, '-m', 'comment', '--comment', id, '-j', ...target]);
+  const d: DropState = { id, netns, hook, match, target };
   state.drops.push(d);
   writeState(state);
   return d;
@@ -221,7 +227,7 @@ export async function dropClear(target?: { id?: string; where?: string }): Promi
   if (target?.id !== undefined && gone.length === 0) throw new LabError('HOP_LAB_BAD_ARGUMENT', `no drop rule ${target.id}; rules: ${state.drops.map((d) => d.id).join(', ') || 'none'}`);
   for (const d of gone) {
     const ipt = (args: string[]) => nsRun(d.netns, 'iptables', ['-w', '-t', 'filter', ...args], { allowFail: true });
-    await ipt(['-D', chainOf(d.hook), ...d.match, '-m', 'comment', '--comment', d.id, '-j', 'DROP']);
+    await ipt(['-D', chainOf(d.hook), ...d.match, '-m', 'comment', '--comment', d.id, '-j', ...targetOf(d)]);
   }
   state.drops = state.drops.filter((d) => !gone.includes(d));
   // Unhook chains that no longer hold rules.

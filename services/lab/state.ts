@@ -93,8 +93,10 @@ export interface DropState {
   netns: string;
   /** Built-in chain the rule hangs off (a HOPT-DROP-<chain> chain jumped to from it). */
   hook: 'FORWARD' | 'INPUT' | 'OUTPUT';
-  /** The match, as iptables arguments, before `-j DROP`. */
+  /** The match, as iptables arguments, before `-j`. */
   match: string[];
+  /** What `-j` names, with its options: DROP (absent in states written before REJECT), or REJECT --reject-with .... */
+  target?: string[];
 }
 
 export interface ProcessState {

@@ -232,4 +232,25 @@ describePrivileged('lab end to end', () => {
     expect(burst, 'no retransmission verdict on the client side').toBeDefined();
     expect(burst).toMatchObject({ node: 'node-a', title: expect.stringMatching(/last seen at node-c/) });
   });
+
+  it('a REJECT with tcp-reset on node-lb: the client\'s reset is put down to node-lb, not to an unwatched peer', async () => {
+    const state = await labUp({});
+    await agents(cfg);
+    const backend = state.backends[0]!;
+    const since = BigInt(Date.now()) * 1_000_000n;
+    const rule = await dropRule('node-lb', { proto: 'tcp', dst: backend.ip, dport: backend.port, reject: true });
+    let result;
+    try {
+      result = await runRequests(1, { timeoutMs: 1500 });
+    } finally {
+      await dropClear({ id: rule.id });
+    }
+    expect(result.failed, 'the request should have been refused').toBe(1);
+    const verdict = await waitFor(async () => {
+      const rs = await ch.query({ query: `SELECT node, title, fix, toString(flow_id) AS fid FROM incidents FINAL WHERE ts_ns >= ${since} AND kind = 'reset_received' AND retracted = 0`, format: 'JSONEachRow' });
+      return (await rs.json<{ node: string; title: string; fix: string; fid: string }>())[0];
+    }, 60_000, 1000);
+    expect(verdict, 'no reset verdict').toBeDefined();
+    expect(verdict).toMatchObject({ node: 'node-a', title: expect.stringMatching(/node-lb\/hopt-node-lb sent it without a socket/), fix: expect.stringMatching(/in node-lb\/hopt-node-lb$/) });
+  });
 });
