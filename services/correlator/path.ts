@@ -93,7 +93,7 @@ interface Sighting {
   point: string;
 }
 
-interface Instance {
+export interface PacketInstance {
   dir: Direction;
   sightings: Sighting[];
 }
@@ -124,7 +124,7 @@ function dedupe(rows: readonly TimelineRow[]): TimelineRow[] {
 }
 
 /** Groups packet sightings into instances of one packet crossing the path. */
-export function packetInstances(rows: readonly TimelineRow[]): Instance[] {
+export function packetInstances(rows: readonly TimelineRow[]): PacketInstance[] {
   const forwardDir = tupleForwardDir(rows);
   // key -> node -> sightings in time order (one node's clock orders its own sightings).
   const byKey = new Map<string, { dir: Direction; nodes: Map<string, Sighting[]> }>();
@@ -140,7 +140,7 @@ export function packetInstances(rows: readonly TimelineRow[]): Instance[] {
     if (!list) k.nodes.set(r.node, (list = []));
     list.push({ r, ts: BigInt(r.wall_ts_ns), point: pointOf(r) });
   }
-  const out: Instance[] = [];
+  const out: PacketInstance[] = [];
   for (const { dir, nodes } of byKey.values()) {
     // One node's visits: a second sighting at the same hook point, or a long pause, starts another copy of the packet.
     const visits: { node: string; start: bigint; sightings: Sighting[] }[] = [];
@@ -162,7 +162,7 @@ export function packetInstances(rows: readonly TimelineRow[]): Instance[] {
     // Copies on different nodes are the same instance when close in time (node clocks may
     // disagree, by much less than MATCH_WINDOW) and each node contributes one visit.
     visits.sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
-    const open: { start: bigint; nodes: Set<string>; inst: Instance }[] = [];
+    const open: { start: bigint; nodes: Set<string>; inst: PacketInstance }[] = [];
     for (const v of visits) {
       const fit = open.find((o) => !o.nodes.has(v.node) && v.start - o.start <= MATCH_WINDOW_NS);
       if (fit) {
@@ -210,7 +210,7 @@ function robustMin(xs: bigint[]): bigint {
  * tin(b) - tin(a) over its forward packets with that over its reverse packets (the
  * offset cancels out), so flows going either way between two nodes can be pooled.
  */
-export function collectPairs(instances: readonly Instance[], into = new Map<string, PairStats>()): Map<string, PairStats> {
+export function collectPairs(instances: readonly PacketInstance[], into = new Map<string, PairStats>()): Map<string, PairStats> {
   const local = new Map<string, { a: string; b: string; samples: { dir: Direction; inDiff: bigint; ab: bigint; ba: bigint }[] }>();
   for (const inst of instances) {
     const span = new Map<string, { tin: bigint; tout: bigint }>();
@@ -295,7 +295,7 @@ export function estimateOffsets(pairs: Map<string, PairStats>): { offsets: Map<s
 }
 
 /** Per-packet latencies of consecutive hops, keyed by segment, with offsets applied. */
-export function segmentSamples(instances: readonly Instance[], offsets: Map<string, bigint>, into = new Map<string, { seg: Omit<Segment, 'samples' | 'minUs' | 'p50Us' | 'p99Us' | 'maxUs'>; us: number[] }>()) {
+export function segmentSamples(instances: readonly PacketInstance[], offsets: Map<string, bigint>, into = new Map<string, { seg: Omit<Segment, 'samples' | 'minUs' | 'p50Us' | 'p99Us' | 'maxUs'>; us: number[] }>()) {
   for (const inst of instances) {
     const ordered = correctedOrder(inst, offsets);
     for (let i = 1; i < ordered.length; i++) {
@@ -323,7 +323,7 @@ export function summarizeSegments(samples: ReturnType<typeof segmentSamples>): S
  * An instance's sightings in corrected time order. A drop that the packet outlived (a
  * clone freed, e.g. a packet socket's copy of a frame) is not a hop: only a final drop is.
  */
-function correctedOrder(inst: Instance, offsets: Map<string, bigint>) {
+function correctedOrder(inst: PacketInstance, offsets: Map<string, bigint>) {
   const ordered = inst.sightings.map((s, i) => ({ s, i, t: s.ts - (offsets.get(s.r.node) ?? 0n) })).sort((x, y) => (x.t < y.t ? -1 : x.t > y.t ? 1 : x.i - y.i));
   return ordered.filter((o, k) => o.s.r.kind !== Kind.DROP || k === ordered.length - 1);
 }
@@ -373,7 +373,7 @@ export function buildPath(rows: readonly TimelineRow[], offsets?: Map<string, bi
   const paths: Record<Direction, PathHop[]> = { forward: [], reverse: [] };
   for (const dir of ['forward', 'reverse'] as const) {
     // The most common sequence of hook points, preferring longer ones on ties.
-    const counts = new Map<string, { n: number; inst: Instance; order: ReturnType<typeof correctedOrder> }>();
+    const counts = new Map<string, { n: number; inst: PacketInstance; order: ReturnType<typeof correctedOrder> }>();
     const seenAt = new Map<string, number>();
     for (const inst of instances) {
       if (inst.dir !== dir) continue;

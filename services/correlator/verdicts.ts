@@ -8,7 +8,7 @@
  * a person can check, and a fix where one is known.
  */
 import { Flag, Hook, Kind, TcpState } from '../shared/record.js';
-import { BENIGN_DROPS, buildPath, fmt, labelOf, packetInstances, same } from './path.js';
+import { BENIGN_DROPS, buildPath, fmt, labelOf, packetInstances, same, type FlowPath, type PacketInstance, type PathHop } from './path.js';
 import { tcpFlagNames, tcpStateName, type Endpoint, type TimelineRow } from './timeline.js';
 
 export type VerdictKind = 'nat_bypass_reset' | 'reset_no_socket' | 'reset_refused' | 'reset_app_abort' | 'reset_other' | 'reset_received' | 'drop' | 'retrans_burst';
@@ -220,6 +220,57 @@ function resetVerdict(rst: TimelineRow, rows: TimelineRow[], path: ReturnType<ty
   };
 }
 
+const lastSighting = (i: PacketInstance) => [...i.sightings].sort((a, b) => byTime(a.r, b.r)).at(-1)!.r;
+/** A hop of the path as labelOf names a row's place. */
+const hopLabel = (h: PathHop) => `${h.node}${h.pod || h.netns ? `/${h.pod || h.netns}` : ''} ${h.ifname} ${h.hook}`;
+
+/**
+ * Where a retransmitted segment was lost. Last seen short of its direction's last hop: lost
+ * after that place. Seen at the last hop: it arrived, and what went missing is the receiver's
+ * acknowledgement (last seen where it was lost), or the receiver never sent one.
+ */
+function retransVerdict(retrans: TimelineRow[], rows: TimelineRow[], path: FlowPath): Verdict {
+  const r = retrans[0]!;
+  const seq = r.tcp_seq;
+  const end = (seq + r.payload_len + (r.tcp_flags & SYN ? 1 : 0)) >>> 0;
+  const instances = packetInstances(rows);
+  // The retransmission record carries the resent segment's seq and length: find the original by both.
+  const original = instances
+    .filter((i) => i.sightings.some((s) => s.r.kind === Kind.PACKET && s.r.tcp_seq === seq && s.r.payload_len === r.payload_len && (s.r.tcp_flags & SYN) === (r.tcp_flags & SYN)))
+    .sort((a, b) => byTime(a.sightings[0]!.r, b.sightings[0]!.r))[0];
+  const last = original ? lastSighting(original) : undefined;
+  const finalHop = original ? path.paths[original.dir].at(-1) : undefined;
+  const arrived = last !== undefined && finalHop !== undefined && last.kind === Kind.PACKET && labelOf(last) === hopLabel(finalHop);
+  const evidence = [`tcp_retransmit_skb fired ${retrans.length} times on ${place(r)} (first for seq ${seq})`];
+  let title = `${retrans.length} retransmissions from ${fmt(src(r))}`;
+  if (!last) {
+    evidence.push(`the original segment seq ${seq} was not seen on any device hook`);
+  } else if (!arrived) {
+    title += `; the lost segment was last seen at ${labelOf(last)}`;
+    evidence.push(`the original segment seq ${seq} was last seen at ${labelOf(last)} and nowhere after it`);
+  } else {
+    // The receiver's first packet back acknowledging the segment, after it arrived.
+    const arrivedAt = ts(last);
+    const ack = instances
+      .filter((i) => i.dir !== original!.dir && i.sightings.some((x) => x.r.kind === Kind.PACKET && x.r.tcp_flags & ACK && ts(x.r) >= arrivedAt && ((x.r.tcp_ack - end) >>> 0) < 2 ** 31))
+      .sort((a, b) => byTime(a.sightings[0]!.r, b.sightings[0]!.r))[0];
+    evidence.push(`the original segment seq ${seq} reached ${labelOf(last)}, the last hop of its way`);
+    if (!ack) {
+      title += `; the segment reached ${place(last)}, which did not acknowledge it`;
+      evidence.push(`no packet from ${place(last)} acknowledged it (ack ${end} or beyond) on any device hook`);
+    } else {
+      const ackLast = lastSighting(ack);
+      const ackHop = path.paths[ack.dir].at(-1);
+      const back = ackHop !== undefined && labelOf(ackLast) === hopLabel(ackHop);
+      title += back
+        ? `; the segment and its acknowledgement both arrived (the sender resent it anyway: its timeout was shorter than the round trip)`
+        : `; the segment arrived, its acknowledgement was lost after ${labelOf(ackLast)}`;
+      evidence.push(`its acknowledgement (ack ${ackLast.tcp_ack}) was last seen at ${labelOf(ackLast)}${back ? ', back at the sender' : ' and nowhere after it'}`);
+    }
+  }
+  return { ...base(r, 'retrans_burst', `retrans:${eventId(r)}`), trigger: packetRef(r), title, evidence, fix: null };
+}
+
 export function judgeFlow(rowsIn: readonly TimelineRow[]): Verdict[] {
   const rows = [...rowsIn].sort(byTime);
   const out: Verdict[] = [];
@@ -291,24 +342,7 @@ export function judgeFlow(rowsIn: readonly TimelineRow[]): Verdict[] {
 
   // Retransmission bursts, and where the lost packet was last seen.
   const retrans = rows.filter((r) => r.kind === Kind.RETRANS);
-  if (retrans.length >= RETRANS_BURST) {
-    const r = retrans[0]!;
-    const seq = r.tcp_seq;
-    // The retransmission record carries the resent segment's seq and length: find the original by both.
-    const instances = packetInstances(rows).filter((i) => i.sightings.some((s) => s.r.kind === Kind.PACKET && s.r.tcp_seq === seq && s.r.payload_len === r.payload_len));
-    const original = instances.sort((a, b) => byTime(a.sightings[0]!.r, b.sightings[0]!.r))[0];
-    const last = original ? [...original.sightings].sort((a, b) => byTime(a.r, b.r)).at(-1)!.r : undefined;
-    out.push({
-      ...base(r, 'retrans_burst', `retrans:${eventId(r)}`),
-      trigger: packetRef(r),
-      title: `${retrans.length} retransmissions from ${fmt(src(r))}${last ? `; the lost segment was last seen at ${labelOf(last)}` : ''}`,
-      evidence: [
-        `tcp_retransmit_skb fired ${retrans.length} times on ${place(r)} (first for seq ${seq})`,
-        last ? `the original segment seq ${seq} was last seen at ${labelOf(last)} and nowhere after it` : `the original segment seq ${seq} was not seen on any device hook`,
-      ],
-      fix: null,
-    });
-  }
+  if (retrans.length >= RETRANS_BURST) out.push(retransVerdict(retrans, rows, path!));
   return out;
 }
 

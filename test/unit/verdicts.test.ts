@@ -161,4 +161,29 @@ describe('verdicts', () => {
     expect(v.map((x) => x.kind)).toEqual(['retrans_burst']);
     expect(v[0]!.title).toMatch(/3 retransmissions from 10\.10\.3\.2:8080; the lost segment was last seen at node-c\/node-c to-lb net_dev_queue/);
   });
+
+  describe('retransmission of a segment that arrived: what went missing is its acknowledgement', () => {
+    const rows = flowRows();
+    const rt = rows.find((r) => r.tcp_seq === 7_000_001 && r.payload_len === 500)!;
+    const retrans = [1, 2, 3].map((i) => ({ ...rt, seq: 8000 + i, kind: Kind.RETRANS, hook: Hook.TCP_RETRANSMIT, wall_ts_ns: (BigInt(rt.wall_ts_ns) + BigInt(i) * 200_000_000n).toString() }));
+    const acking = (r: (typeof rows)[number]) => r.dir === 0 && r.tcp_ack >= 7_000_501;
+
+    it('lost on its way back: where it was last seen', () => {
+      // the client's ACK left node-a and never reached node-lb
+      const kept = rows.filter((r) => !(acking(r) && r.node !== 'node-a'));
+      const [v] = judgeFlow([...kept, ...retrans]);
+      expect(v!.title).toBe('3 retransmissions from 10.10.3.2:8080; the segment arrived, its acknowledgement was lost after node-a/node-a to-lb net_dev_queue');
+      expect(v!.evidence.slice(1)).toEqual(['the original segment seq 7000001 reached node-a/pod-client eth0 netif_receive, the last hop of its way', 'its acknowledgement (ack 7000501) was last seen at node-a/node-a to-lb net_dev_queue and nowhere after it']);
+    });
+
+    it('never sent', () => {
+      const [v] = judgeFlow([...rows.filter((r) => !acking(r)), ...retrans]);
+      expect(v!.title).toBe('3 retransmissions from 10.10.3.2:8080; the segment reached node-a/pod-client, which did not acknowledge it');
+    });
+
+    it('both arrived: the sender resent it anyway', () => {
+      const [v] = judgeFlow([...rows, ...retrans]);
+      expect(v!.title).toMatch(/the segment and its acknowledgement both arrived \(the sender resent it anyway/);
+    });
+  });
 });
