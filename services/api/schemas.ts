@@ -306,6 +306,11 @@ export const pathResponses = {
           segments: { type: 'array', items: segment },
           clock: { type: 'array', items: clockOffset },
           packets: { type: 'integer' },
+          exchange: {
+            type: ['object', 'null'],
+            description: 'The first request and response, timed at the two ends (each on one node\'s clock): the client\'s wait, the server\'s share, the network\'s. null unless both ends saw both.',
+            properties: { clientWaitUs: { type: 'number' }, serverUs: { type: 'number' }, networkUs: { type: 'number' } },
+          },
         },
       },
       truncated: { type: 'boolean' },

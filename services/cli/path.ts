@@ -6,6 +6,7 @@ import type { Command } from 'commander';
 import type { FlowSummary } from '../api/queries.js';
 import type { FlowPath, Segment } from '../correlator/path.js';
 import { describeHop } from '../correlator/path.js';
+import { exchangeLine } from '../correlator/explain.js';
 import type { LatencyReport } from '../correlator/report.js';
 import type { Config } from '../shared/config.js';
 import { apiGet, defaultApiUrl, humanUs, joinedLine, table } from './query.js';
@@ -34,6 +35,7 @@ export function formatPath(r: PathResponse): string {
   const out: string[] = [];
   if (p.client && p.server) out.push(`connection ${p.client.addr}:${p.client.port} -> ${p.server.addr}:${p.server.port}, ${p.packets} packets\n`);
   if (joinedLine(r.joined)) out.push(`${joinedLine(r.joined)}\n`);
+  if (p.exchange) out.push(`${exchangeLine(p.exchange)}\n`);
   for (const dir of ['forward', 'reverse'] as const) {
     const hops = p.paths[dir];
     if (!hops.length) continue;

@@ -18,7 +18,7 @@
  *    joined it to the flow; each segment gets per-packet latencies and p50/p99.
  */
 import { percentile } from '../shared/stats.js';
-import { Kind } from '../shared/record.js';
+import { Hook, Kind } from '../shared/record.js';
 import { directionOf, hookName, isnC, type Direction, type Endpoint, type TimelineRow } from './timeline.js';
 
 /**
@@ -71,6 +71,19 @@ export interface ClockOffset {
   from: { peer: string; packets: number } | null;
 }
 
+/**
+ * The flow's first request and response (its first data each way), timed at the two ends:
+ * each figure is a difference of times on one node's clock, so no clock offset enters it.
+ */
+export interface Exchange {
+  /** From the request leaving the client (the path's first hop) to the response reaching it (the way back's last), µs. */
+  clientWaitUs: number;
+  /** From the request reaching the server (the path's last hop) to the response leaving it (the way back's first), µs. */
+  serverUs: number;
+  /** The rest of the client's wait: the network, both ways, µs. */
+  networkUs: number;
+}
+
 export interface FlowPath {
   client: Endpoint | null;
   server: Endpoint | null;
@@ -78,6 +91,8 @@ export interface FlowPath {
   segments: Segment[];
   clock: ClockOffset[];
   packets: number;
+  /** null without a request and a response seen at both ends. */
+  exchange: Exchange | null;
 }
 
 const SYN = 0x02;
@@ -423,7 +438,39 @@ export function buildPath(rows: readonly TimelineRow[], offsets?: Map<string, bi
     segments: summarizeSegments(segmentSamples(instances, use)),
     clock: offsets ? [...offsets].map(([node, off]) => ({ node, offsetUs: Number(off) / 1000, from: null })) : est.clock,
     packets: instances.length,
+    exchange: firstExchange(instances, paths),
   };
+}
+
+/** A hop's place as labelOf names a row's. */
+export function hopLabel(h: PathHop): string {
+  return `${h.node}${h.pod || h.netns ? `/${h.pod || h.netns}` : ''} ${h.ifname} ${h.hook}`;
+}
+
+/** Hooks (hookName) where a packet enters a namespace. */
+const ENTERING = new Set([Hook.NETIF_RECEIVE, Hook.TC_INGRESS].map(hookName));
+
+/** The first request and response of the flow, timed at its ends (Exchange); null when an end did not see them. */
+function firstExchange(instances: readonly PacketInstance[], paths: Record<Direction, PathHop[]>): Exchange | null {
+  const [out, back] = [paths.forward, paths.reverse];
+  if (!out.length || !back.length) return null;
+  // Each end is one namespace that the request leaves and the response enters (the client's),
+  // or the other way round (the server's): not a middle node where the watched path stops.
+  const place = (h: PathHop) => `${h.node}/${h.pod || h.netns}`;
+  const entering = (h: PathHop) => ENTERING.has(h.hook);
+  const [cOut, cIn, sIn, sOut] = [out[0]!, back.at(-1)!, out.at(-1)!, back[0]!];
+  if (place(cOut) !== place(cIn) || place(sIn) !== place(sOut) || entering(cOut) || !entering(cIn) || !entering(sIn) || entering(sOut)) return null;
+  const firstTs = (i: PacketInstance) => i.sightings.reduce((m, x) => (x.ts < m ? x.ts : m), i.sightings[0]!.ts);
+  const data = (dir: Direction) => instances.filter((i) => i.dir === dir && i.sightings.some((x) => x.r.kind === Kind.PACKET && x.r.payload_len > 0)).sort((a, b) => (firstTs(a) < firstTs(b) ? -1 : 1));
+  const request = data('forward')[0];
+  const response = request && data('reverse').find((i) => firstTs(i) > firstTs(request));
+  if (!request || !response) return null;
+  const at = (i: PacketInstance, h: PathHop) => i.sightings.find((x) => labelOf(x.r) === hopLabel(h))?.ts;
+  const [sent, arrived, answered, received] = [at(request, out[0]!), at(request, out.at(-1)!), at(response, back[0]!), at(response, back.at(-1)!)];
+  if (sent === undefined || arrived === undefined || answered === undefined || received === undefined) return null;
+  const clientWaitUs = Number(received - sent) / 1000;
+  const serverUs = Number(answered - arrived) / 1000;
+  return { clientWaitUs, serverUs, networkUs: clientWaitUs - serverUs };
 }
 
 /** One line per hop, for terminals and reports. */

@@ -8,7 +8,7 @@
  * a person can check, and a fix where one is known.
  */
 import { Flag, Hook, Kind, TcpState } from '../shared/record.js';
-import { BENIGN_DROPS, buildPath, fmt, labelOf, packetInstances, same, type FlowPath, type PacketInstance, type PathHop } from './path.js';
+import { BENIGN_DROPS, buildPath, fmt, hopLabel, labelOf, packetInstances, same, type FlowPath, type PacketInstance } from './path.js';
 import { tcpFlagNames, tcpStateName, type Endpoint, type TimelineRow } from './timeline.js';
 
 export type VerdictKind = 'nat_bypass_reset' | 'reset_no_socket' | 'reset_refused' | 'reset_app_abort' | 'reset_other' | 'reset_received' | 'drop' | 'retrans_burst';
@@ -221,8 +221,6 @@ function resetVerdict(rst: TimelineRow, rows: TimelineRow[], path: ReturnType<ty
 }
 
 const lastSighting = (i: PacketInstance) => [...i.sightings].sort((a, b) => byTime(a.r, b.r)).at(-1)!.r;
-/** A hop of the path as labelOf names a row's place. */
-const hopLabel = (h: PathHop) => `${h.node}${h.pod || h.netns ? `/${h.pod || h.netns}` : ''} ${h.ifname} ${h.hook}`;
 
 /**
  * Where a retransmitted segment was lost. Last seen short of its direction's last hop: lost

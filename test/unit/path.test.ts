@@ -58,6 +58,18 @@ describe('flow path across NAT', () => {
     expect(p.paths.forward.every((h) => h.evidence.join() === 'tuple')).toBe(true);
   });
 
+  it('times the first request and response at the two ends: the server\'s share, the network\'s', () => {
+    // The fixture sends a packet each ms, 116 µs on the way there and 125 back: the request (4th
+    // packet) reaches the server pod 116 µs after leaving the client, the response (6th) leaves
+    // the server 2 ms after the request left the client, and reaches the client 125 µs later.
+    const x = buildPath(flowRows()).exchange!;
+    expect(x).toEqual({ clientWaitUs: 2125, serverUs: 1884, networkUs: 241 });
+    // each figure is read on one node's clock: a server node 50 ms off changes nothing
+    expect(buildPath(flowRows({ skewNs: { 'node-c': 50_000_000 } })).exchange).toEqual(x);
+    // without the server's node, its share is unknown
+    expect(buildPath(flowRows().filter((r) => r.node !== 'node-c')).exchange).toBeNull();
+  });
+
   it('describes a hop in one line', () => {
     const p = buildPath(flowRows());
     expect(describeHop(p.paths.forward[3]!)).toBe('node-lb/node-lb to-c net_dev_queue: 10.10.1.2:40000 -> 10.10.3.2:8080  [DNAT 10.96.0.10:80 -> 10.10.3.2:8080]  (conntrack: DNAT 10.96.0.10:80 -> 10.10.3.2:8080)  joined by isn+conntrack');
