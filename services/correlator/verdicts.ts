@@ -84,8 +84,9 @@ const DROP_MEANING: Readonly<Record<string, string>> = {
 
 const STAGES = ['', 'PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING'];
 
-/** Device hooks a packet passes on its way out of a namespace. */
+/** Device hooks a packet passes on its way out of a namespace, and into one. */
 const LEAVING: ReadonlySet<number> = new Set([Hook.NET_DEV_QUEUE, Hook.NET_DEV_XMIT, Hook.TC_EGRESS]);
+const ENTERING: ReadonlySet<number> = new Set([Hook.NETIF_RECEIVE, Hook.TC_INGRESS]);
 
 function packetRef(r: TimelineRow): PacketRef {
   return { src: src(r), dst: dst(r), seq: r.tcp_seq, ack: r.tcp_ack, flags: tcpFlagNames(r.tcp_flags), len: r.payload_len };
@@ -258,12 +259,19 @@ function retransVerdict(retrans: TimelineRow[], rows: TimelineRow[], path: FlowP
       evidence.push(`no packet from ${place(last)} acknowledged it (ack ${end} or beyond) on any device hook`);
     } else {
       const ackLast = lastSighting(ack);
-      const ackHop = path.paths[ack.dir].at(-1);
-      const back = ackHop !== undefined && labelOf(ackLast) === hopLabel(ackHop);
-      title += back
-        ? `; the segment and its acknowledgement both arrived (the sender resent it anyway: its timeout was shorter than the round trip)`
-        : `; the segment arrived, its acknowledgement was lost after ${labelOf(ackLast)}`;
-      evidence.push(`its acknowledgement (ack ${ackLast.tcp_ack}) was last seen at ${labelOf(ackLast)}${back ? ', back at the sender' : ' and nowhere after it'}`);
+      // Back at the sender: entering the namespace the segment was first seen leaving.
+      const sentFrom = [...original!.sightings].sort((x, y) => byTime(x.r, y.r))[0]!.r;
+      const back = ackLast.kind === Kind.PACKET && place(ackLast) === place(sentFrom) && ENTERING.has(ackLast.hook);
+      const why = ackLast.reason_name || String(ackLast.reason);
+      if (ackLast.kind === Kind.DROP) {
+        title += `; the segment arrived, its acknowledgement was dropped at ${labelOf(ackLast)}: ${why}`;
+        evidence.push(`its acknowledgement (ack ${ackLast.tcp_ack}) was dropped at ${labelOf(ackLast)} (kfree_skb, reason ${why}${ackLast.location ? `, in ${ackLast.location}` : ''})`);
+      } else {
+        title += back
+          ? `; the segment and its acknowledgement both arrived (the sender resent it anyway: its timeout was shorter than the round trip)`
+          : `; the segment arrived, its acknowledgement was lost after ${labelOf(ackLast)}`;
+        evidence.push(`its acknowledgement (ack ${ackLast.tcp_ack}) was last seen at ${labelOf(ackLast)}${back ? ', back at the sender' : ' and nowhere after it'}`);
+      }
     }
   }
   return { ...base(r, 'retrans_burst', `retrans:${eventId(r)}`), trigger: packetRef(r), title, evidence, fix: null };

@@ -176,6 +176,15 @@ describe('verdicts', () => {
       expect(v!.evidence.slice(1)).toEqual(['the original segment seq 7000001 reached node-a/pod-client eth0 netif_receive, the last hop of its way', 'its acknowledgement (ack 7000501) was last seen at node-a/node-a to-lb net_dev_queue and nowhere after it']);
     });
 
+    it('dropped on its way back: where, and why', () => {
+      const kept = rows.filter((r) => !(acking(r) && r.node !== 'node-a'));
+      const atLb = rows.find((r) => acking(r) && r.node === 'node-lb')!;
+      const drop = { ...atLb, seq: 9100, kind: Kind.DROP, hook: Hook.KFREE_SKB, reason: 12, reason_name: 'NETFILTER_DROP', location: 'nft_do_chain' };
+      const v = judgeFlow([...kept, drop, ...retrans]).find((x) => x.kind === 'retrans_burst')!;
+      expect(v.title).toBe('3 retransmissions from 10.10.3.2:8080; the segment arrived, its acknowledgement was dropped at node-lb/node-lb to-a kfree_skb: NETFILTER_DROP');
+      expect(v.evidence[2]).toBe('its acknowledgement (ack 7000501) was dropped at node-lb/node-lb to-a kfree_skb (kfree_skb, reason NETFILTER_DROP, in nft_do_chain)');
+    });
+
     it('never sent', () => {
       const [v] = judgeFlow([...rows.filter((r) => !acking(r)), ...retrans]);
       expect(v!.title).toBe('3 retransmissions from 10.10.3.2:8080; the segment reached node-a/pod-client, which did not acknowledge it');
