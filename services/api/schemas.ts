@@ -336,6 +336,8 @@ export function latencyQuerySchema(maxFlows: number) {
   } as const;
 }
 
+const quantiles = { type: 'object', properties: { p50: { type: 'number' }, p99: { type: 'number' } } } as const;
+
 export const latencyResponses = {
   200: {
     type: 'object',
@@ -344,6 +346,16 @@ export const latencyResponses = {
       packets: { type: 'integer' },
       clock: { type: 'array', items: clockOffset },
       segments: { type: 'array', items: segment },
+      exchanges: {
+        type: ['object', 'null'],
+        description: 'The flows\' first requests and responses timed at their two ends (path.exchange): how many, and p50/p99 of the client\'s wait, the server\'s share and the network\'s, µs. null when no flow had both ends watched.',
+        properties: {
+          flows: { type: 'integer' },
+          clientWaitUs: quantiles,
+          serverUs: quantiles,
+          networkUs: quantiles,
+        },
+      },
       truncated: { type: 'boolean', description: 'The flows had more events than the API reads at once; the report covers part of them.' },
     },
   },

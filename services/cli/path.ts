@@ -49,8 +49,14 @@ export function formatPath(r: PathResponse): string {
   return out.join('');
 }
 
+function exchangesLine(x: LatencyReport['exchanges']): string {
+  if (!x) return '';
+  const q = (v: { p50: number; p99: number }) => `p50 ${humanUs(v.p50)} p99 ${humanUs(v.p99)}`;
+  return `first request and response of ${x.flows} flows: the client waited ${q(x.clientWaitUs)}; the server's share ${q(x.serverUs)}; the network's ${q(x.networkUs)}\n`;
+}
+
 export function formatLatency(r: LatencyReport & { truncated: boolean }): string {
-  return `${r.flows} flows, ${r.packets} packets\n${segmentTable(r.segments)}${clockLines(r.clock)}${r.truncated ? '(more events matched than the API reads at once: partial report)\n' : ''}`;
+  return `${r.flows} flows, ${r.packets} packets\n${exchangesLine(r.exchanges)}${segmentTable(r.segments)}${clockLines(r.clock)}${r.truncated ? '(more events matched than the API reads at once: partial report)\n' : ''}`;
 }
 
 export function registerPathCommands(program: Command, loadCfg: () => Config): void {

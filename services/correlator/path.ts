@@ -380,8 +380,8 @@ function ctCovers(ct: TimelineRow, hop: Pick<PathHop, 'src' | 'dst'>): boolean {
 }
 
 /** The flow's path per direction, segments and clock offsets. `offsets` overrides the flow's own estimate. */
-export function buildPath(rows: readonly TimelineRow[], offsets?: Map<string, bigint>): FlowPath {
-  const instances = packetInstances(rows);
+/** `instances`: packetInstances(rows), when the caller has them already. */
+export function buildPath(rows: readonly TimelineRow[], offsets?: Map<string, bigint>, instances = packetInstances(rows)): FlowPath {
   const est = estimateOffsets(collectPairs(instances));
   const use = offsets ?? est.offsets;
   const cts = dedupe(rows).filter((r) => r.kind === Kind.CT);

@@ -5,8 +5,18 @@
  * offsets estimated from all flows pooled. Per-packet hop latencies are then
  * aggregated by segment.
  */
-import { collectPairs, estimateOffsets, packetInstances, segmentSamples, summarizeSegments, type ClockOffset, type PairStats, type Segment } from './path.js';
+import { percentile } from '../shared/stats.js';
+import { buildPath, collectPairs, estimateOffsets, packetInstances, segmentSamples, summarizeSegments, type ClockOffset, type Exchange, type PairStats, type Segment } from './path.js';
 import type { TimelineRow } from './timeline.js';
+
+/** The flows' first requests and responses (path.ts Exchange), p50 and p99 of each part, µs. */
+export interface ExchangeSummary {
+  /** Flows whose two ends both saw their first request and response. */
+  flows: number;
+  clientWaitUs: { p50: number; p99: number };
+  serverUs: { p50: number; p99: number };
+  networkUs: { p50: number; p99: number };
+}
 
 export interface LatencyReport {
   flows: number;
@@ -14,6 +24,17 @@ export interface LatencyReport {
   clock: ClockOffset[];
   /** Slowest p99 first. */
   segments: Segment[];
+  /** null when no flow had both ends watched. */
+  exchanges: ExchangeSummary | null;
+}
+
+function summarizeExchanges(xs: Exchange[]): ExchangeSummary | null {
+  if (!xs.length) return null;
+  const q = (f: (x: Exchange) => number) => {
+    const v = xs.map(f).sort((a, b) => a - b);
+    return { p50: percentile(v, 0.5), p99: percentile(v, 0.99) };
+  };
+  return { flows: xs.length, clientWaitUs: q((x) => x.clientWaitUs), serverUs: q((x) => x.serverUs), networkUs: q((x) => x.networkUs) };
 }
 
 /** Packets each way between two nodes for a flow's own offset estimate to be trusted. */
@@ -32,16 +53,24 @@ function ownOffsets(inst: ReturnType<typeof packetInstances>): Map<string, bigin
 }
 
 export function latencyReport(flows: Iterable<readonly TimelineRow[]>): LatencyReport {
-  const all = [...flows].map((rows) => packetInstances(rows));
+  const rows = [...flows];
+  const all = rows.map((r) => packetInstances(r));
   const pairs = new Map<string, PairStats>();
   for (const inst of all) collectPairs(inst, pairs);
   const { offsets, clock } = estimateOffsets(pairs);
   const samples: ReturnType<typeof segmentSamples> = new Map();
-  for (const inst of all) segmentSamples(inst, ownOffsets(inst) ?? offsets, samples);
+  const exchanges: Exchange[] = [];
+  all.forEach((inst, i) => {
+    const use = ownOffsets(inst) ?? offsets;
+    segmentSamples(inst, use, samples);
+    const x = buildPath(rows[i]!, use, inst).exchange;
+    if (x) exchanges.push(x);
+  });
   return {
     flows: all.length,
     packets: all.reduce((s, i) => s + i.length, 0),
     clock,
     segments: summarizeSegments(samples).sort((x, y) => y.p99Us - x.p99Us),
+    exchanges: summarizeExchanges(exchanges),
   };
 }

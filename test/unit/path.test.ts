@@ -84,6 +84,12 @@ describe('flow path across NAT', () => {
 });
 
 describe('latency report', () => {
+  it('splits the flows\' first requests and responses into the server\'s share and the network\'s', () => {
+    expect(latencyReport([1, 2, 3].map(() => flowRows())).exchanges).toEqual({ flows: 3, clientWaitUs: { p50: 2125, p99: 2125 }, serverUs: { p50: 1884, p99: 1884 }, networkUs: { p50: 241, p99: 241 } });
+    // no flow with its server's node watched: nothing to split
+    expect(latencyReport([flowRows().filter((r) => r.node !== 'node-c')]).exchanges).toBeNull();
+  });
+
   it('pools flows: netem on the LB qdisc stands out, clocks corrected, nothing else comparable', () => {
     const flows = [1, 2, 3].map(() => flowRows({ netemNs: 20_000_000, skewNs: { 'node-c': 50_000_000 } }));
     const r = latencyReport(flows);
