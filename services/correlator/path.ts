@@ -380,8 +380,8 @@ function ctCovers(ct: TimelineRow, hop: Pick<PathHop, 'src' | 'dst'>): boolean {
 }
 
 /** The flow's path per direction, segments and clock offsets. `offsets` overrides the flow's own estimate. */
-/** `instances`: packetInstances(rows), when the caller has them already. */
-export function buildPath(rows: readonly TimelineRow[], offsets?: Map<string, bigint>, instances = packetInstances(rows)): FlowPath {
+export function buildPath(rows: readonly TimelineRow[], offsets?: Map<string, bigint>): FlowPath {
+  const instances = packetInstances(rows);
   const est = estimateOffsets(collectPairs(instances));
   const use = offsets ?? est.offsets;
   const cts = dedupe(rows).filter((r) => r.kind === Kind.CT);
@@ -438,7 +438,7 @@ export function buildPath(rows: readonly TimelineRow[], offsets?: Map<string, bi
     segments: summarizeSegments(segmentSamples(instances, use)),
     clock: offsets ? [...offsets].map(([node, off]) => ({ node, offsetUs: Number(off) / 1000, from: null })) : est.clock,
     packets: instances.length,
-    exchange: firstExchange(instances, paths),
+    exchange: firstExchange(instances, use),
   };
 }
 
@@ -447,29 +447,35 @@ export function hopLabel(h: PathHop): string {
   return `${h.node}${h.pod || h.netns ? `/${h.pod || h.netns}` : ''} ${h.ifname} ${h.hook}`;
 }
 
-/** Hooks (hookName) where a packet enters a namespace. */
-const ENTERING = new Set([Hook.NETIF_RECEIVE, Hook.TC_INGRESS].map(hookName));
+/** Hooks where a packet enters a namespace. */
+const ENTERING: ReadonlySet<number> = new Set([Hook.NETIF_RECEIVE, Hook.TC_INGRESS]);
 
-/** The first request and response of the flow, timed at its ends (Exchange); null when an end did not see them. */
-function firstExchange(instances: readonly PacketInstance[], paths: Record<Direction, PathHop[]>): Exchange | null {
-  const [out, back] = [paths.forward, paths.reverse];
-  if (!out.length || !back.length) return null;
-  // Each end is one namespace that the request leaves and the response enters (the client's),
-  // or the other way round (the server's): not a middle node where the watched path stops.
-  const place = (h: PathHop) => `${h.node}/${h.pod || h.netns}`;
-  const entering = (h: PathHop) => ENTERING.has(h.hook);
-  const [cOut, cIn, sIn, sOut] = [out[0]!, back.at(-1)!, out.at(-1)!, back[0]!];
-  if (place(cOut) !== place(cIn) || place(sIn) !== place(sOut) || entering(cOut) || !entering(cIn) || !entering(sIn) || entering(sOut)) return null;
+/**
+ * The first request and response of the flow, timed at its ends (Exchange): where the
+ * request was first and last seen (corrected order: `offsets`) and the response last and
+ * first. null unless each end is one namespace that the request leaves and the response
+ * enters (the client's) or the other way round (the server's): a path that stops at a
+ * middle node has no server time to give. Used per flow by the latency report, so it
+ * reads the instances, not the path.
+ */
+export function firstExchange(instances: readonly PacketInstance[], offsets: Map<string, bigint>): Exchange | null {
   const firstTs = (i: PacketInstance) => i.sightings.reduce((m, x) => (x.ts < m ? x.ts : m), i.sightings[0]!.ts);
   const data = (dir: Direction) => instances.filter((i) => i.dir === dir && i.sightings.some((x) => x.r.kind === Kind.PACKET && x.r.payload_len > 0)).sort((a, b) => (firstTs(a) < firstTs(b) ? -1 : 1));
   const request = data('forward')[0];
   const response = request && data('reverse').find((i) => firstTs(i) > firstTs(request));
   if (!request || !response) return null;
-  const at = (i: PacketInstance, h: PathHop) => i.sightings.find((x) => labelOf(x.r) === hopLabel(h))?.ts;
-  const [sent, arrived, answered, received] = [at(request, out[0]!), at(request, out.at(-1)!), at(response, back[0]!), at(response, back.at(-1)!)];
-  if (sent === undefined || arrived === undefined || answered === undefined || received === undefined) return null;
-  const clientWaitUs = Number(received - sent) / 1000;
-  const serverUs = Number(answered - arrived) / 1000;
+  const ends = (i: PacketInstance) => {
+    const o = correctedOrder(i, offsets);
+    return [o[0]!.s, o.at(-1)!.s] as const;
+  };
+  const [sent, arrived] = ends(request);
+  const [answered, received] = ends(response);
+  const place = (x: Sighting) => `${x.r.node}/${x.r.pod || x.r.netns || x.r.netns_ino}`;
+  const entering = (x: Sighting) => x.r.kind === Kind.PACKET && ENTERING.has(x.r.hook);
+  const leaving = (x: Sighting) => x.r.kind === Kind.PACKET && !ENTERING.has(x.r.hook);
+  if (place(sent) !== place(received) || place(arrived) !== place(answered) || !leaving(sent) || !entering(received) || !entering(arrived) || !leaving(answered)) return null;
+  const clientWaitUs = Number(received.ts - sent.ts) / 1000;
+  const serverUs = Number(answered.ts - arrived.ts) / 1000;
   return { clientWaitUs, serverUs, networkUs: clientWaitUs - serverUs };
 }
 

@@ -6,7 +6,7 @@
  * aggregated by segment.
  */
 import { percentile } from '../shared/stats.js';
-import { buildPath, collectPairs, estimateOffsets, packetInstances, segmentSamples, summarizeSegments, type ClockOffset, type Exchange, type PairStats, type Segment } from './path.js';
+import { collectPairs, estimateOffsets, firstExchange, packetInstances, segmentSamples, summarizeSegments, type ClockOffset, type Exchange, type PairStats, type Segment } from './path.js';
 import type { TimelineRow } from './timeline.js';
 
 /** The flows' first requests and responses (path.ts Exchange), p50 and p99 of each part, µs. */
@@ -53,19 +53,18 @@ function ownOffsets(inst: ReturnType<typeof packetInstances>): Map<string, bigin
 }
 
 export function latencyReport(flows: Iterable<readonly TimelineRow[]>): LatencyReport {
-  const rows = [...flows];
-  const all = rows.map((r) => packetInstances(r));
+  const all = [...flows].map((rows) => packetInstances(rows));
   const pairs = new Map<string, PairStats>();
   for (const inst of all) collectPairs(inst, pairs);
   const { offsets, clock } = estimateOffsets(pairs);
   const samples: ReturnType<typeof segmentSamples> = new Map();
   const exchanges: Exchange[] = [];
-  all.forEach((inst, i) => {
+  for (const inst of all) {
     const use = ownOffsets(inst) ?? offsets;
     segmentSamples(inst, use, samples);
-    const x = buildPath(rows[i]!, use, inst).exchange;
+    const x = firstExchange(inst, use);
     if (x) exchanges.push(x);
-  });
+  }
   return {
     flows: all.length,
     packets: all.reduce((s, i) => s + i.length, 0),
