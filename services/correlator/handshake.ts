@@ -70,6 +70,11 @@ export function handshakeOf(events: readonly TimelineRow[]): Handshake | null {
   return { isnC: c, isnS: s, client, completed, reset };
 }
 
+/** Whether a flow with handshake `h` may have another flow to read (a completed or refused one has none). */
+export function mayHaveOtherSide(h: Handshake | null): h is Handshake {
+  return h !== null && !h.completed && (h.isnS !== 0 || (h.client !== null && !h.reset));
+}
+
 const wall = (r: TimelineRow) => BigInt(r.wall_ts_ns);
 
 /** Events in the order the store reads them: time, then event id. */
@@ -86,10 +91,10 @@ function byTime(a: TimelineRow, b: TimelineRow): number {
 export async function joinHandshakeSides(store: FlowReads, id: bigint, events: TimelineRow[], limit: number): Promise<{ joined: string[]; events: TimelineRow[] }> {
   const none = { joined: [], events };
   const h = handshakeOf(events);
-  if (!h || h.completed || events.length === 0) return none;
+  if (!mayHaveOtherSide(h) || events.length === 0) return none;
   let candidates: bigint[];
   if (h.isnS === 0) {
-    if (!h.client || h.reset) return none;
+    if (!h.client) return none;
     const times = events.map(wall);
     const first = times.reduce((a, b) => (a < b ? a : b));
     const last = times.reduce((a, b) => (a > b ? a : b));

@@ -24,7 +24,7 @@ import { uint } from '../shared/sql.js';
 import { eventDate } from './rows.js';
 import { EVENT_READ_COLUMNS, queryEventRows } from '../shared/stored-events.js';
 import type { TimelineRow } from './timeline.js';
-import { handshakeOf, joinHandshakeSides, type FlowReads } from './handshake.js';
+import { handshakeOf, joinHandshakeSides, mayHaveOtherSide, type FlowReads } from './handshake.js';
 import { ANOMALY_SQL, eventId, judgeFlow, type Verdict } from './verdicts.js';
 
 export interface IncidentRow {
@@ -82,6 +82,9 @@ export function retractions(stored: IncidentRow[], judged: IncidentRow[], comple
   return stored.filter((r) => complete.has(r.flow_id) && !kept.has(`${r.flow_id}/${r.incident_key}`)).map((r) => ({ ...r, retracted: 1, judged_at_ms: judgedAtMs }));
 }
 
+/** Flows of one judging round (up to 500) that may read the other flow of their connection (handshake.ts). */
+const MAX_JOINS_PER_ROUND = 50;
+
 export interface JudgeOptions {
   ch: ClickHouseClient;
   log: Logger;
@@ -99,22 +102,33 @@ export interface Judge {
   /** Re-judges recent anomalies, then judges notified flows as they settle. */
   start(): Promise<void>;
   stop(): Promise<void>;
-  stats(): { judged: number; incidents: number; retracted: number; truncated: number; pending: number; errors: number };
+  stats(): { judged: number; incidents: number; retracted: number; truncated: number; unjoined: number; pending: number; errors: number };
 }
 
 
 export function createJudge(o: JudgeOptions): Judge {
   const due = new Map<number, number>();
   const backlog: number[] = [];
-  const totals = { judged: 0, incidents: 0, retracted: 0, truncated: 0, errors: 0 };
+  const totals = { judged: 0, incidents: 0, retracted: 0, truncated: 0, unjoined: 0, errors: 0 };
   const maxRows = o.maxRows ?? 1_000_000;
   const reads = o.reads ?? createFlowStore(o.ch, 'ClickHouse');
 
-  /** The flow's verdicts, judged with the connection's other flow where its handshake left one. */
-  async function verdictsOf(fid: string, events: TimelineRow[]): Promise<Verdict[]> {
+  /**
+   * The flow's verdicts, judged with the connection's other flow where its handshake left one.
+   * `budget.joins`: how many more flows of this round may read another flow; past it a flow
+   * is judged alone (counted), so a storm of unanswered SYNs cannot stall the judge.
+   */
+  async function verdictsOf(fid: string, events: TimelineRow[], budget: { joins: number }): Promise<Verdict[]> {
+    const h = handshakeOf(events);
+    if (!mayHaveOtherSide(h)) return judgeFlow(events);
+    if (budget.joins <= 0) {
+      totals.unjoined++;
+      return judgeFlow(events);
+    }
+    budget.joins--;
     const { joined, events: all } = await joinHandshakeSides(reads, BigInt(fid), events, maxRows);
     if (!joined.length) return judgeFlow(events);
-    if (handshakeOf(events)?.isnS) for (const other of joined) if (!due.has(Number(other))) due.set(Number(other), 0);
+    if (h.isnS) for (const other of joined) if (!due.has(Number(other))) due.set(Number(other), 0);
     // Keys name their trigger event (verdicts.ts): each side keeps those of its own events.
     const own = new Set(events.map(eventId));
     return judgeFlow(all).filter((v) => own.has(v.key.slice(v.key.indexOf(':') + 1)));
@@ -154,7 +168,8 @@ export function createJudge(o: JudgeOptions): Judge {
     const stored = await rs.json<IncidentRow>();
     const now = Date.now();
     const rows: IncidentRow[] = [];
-    for (const [fid, events] of byFlow) for (const v of await verdictsOf(fid, events)) rows.push(incidentRow(fid, v, now));
+    const budget = { joins: MAX_JOINS_PER_ROUND };
+    for (const [fid, events] of byFlow) for (const v of await verdictsOf(fid, events, budget)) rows.push(incidentRow(fid, v, now));
     const gone = retractions(stored, rows, complete, now);
     if (rows.length || gone.length) await o.ch.insert({ table: 'incidents', values: [...rows, ...gone], format: 'JSONEachRow' });
     totals.judged += byFlow.size;

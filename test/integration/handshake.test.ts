@@ -154,4 +154,26 @@ describe('the two flows of a connection whose SYN-ACK was lost, read together', 
       await judge.stop();
     }
   });
+
+  it('the judge reads other flows for at most 50 flows a round; the rest are judged alone, and counted', async () => {
+    // 52 client sides of unanswered SYNs, each with its SYN sent again 3 times (an anomaly)
+    const ids = Array.from({ length: 52 }, (_, i) => connFlowId(2000 + i, 0));
+    const rows = ids.flatMap((id, i) => [0, 1_000_000, 3_000_000, 7_000_000].flatMap((t, k) => [
+      hop(String(id), t, 'node-a', { sport: 41000 + i, tcp_seq: 2000 + i, isn_c: 2000 + i, ip_id: k }),
+      ...(k ? [hop(String(id), t + 10, 'node-a', { sport: 41000 + i, tcp_seq: 2000 + i, isn_c: 2000 + i, kind: Kind.RETRANS, hook: Hook.TCP_RETRANSMIT })] : []),
+    ]));
+    await insertRows(ch, 'hop_events', rows, hopEventEncoder);
+    let lookups = 0;
+    const reads = { listFlows: async () => (lookups++, []), flowEvents: async () => [] };
+    const judge = createJudge({ ch, log: quietLog, settleMs: 50, lookbackMs: 1, reads });
+    await judge.start();
+    try {
+      judge.notify(ids);
+      expect(await waitFor(async () => judge.stats().judged === 52, 10_000)).toBe(true);
+      expect(judge.stats()).toMatchObject({ unjoined: 2, errors: 0 });
+      expect(lookups).toBe(50);
+    } finally {
+      await judge.stop();
+    }
+  });
 });
