@@ -268,7 +268,7 @@ function retransVerdict(retrans: TimelineRow[], rows: TimelineRow[], path: FlowP
         evidence.push(`its acknowledgement (ack ${ackLast.tcp_ack}) was dropped at ${labelOf(ackLast)} (kfree_skb, reason ${why}${ackLast.location ? `, in ${ackLast.location}` : ''})`);
       } else {
         title += back
-          ? `; the segment and its acknowledgement both arrived (the sender resent it anyway: its timeout was shorter than the round trip)`
+          ? `; the segment and its acknowledgement both arrived (the sender resent it anyway: a timeout shorter than the round trip, or reordering taken for loss)`
           : `; the segment arrived, its acknowledgement was lost after ${labelOf(ackLast)}`;
         evidence.push(`its acknowledgement (ack ${ackLast.tcp_ack}) was last seen at ${labelOf(ackLast)}${back ? ', back at the sender' : ' and nowhere after it'}`);
       }
