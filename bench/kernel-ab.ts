@@ -131,6 +131,14 @@ function summarize(pairs: Pair[], j: number) {
   return { a: median(pairs.map((p) => p.a[j]!)), b: median(pairs.map((p) => p.b[j]!)), r1, r2, mean: (r1 + r2) / 2 };
 }
 
+/** One table row per "hooks mode" and device hook of `results`, as `row` writes it. */
+function tableRows(results: Map<string, Pair[]>, row: (hooks: DeviceHooks, mode: string, hook: string, s: ReturnType<typeof summarize>) => string): string[] {
+  return [...results].flatMap(([key, pairs]) => {
+    const [hooks, mode] = key.split(' ') as [DeviceHooks, string];
+    return DEVICE[hooks].map((h, j) => row(hooks, mode, h, summarize(pairs, j)));
+  });
+}
+
 const f = (x: number, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : '-');
 
 async function main(): Promise<void> {
@@ -155,13 +163,7 @@ async function main(): Promise<void> {
     console.log(`kernel A/B on the same packets: A = ${base.label}, B = this tree's bpf/.output; ${head}\n`);
     console.log('| device hooks | capture | hook | A ns/run | B ns/run | B/A, A linked first | B/A, B linked first | B/A (mean of both orders) |');
     console.log('| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |');
-    for (const [key, pairs] of results) {
-      const [hooks, mode] = key.split(' ') as [DeviceHooks, string];
-      DEVICE[hooks].forEach((h, j) => {
-        const s = summarize(pairs, j);
-        console.log(`| ${hooks} | ${mode} | ${h} | ${f(s.a)} | ${f(s.b)} | ${f(s.r1, 3)} | ${f(s.r2, 3)} | ${f(s.mean, 3)} |`);
-      });
-    }
+    for (const r of tableRows(results, (hooks, mode, h, s) => `| ${hooks} | ${mode} | ${h} | ${f(s.a)} | ${f(s.b)} | ${f(s.r1, 3)} | ${f(s.r2, 3)} | ${f(s.mean, 3)} |`)) console.log(r);
   } finally {
     lab.remove();
   }
@@ -182,13 +184,7 @@ async function profile(lab: BenchLab, parts: readonly Ablation[], port: { next: 
       });
       try {
         const results = await compare(lab, CANDIDATE, copy.dir, port);
-        for (const [key, pairs] of results) {
-          const [hooks, mode] = key.split(' ') as [DeviceHooks, string];
-          DEVICE[hooks].forEach((h, j) => {
-            const s = summarize(pairs, j);
-            rows.push(`| ${part.part} | ${hooks} | ${mode} | ${h} | ${f(s.a)} | ${f(s.b)} | ${f(s.a * (1 - s.mean))} | ${f(100 * (1 - s.mean), 1)}% | ${part.what} |`);
-          });
-        }
+        rows.push(...tableRows(results, (hooks, mode, h, s) => `| ${part.part} | ${hooks} | ${mode} | ${h} | ${f(s.a)} | ${f(s.b)} | ${f(s.a * (1 - s.mean))} | ${f(100 * (1 - s.mean), 1)}% | ${part.what} |`));
       } finally {
         copy.cleanup();
       }
