@@ -23,7 +23,7 @@
 import type { FlowStore } from '../api/queries.js';
 import { connFlowId } from '../shared/flowkey.js';
 import { Kind } from '../shared/record.js';
-import { isnC, isnS, type Endpoint, type TimelineRow } from './timeline.js';
+import { inEventOrder, isnC, isnS, type Endpoint, type TimelineRow } from './timeline.js';
 
 const SYN = 0x02;
 const RST = 0x04;
@@ -77,20 +77,13 @@ export function mayHaveOtherSide(h: Handshake | null): h is Handshake {
 
 const wall = (r: TimelineRow) => BigInt(r.wall_ts_ns);
 
-/** Events in the order the store reads them: time, then event id. */
-function byTime(a: TimelineRow, b: TimelineRow): number {
-  const d = wall(a) - wall(b);
-  if (d !== 0n) return d < 0n ? -1 : 1;
-  return a.agent < b.agent ? -1 : a.agent > b.agent ? 1 : Number(a.boot) - Number(b.boot) || Number(a.seq) - Number(b.seq);
-}
-
 /**
- * The other flow of the connection of flow `id` (events `events`), if its handshake left
- * one: its id and events, merged with `events` in time order (at most `limit` in all).
+ * The other flow of the connection of flow `id` (events `events`, handshake `h` when the
+ * caller has it), if its handshake left one: its id and events, merged with `events` in
+ * event order (at most `limit` in all).
  */
-export async function joinHandshakeSides(store: FlowReads, id: bigint, events: TimelineRow[], limit: number): Promise<{ joined: string[]; events: TimelineRow[] }> {
+export async function joinHandshakeSides(store: FlowReads, id: bigint, events: TimelineRow[], limit: number, h = handshakeOf(events)): Promise<{ joined: string[]; events: TimelineRow[] }> {
   const none = { joined: [], events };
-  const h = handshakeOf(events);
   if (!mayHaveOtherSide(h) || events.length === 0) return none;
   let candidates: bigint[];
   if (h.isnS === 0) {
@@ -114,6 +107,5 @@ export async function joinHandshakeSides(store: FlowReads, id: bigint, events: T
     merged = [...merged, ...rows];
   }
   if (!joined.length) return none;
-  merged.sort(byTime);
-  return { joined, events: merged.slice(0, limit) };
+  return { joined, events: inEventOrder(merged).slice(0, limit) };
 }

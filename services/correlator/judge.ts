@@ -126,7 +126,7 @@ export function createJudge(o: JudgeOptions): Judge {
       return judgeFlow(events);
     }
     budget.joins--;
-    const { joined, events: all } = await joinHandshakeSides(reads, BigInt(fid), events, maxRows);
+    const { joined, events: all } = await joinHandshakeSides(reads, BigInt(fid), events, maxRows, h);
     if (!joined.length) return judgeFlow(events);
     if (h.isnS) for (const other of joined) if (!due.has(Number(other))) due.set(Number(other), 0);
     // Keys name their trigger event (verdicts.ts): each side keeps those of its own events.

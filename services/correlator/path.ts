@@ -447,8 +447,11 @@ export function hopLabel(h: PathHop): string {
   return `${h.node}${h.pod || h.netns ? `/${h.pod || h.netns}` : ''} ${h.ifname} ${h.hook}`;
 }
 
-/** Hooks where a packet enters a namespace. */
+/** Hooks where a packet enters a namespace; a packet record at any other device hook is leaving one. */
 const ENTERING: ReadonlySet<number> = new Set([Hook.NETIF_RECEIVE, Hook.TC_INGRESS]);
+/** Whether row `r` is a packet entering its namespace, or one leaving it. */
+export const entering = (r: TimelineRow) => r.kind === Kind.PACKET && ENTERING.has(r.hook);
+export const leaving = (r: TimelineRow) => r.kind === Kind.PACKET && !ENTERING.has(r.hook);
 
 /**
  * The first request and response of the flow, timed at its ends (Exchange): where the
@@ -471,9 +474,7 @@ export function firstExchange(instances: readonly PacketInstance[], offsets: Map
   const [sent, arrived] = ends(request);
   const [answered, received] = ends(response);
   const place = (x: Sighting) => `${x.r.node}/${x.r.pod || x.r.netns || x.r.netns_ino}`;
-  const entering = (x: Sighting) => x.r.kind === Kind.PACKET && ENTERING.has(x.r.hook);
-  const leaving = (x: Sighting) => x.r.kind === Kind.PACKET && !ENTERING.has(x.r.hook);
-  if (place(sent) !== place(received) || place(arrived) !== place(answered) || !leaving(sent) || !entering(received) || !entering(arrived) || !leaving(answered)) return null;
+  if (place(sent) !== place(received) || place(arrived) !== place(answered) || !leaving(sent.r) || !entering(received.r) || !entering(arrived.r) || !leaving(answered.r)) return null;
   const clientWaitUs = Number(received.ts - sent.ts) / 1000;
   const serverUs = Number(answered.ts - arrived.ts) / 1000;
   return { clientWaitUs, serverUs, networkUs: clientWaitUs - serverUs };

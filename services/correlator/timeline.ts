@@ -240,6 +240,11 @@ function compareEvents(x: Sorted, y: Sorted): number {
   return 0;
 }
 
+/** `rows` in the order the store reads events: time, then event id (agent, boot, seq). */
+export function inEventOrder(rows: readonly TimelineRow[]): TimelineRow[] {
+  return rows.map((row) => ({ row, ts: BigInt(row.wall_ts_ns), boot: BigInt(row.boot), seq: BigInt(row.seq) })).sort(compareEvents).map((x) => x.row);
+}
+
 /** Which `dir` value is the initiator's, and who the initiator is. */
 function orient(events: Sorted[]): { forwardDir: number; from: Endpoint; to: Endpoint; orientation: 'syn' | 'canonical' } {
   for (const { row: r } of events) {

@@ -7,8 +7,8 @@
  * state and the kernel's reason, the packet that triggered it, a chain of evidence
  * a person can check, and a fix where one is known.
  */
-import { Flag, Hook, Kind, TcpState } from '../shared/record.js';
-import { BENIGN_DROPS, buildPath, fmt, hopLabel, labelOf, packetInstances, same, type FlowPath, type PacketInstance } from './path.js';
+import { Flag, Kind, TcpState } from '../shared/record.js';
+import { BENIGN_DROPS, buildPath, entering, fmt, hopLabel, labelOf, leaving, packetInstances, same, type FlowPath, type PacketInstance } from './path.js';
 import { tcpFlagNames, tcpStateName, type Endpoint, type TimelineRow } from './timeline.js';
 
 export type VerdictKind = 'nat_bypass_reset' | 'reset_no_socket' | 'reset_refused' | 'reset_app_abort' | 'reset_other' | 'reset_received' | 'drop' | 'retrans_burst';
@@ -83,10 +83,6 @@ const DROP_MEANING: Readonly<Record<string, string>> = {
 };
 
 const STAGES = ['', 'PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING'];
-
-/** Device hooks a packet passes on its way out of a namespace, and into one. */
-const LEAVING: ReadonlySet<number> = new Set([Hook.NET_DEV_QUEUE, Hook.NET_DEV_XMIT, Hook.TC_EGRESS]);
-const ENTERING: ReadonlySet<number> = new Set([Hook.NETIF_RECEIVE, Hook.TC_INGRESS]);
 
 function packetRef(r: TimelineRow): PacketRef {
   return { src: src(r), dst: dst(r), seq: r.tcp_seq, ack: r.tcp_ack, flags: tcpFlagNames(r.tcp_flags), len: r.payload_len };
@@ -261,7 +257,7 @@ function retransVerdict(retrans: TimelineRow[], rows: TimelineRow[], path: FlowP
       const ackLast = lastSighting(ack);
       // Back at the sender: entering the namespace the segment was first seen leaving.
       const sentFrom = [...original!.sightings].sort((x, y) => byTime(x.r, y.r))[0]!.r;
-      const back = ackLast.kind === Kind.PACKET && place(ackLast) === place(sentFrom) && ENTERING.has(ackLast.hook);
+      const back = place(ackLast) === place(sentFrom) && entering(ackLast);
       const why = ackLast.reason_name || String(ackLast.reason);
       if (ackLast.kind === Kind.DROP) {
         title += `; the segment arrived, its acknowledgement was dropped at ${labelOf(ackLast)}: ${why}`;
@@ -303,7 +299,7 @@ export function judgeFlow(rowsIn: readonly TimelineRow[]): Verdict[] {
     const recv = rows.find((r) => r.kind === Kind.RST_RECV);
     if (recv) {
       const rstPkt = rows.find((r) => r.kind === Kind.PACKET && r.tcp_flags & RST);
-      const madeThere = rstPkt && ((rstPkt.flags & Flag.EGRESS) !== 0 || LEAVING.has(rstPkt.hook));
+      const madeThere = rstPkt && leaving(rstPkt);
       const whence = !rstPkt
         ? ['the RST itself was not seen on any device hook', 'no node hoptrace watches sent it: the peer or a middlebox did']
         : madeThere
